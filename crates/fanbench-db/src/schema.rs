@@ -1,0 +1,166 @@
+//! Migrations, database creation and the pool settings both designs share.
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection};
+
+use crate::{Cluster, ClusterOptions, DbError};
+
+/// The primary database's migrations, embedded at build time from `crates/fanbench-db/migrations`.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// Brings the database at `pool` up to the current schema.
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// A pool with the settings both designs share: a fixed size (no minimum idle trickle, every
+/// connection opened up front) and a bounded acquire wait. The designs differ only in how long they
+/// hold a connection, so this is the one place the pool is configured.
+pub async fn connect_pool(
+    url: &str,
+    size: u32,
+    acquire_timeout: Duration,
+) -> Result<PgPool, DbError> {
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e: sqlx::Error| DbError::BadUrl(e.to_string()))?;
+    // Per-statement logging at INFO would flood the log under load; keep only slow ones, as warnings.
+    let options = options
+        .log_statements(log::LevelFilter::Trace)
+        .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(1));
+    let pool = PgPoolOptions::new()
+        .max_connections(size)
+        .min_connections(size)
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Creates database `name` on the server `server_url` points at (optionally copying `template`) and
+/// returns its URL.
+pub async fn create_database(
+    server_url: &str,
+    name: &str,
+    template: Option<&str>,
+) -> Result<String, DbError> {
+    let admin = database_url_with_name(server_url, "postgres")?;
+    let mut conn = PgConnection::connect(&admin).await?;
+    let sql = match template {
+        Some(t) => format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            quote_ident(name),
+            quote_ident(t)
+        ),
+        None => format!("CREATE DATABASE {}", quote_ident(name)),
+    };
+    sqlx::raw_sql(&sql).execute(&mut conn).await?;
+    conn.close().await?;
+    database_url_with_name(server_url, name)
+}
+
+/// `url` with its database name replaced by `name`; the query string is kept.
+pub fn database_url_with_name(url: &str, name: &str) -> Result<String, DbError> {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let after_scheme = base
+        .find("://")
+        .map(|i| i + 3)
+        .ok_or_else(|| DbError::BadUrl(url.into()))?;
+    let host_end = base[after_scheme..]
+        .find('/')
+        .map_or(base.len(), |i| after_scheme + i);
+    let mut out = format!("{}/{}", &base[..host_end], name);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    Ok(out)
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The primary database a serving command uses: the one `DATABASE_URL` names, or a new one on a
+/// throwaway cluster that lives as long as this value.
+#[derive(Debug)]
+pub enum Database {
+    /// A database someone else runs; we only migrate it.
+    External { url: String },
+    /// A database on our own cluster; dropping this stops the cluster and deletes it.
+    Throwaway { url: String, cluster: Cluster },
+}
+
+impl Database {
+    /// Opens the database: migrates `database_url` when given, else starts a throwaway cluster and
+    /// creates and migrates database `name` on it.
+    pub async fn open(database_url: Option<&str>, name: &str) -> Result<Self, DbError> {
+        match database_url {
+            Some(url) => {
+                let pool = connect_pool(url, 1, Duration::from_secs(30)).await?;
+                migrate(&pool).await?;
+                pool.close().await;
+                Ok(Self::External {
+                    url: url.to_string(),
+                })
+            }
+            None => {
+                let cluster =
+                    tokio::task::spawn_blocking(|| Cluster::start(&ClusterOptions::default()))
+                        .await
+                        .map_err(|e| DbError::Command {
+                            program: "cluster start".into(),
+                            output: e.to_string(),
+                        })??;
+                let url = create_database(&cluster.url("postgres"), name, None).await?;
+                let pool = connect_pool(&url, 1, Duration::from_secs(30)).await?;
+                migrate(&pool).await?;
+                pool.close().await;
+                Ok(Self::Throwaway { url, cluster })
+            }
+        }
+    }
+
+    /// The URL to connect to.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::External { url } | Self::Throwaway { url, .. } => url,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_database_name() {
+        let cases = [
+            ("postgres://u@h:5432/a", "b", "postgres://u@h:5432/b"),
+            ("postgres://u@h:5432", "b", "postgres://u@h:5432/b"),
+            (
+                "postgres://u:p@h/a?sslmode=disable",
+                "b",
+                "postgres://u:p@h/b?sslmode=disable",
+            ),
+            ("postgresql://h/", "x", "postgresql://h/x"),
+        ];
+        for (url, name, want) in cases {
+            assert_eq!(database_url_with_name(url, name).unwrap(), want, "{url}");
+        }
+        assert!(database_url_with_name("not a url", "x").is_err());
+    }
+
+    #[test]
+    fn quotes_identifiers() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

@@ -1,0 +1,155 @@
+//! Command-line options.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// What happens to a notification service at a sign-up spike when the fan-out runs inside the
+/// request, versus behind a queue?
+///
+/// fanbench builds both designs for real (axum, PostgreSQL), simulates the email, SMS and push
+/// providers, and measures the two side by side.
+///
+/// Without --database-url or DATABASE_URL, every command that needs PostgreSQL starts a private,
+/// throwaway cluster (initdb in a temp dir, a free loopback port) and removes it on exit.
+#[derive(Debug, Parser)]
+#[command(
+    name = "fanbench",
+    version,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace); FANBENCH_LOG=<filter> overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one piece of the system until Ctrl-C or SIGTERM.
+    #[command(subcommand)]
+    Serve(ServeCommand),
+    /// Start the whole stack in this process, send one sign-up end to end, and show what each
+    /// provider received. Takes a few seconds; leaves nothing running.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// The provider simulator: email, SMS and push endpoints with latency, errors, rate limits
+    /// and outages, and a ledger of deliveries.
+    ///
+    /// Change behaviour at run time: curl -X PUT localhost:7001/admin/channels/sms -d
+    /// '{"latency":{"dist":"fixed","value":"2s"},"error_rate":0.2}'
+    Providers(ProvidersArgs),
+    /// The naive synchronous design: each sign-up calls every provider inside its transaction.
+    ///
+    /// Example: fanbench serve sync --providers-url http://127.0.0.1:7001
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProvidersArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    pub listen: SocketAddr,
+
+    /// Provider behaviour as JSON or TOML (keys: email, sms, push; each with latency, error_rate,
+    /// rate_limit, outages). Missing channels keep their defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL to use (migrated on start). Without it, a throwaway cluster is started and
+    /// removed on exit.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7002")]
+    pub listen: SocketAddr,
+
+    /// Base URL of the providers (the simulator, or anything speaking its API).
+    #[arg(long, value_name = "URL")]
+    pub providers_url: String,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub pool: PoolArgs,
+
+    /// How long one provider call may take before the sign-up fails with 502.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub provider_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PoolArgs {
+    /// Database connections in the pool.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pool_size: u32,
+
+    /// How long a request waits for a free connection before it is answered 503.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse_humanly() {
+        let cli = Cli::try_parse_from([
+            "fanbench",
+            "serve",
+            "sync",
+            "--providers-url",
+            "http://x",
+            "--acquire-timeout",
+            "250ms",
+        ])
+        .unwrap();
+        let Command::Serve(ServeCommand::Sync(args)) = cli.command else {
+            panic!("not sync")
+        };
+        assert_eq!(args.pool.acquire_timeout, Duration::from_millis(250));
+        assert_eq!(args.pool.pool_size, 10);
+        assert!(
+            Cli::try_parse_from([
+                "fanbench",
+                "serve",
+                "sync",
+                "--providers-url",
+                "x",
+                "--pool-size",
+                "0"
+            ])
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! The sign-up API that both designs share, so that they differ only in what happens after a
+//! request is understood: the request model and its validation, the JSON error body every failure
+//! answers with, the notification channels, and the HTTP client for the providers.
+//!
+//! This crate holds no database code and no design decision: it must not know whether a sign-up
+//! fans out inline or through a queue.
+
+mod error;
+mod provider;
+mod registration;
+pub mod telemetry;
+
+pub use error::{ApiError, not_found};
+pub use provider::{ProviderClient, ProviderError, SendRequest, idempotency_key};
+pub use registration::{Channel, MAX_BODY_BYTES, Registration, ValidRegistration, body_limit};
