@@ -215,24 +215,34 @@ impl Drop for Cluster {
 /// Finds the directory holding `initdb`, `pg_ctl` and `postgres`: `FANBENCH_PG_BIN`, then `PATH`,
 /// then the newest `/usr/lib/postgresql/*/bin` (where Debian and Ubuntu put them).
 pub fn find_pg_bin() -> Result<PathBuf, DbError> {
+    find_pg_bin_in(
+        std::env::var_os("FANBENCH_PG_BIN").map(PathBuf::from),
+        std::env::var_os("PATH"),
+        Path::new("/usr/lib/postgresql"),
+    )
+}
+
+fn find_pg_bin_in(
+    explicit: Option<PathBuf>,
+    path: Option<std::ffi::OsString>,
+    versions_root: &Path,
+) -> Result<PathBuf, DbError> {
     let has_all = |dir: &Path| {
         ["initdb", "pg_ctl", "postgres"]
             .iter()
             .all(|b| dir.join(b).is_file())
     };
-    if let Some(dir) = std::env::var_os("FANBENCH_PG_BIN").map(PathBuf::from) {
+    if let Some(dir) = explicit {
         return if has_all(&dir) {
             Ok(dir)
         } else {
             Err(DbError::BinariesNotFound)
         };
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|d| has_all(d)) {
-            return Ok(dir);
-        }
+    if let Some(dir) = path.and_then(|p| std::env::split_paths(&p).find(|d| has_all(d))) {
+        return Ok(dir);
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(versions_root)
         .into_iter()
         .flatten()
         .flatten()
@@ -360,4 +370,57 @@ fn free_port() -> std::io::Result<u16> {
 
 fn io_err(what: &'static str, path: PathBuf, source: std::io::Error) -> DbError {
     DbError::Io { what, path, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_install(root: &Path, version: &str) -> PathBuf {
+        let bin = root.join(version).join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for b in ["initdb", "pg_ctl", "postgres"] {
+            std::fs::write(bin.join(b), "").unwrap();
+        }
+        bin
+    }
+
+    #[test]
+    fn finds_the_newest_installed_version() {
+        let root = tempfile::tempdir().unwrap();
+        fake_install(root.path(), "13");
+        let newest = fake_install(root.path(), "15");
+        std::fs::create_dir_all(root.path().join("16/bin")).unwrap(); // incomplete: skipped
+        assert_eq!(find_pg_bin_in(None, None, root.path()).unwrap(), newest);
+    }
+
+    #[test]
+    fn path_wins_over_the_versions_dir_and_explicit_wins_over_both() {
+        let root = tempfile::tempdir().unwrap();
+        fake_install(root.path(), "15");
+        let on_path = fake_install(root.path(), "path");
+        let path = std::env::join_paths([Path::new("/nonexistent"), &on_path]).unwrap();
+        assert_eq!(
+            find_pg_bin_in(None, Some(path.clone()), root.path()).unwrap(),
+            on_path
+        );
+        let explicit = fake_install(root.path(), "mine");
+        assert_eq!(
+            find_pg_bin_in(Some(explicit.clone()), Some(path), root.path()).unwrap(),
+            explicit
+        );
+    }
+
+    #[test]
+    fn missing_binaries_say_how_to_install_them() {
+        let root = tempfile::tempdir().unwrap();
+        let err = find_pg_bin_in(None, None, root.path()).unwrap_err();
+        assert!(matches!(err, DbError::BinariesNotFound));
+        assert!(
+            err.to_string().contains("apt-get install -y postgresql"),
+            "{err}"
+        );
+        let err = find_pg_bin_in(Some(root.path().into()), None, root.path()).unwrap_err();
+        assert!(matches!(err, DbError::BinariesNotFound));
+    }
 }

@@ -123,6 +123,9 @@ impl TokenBucket {
     }
 }
 
+/// The header carrying the latency the simulator applied to an answer, in microseconds.
+pub const LATENCY_HEADER: &str = "x-simulated-latency-us";
+
 /// The outcome of one send, as counted in `/metrics`.
 #[derive(Debug, Clone, Copy)]
 enum Outcome {
@@ -262,7 +265,7 @@ impl Simulator {
         metrics.in_flight[i].decrement(1.0);
 
         let roll: f64 = rand::rng().random();
-        if roll < error_rate {
+        let mut response = if roll < error_rate {
             lock(&self.inner.ledger).reject(channel);
             metrics.count(channel, Outcome::Error);
             let status = if roll < error_rate / 2.0 {
@@ -270,26 +273,33 @@ impl Simulator {
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            return provider_error(status, "provider_error", None);
-        }
+            provider_error(status, "provider_error", None)
+        } else {
+            let delivery = Delivery {
+                key,
+                channel,
+                registration_id: request.registration_id,
+                received_at,
+            };
+            self.accept(delivery)
+        };
+        // Says how long this answer was held, so a client can check the distribution exactly.
+        let applied_us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        response
+            .headers_mut()
+            .insert(LATENCY_HEADER, HeaderValue::from(applied_us));
+        response
+    }
 
-        let delivery = Delivery {
-            key: key.clone(),
-            channel,
-            registration_id: request.registration_id,
-            received_at,
-        };
+    fn accept(&self, delivery: Delivery) -> Response {
+        let (channel, key) = (delivery.channel, delivery.key.clone());
         let accepted = lock(&self.inner.ledger).accept(delivery);
-        let status = match accepted {
-            Accepted::Delivered => {
-                metrics.count(channel, Outcome::Delivered);
-                "delivered"
-            }
-            Accepted::Duplicate => {
-                metrics.count(channel, Outcome::Duplicate);
-                "duplicate"
-            }
+        let outcome = match accepted {
+            Accepted::Delivered => Outcome::Delivered,
+            Accepted::Duplicate => Outcome::Duplicate,
         };
+        self.inner.metrics.count(channel, outcome);
+        let status = OUTCOMES[outcome as usize];
         Json(json!({ "status": status, "key": key })).into_response()
     }
 }
