@@ -93,3 +93,17 @@ pub fn read_sim_config(path: &Path) -> Result<SimConfig> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_provider_config_is_valid() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/providers.example.toml");
+        let config = read_sim_config(&path).unwrap();
+        assert_eq!(config.sms.rate_limit, Some(200.0));
+        assert_eq!(config.sms.outages.len(), 1);
+    }
+}

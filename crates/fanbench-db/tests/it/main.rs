@@ -1,6 +1,8 @@
 //! The throwaway cluster against a real PostgreSQL: it starts, serves, migrates, isolates tests, and
 //! leaves nothing behind however its owner ends.
 
+#![allow(clippy::unwrap_used)] // a test that cannot set up should panic, loudly
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

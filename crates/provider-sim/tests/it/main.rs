@@ -1,6 +1,8 @@
 //! The simulator over real HTTP: latency, errors, rate limits, outages, the admin endpoint and the
 //! idempotent ledger.
 
+#![allow(clippy::unwrap_used)] // a test that cannot set up should panic, loudly
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -261,11 +263,19 @@ async fn outages_answer_503_and_the_admin_endpoint_changes_behaviour_at_run_time
 
     // An outage that starts later counts from the moment it was applied.
     let later = ChannelBehaviour {
-        outages: vec![Outage { start: Duration::from_secs(1), duration: Duration::from_secs(1) }],
+        outages: vec![Outage {
+            start: Duration::from_secs(1),
+            duration: Duration::from_secs(1),
+        }],
         ..fixed(0)
     };
     let applied = Instant::now();
-    sim.http.put(format!("{}/admin/channels/push", sim.url)).json(&later).send().await.unwrap();
+    sim.http
+        .put(format!("{}/admin/channels/push", sim.url))
+        .json(&later)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(sim.send("push", "b:push").await.status(), 200);
     tokio::time::sleep_until((applied + Duration::from_millis(1500)).into()).await;
     assert_eq!(sim.send("push", "c:push").await.status(), 503);

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, runs every test against real PostgreSQL (a
+# throwaway cluster per test process, or DATABASE_URL), checks that no cluster was left running,
+# then lints. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/ensure-deps.sh
+
+echo "==> cargo test"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+
+# Each test process's cluster is removed by its guard once the process exits; give the guards a
+# moment, then fail if any throwaway server is still up.
+for _ in $(seq 1 100); do
+  pgrep -f 'postgres -D /tmp/fanbench-pg-' >/dev/null || break
+  sleep 0.1
+done
+if pgrep -af 'postgres -D /tmp/fanbench-pg-'; then
+  echo "error: a throwaway PostgreSQL survived the test run (above)" >&2
+  exit 1
+fi
+echo "==> no throwaway PostgreSQL left running"
+
+echo "==> lint"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
