@@ -8,10 +8,12 @@
 mod cluster;
 mod error;
 mod schema;
+pub mod signup;
 pub mod testing;
 
 pub use cluster::{Cluster, ClusterOptions, find_pg_bin};
 pub use error::DbError;
 pub use schema::{
-    Database, MIGRATOR, connect_pool, create_database, database_url_with_name, migrate,
+    Database, MIGRATOR, connect_pool, create_database, database_url_with_name, ensure_database,
+    migrate,
 };

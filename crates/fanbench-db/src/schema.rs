@@ -64,6 +64,37 @@ pub async fn create_database(
     database_url_with_name(server_url, name)
 }
 
+/// Makes sure the database `url` names exists, creating it (empty) when it does not.
+pub async fn ensure_database(url: &str) -> Result<(), DbError> {
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e: sqlx::Error| DbError::BadUrl(e.to_string()))?;
+    let name = options.get_database().unwrap_or("postgres").to_string();
+    let mut conn = PgConnection::connect(&database_url_with_name(url, "postgres")?).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let created = sqlx::raw_sql(&format!("CREATE DATABASE {}", quote_ident(&name)))
+            .execute(&mut conn)
+            .await;
+        // Another process may have created it in between; that is as good.
+        if let Err(e) = created {
+            let duplicate = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "42P04");
+            if !duplicate {
+                return Err(e.into());
+            }
+        }
+    }
+    conn.close().await?;
+    Ok(())
+}
+
 /// `url` with its database name replaced by `name`; the query string is kept.
 pub fn database_url_with_name(url: &str, name: &str) -> Result<String, DbError> {
     let (base, query) = match url.split_once('?') {

@@ -59,3 +59,15 @@ pub async fn fresh_database() -> Result<String, DbError> {
 pub fn cluster() -> Option<&'static Cluster> {
     CLUSTER.get().and_then(|c| c.as_ref().ok())
 }
+
+/// A new, empty database with no schema (for stores that bring their own, like the log store).
+pub async fn fresh_empty_database() -> Result<String, DbError> {
+    let server = tokio::task::spawn_blocking(server_url)
+        .await
+        .map_err(|e| DbError::Command {
+            program: "cluster start".into(),
+            output: e.to_string(),
+        })??;
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    create_database(&server, &format!("empty_{suffix}"), None).await
+}

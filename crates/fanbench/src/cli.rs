@@ -35,6 +35,9 @@ pub enum Command {
     /// Run one piece of the system until Ctrl-C or SIGTERM.
     #[command(subcommand)]
     Serve(ServeCommand),
+    /// Inspect and replay the async design's dead letters.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Start the whole stack in this process, send one sign-up end to end, and show what each
     /// provider received. Takes a few seconds; leaves nothing running.
     Demo(DemoArgs),
@@ -52,6 +55,121 @@ pub enum ServeCommand {
     ///
     /// Example: fanbench serve sync --providers-url http://127.0.0.1:7001
     Sync(SyncArgs),
+    /// The queue-backed design: a sign-up commits the user and an outbox row per channel and
+    /// answers 202; per-channel workers deliver with retries.
+    ///
+    /// Example: fanbench serve async --providers-url http://127.0.0.1:7001
+    Async(AsyncArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoleArg {
+    /// API and workers in one process.
+    All,
+    /// Only the API (POST /register).
+    Api,
+    /// Only the workers.
+    Workers,
+}
+
+#[derive(Debug, Args)]
+pub struct AsyncArgs {
+    /// Address to listen on (/register, /metrics, /healthz; only the last two with --role workers).
+    #[arg(long, default_value = "127.0.0.1:7003")]
+    pub listen: SocketAddr,
+
+    /// Base URL of the providers.
+    #[arg(long, value_name = "URL")]
+    pub providers_url: String,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// The dedicated notification-log store. Default: database `<primary>_logs` on the primary's
+    /// server, created when missing.
+    #[arg(long, env = "FANBENCH_LOG_DATABASE_URL", value_name = "URL")]
+    pub log_database_url: Option<String>,
+
+    /// Which halves to run, so either can be scaled or killed alone.
+    #[arg(long, value_enum, default_value_t = RoleArg::All)]
+    pub role: RoleArg,
+
+    #[command(flatten)]
+    pub pool: PoolArgs,
+
+    /// How long one provider call may take before the attempt counts as failed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub provider_timeout: Duration,
+
+    #[command(flatten)]
+    pub workers: WorkerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Provider calls in flight per channel.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+
+    /// Most rows one claim takes.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
+
+    /// How long a worker waits before claiming again when it found less than a full batch.
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// How long a claimed row is held before another worker may take it (keep it above
+    /// --provider-timeout).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+
+    /// Attempts before a delivery is dead-lettered.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub max_attempts: i32,
+
+    /// On shutdown, how long in-flight sends may take to finish.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first, as one JSON object a line.
+    List(DlqListArgs),
+    /// Put dead letters back in the queue with a fresh attempt budget.
+    Replay(DlqReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DlqTarget {
+    /// The async design's primary database.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+    pub database_url: String,
+
+    /// Only this channel.
+    #[arg(long, value_parser = ["email", "sms", "push"])]
+    pub channel: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqListArgs {
+    #[command(flatten)]
+    pub target: DlqTarget,
+
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    pub limit: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqReplayArgs {
+    #[command(flatten)]
+    pub target: DlqTarget,
+
+    /// Only these ids (repeatable); default: every dead letter (of --channel).
+    #[arg(long = "id", value_name = "ID")]
+    pub ids: Vec<i64>,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod demo;
+mod dlq;
 mod serve;
 mod shutdown;
 
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(serve) => serve::run(serve).await,
             Command::Demo(demo) => demo::run(demo).await,
+            Command::Dlq(dlq) => dlq::run(dlq).await,
         }
     });
     match result {

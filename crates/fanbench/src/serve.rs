@@ -7,13 +7,14 @@ use fanbench_db::Database;
 use provider_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
-use crate::cli::{ProvidersArgs, ServeCommand, SyncArgs};
+use crate::cli::{AsyncArgs, ProvidersArgs, RoleArg, ServeCommand, SyncArgs};
 use crate::shutdown;
 
 pub async fn run(command: ServeCommand) -> Result<()> {
     match command {
         ServeCommand::Providers(args) => providers(args).await,
         ServeCommand::Sync(args) => sync(args).await,
+        ServeCommand::Async(args) => serve_async(args).await,
     }
 }
 
@@ -50,6 +51,72 @@ async fn sync(args: SyncArgs) -> Result<()> {
     // The database (and a throwaway cluster with it) goes only after the server has stopped.
     drop(db);
     served.context("sync server failed")
+}
+
+async fn serve_async(args: AsyncArgs) -> Result<()> {
+    let stop = shutdown::on_signal();
+    let db = open_database(args.database.database_url.as_deref()).await?;
+    let log_database_url = match args.log_database_url {
+        Some(url) => url,
+        None => {
+            let name = format!("{}_logs", database_name(db.url()));
+            fanbench_db::database_url_with_name(db.url(), &name)?
+        }
+    };
+    fanbench_db::ensure_database(&log_database_url)
+        .await
+        .context("could not prepare the log store database")?;
+    let w = &args.workers;
+    let config = async_server::Config {
+        pool_size: args.pool.pool_size,
+        acquire_timeout: args.pool.acquire_timeout,
+        provider_timeout: args.provider_timeout,
+        workers: async_server::WorkerConfig {
+            concurrency: w.concurrency as usize,
+            batch: w.batch as usize,
+            poll_interval: w.poll_interval,
+            lease: w.lease,
+            max_attempts: w.max_attempts,
+            grace: w.grace,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    if config.workers.lease <= config.provider_timeout {
+        tracing::warn!(
+            lease = ?config.workers.lease,
+            provider_timeout = ?config.provider_timeout,
+            "the lease is not longer than the provider timeout: a slow send can be claimed again while it runs"
+        );
+    }
+    let role = match args.role {
+        RoleArg::All => async_server::Role::All,
+        RoleArg::Api => async_server::Role::Api,
+        RoleArg::Workers => async_server::Role::Workers,
+    };
+    let endpoints = async_server::Endpoints {
+        database_url: db.url().to_string(),
+        log_database_url,
+        providers_url: args.providers_url,
+    };
+    let service = async_server::Service::start(&config, role, &endpoints)
+        .await
+        .context("could not start the async server")?;
+    let listener = bind(args.listen).await?;
+    announce("async server (queue-backed design)", &listener)?;
+    let served = service.run(listener, stop).await;
+    drop(db);
+    served.context("async server failed")
+}
+
+/// The database name in a PostgreSQL URL (`postgres` when it names none).
+fn database_name(url: &str) -> String {
+    let path = url.split('?').next().unwrap_or(url);
+    let after_host = path.split_once("://").map_or(path, |(_, rest)| rest);
+    match after_host.split_once('/') {
+        Some((_, name)) if !name.is_empty() => name.to_string(),
+        _ => "postgres".to_string(),
+    }
 }
 
 /// Opens the primary database, starting a throwaway cluster when no URL is given.
@@ -97,6 +164,13 @@ pub fn read_sim_config(path: &Path) -> Result<SimConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_names_come_from_the_url() {
+        assert_eq!(database_name("postgres://u@h:5/app?sslmode=disable"), "app");
+        assert_eq!(database_name("postgres://u@h:5"), "postgres");
+        assert_eq!(database_name("postgres://u@h:5/"), "postgres");
+    }
 
     #[test]
     fn the_example_provider_config_is_valid() {

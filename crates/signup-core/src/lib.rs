@@ -9,6 +9,7 @@ mod error;
 mod provider;
 mod registration;
 pub mod telemetry;
+pub mod testing;
 
 pub use error::{ApiError, not_found};
 pub use provider::{ProviderClient, ProviderError, SendRequest, idempotency_key};

@@ -85,3 +85,86 @@ impl Registry {
         )
     }
 }
+
+/// The statuses `POST /register` answers with, each its own series; anything else is `other`.
+const STATUSES: [u16; 10] = [201, 202, 400, 409, 413, 415, 422, 500, 502, 503];
+
+/// The request-level metrics both designs expose under the same names, so a report reads them the
+/// same way: answers by status, in-flight requests, the pool, and the whole handler's time.
+#[derive(Debug)]
+pub struct RequestMetrics {
+    pub in_flight: metrics::Gauge,
+    pub pool_size: metrics::Gauge,
+    pub pool_idle: metrics::Gauge,
+    pub pool_waiting: metrics::Gauge,
+    pub handler: metrics::Histogram,
+    statuses: [metrics::Counter; 10],
+    other_status: metrics::Counter,
+}
+
+impl RequestMetrics {
+    pub fn new(registry: &Registry) -> Self {
+        registry.register(|| {
+            metrics::describe_counter!(
+                "fanbench_requests_total",
+                "Answers to POST /register, by status"
+            );
+            metrics::describe_gauge!(
+                "fanbench_in_flight_requests",
+                "POST /register requests being handled"
+            );
+            metrics::describe_gauge!(
+                "fanbench_pool_connections",
+                "Database pool connections, by state"
+            );
+            metrics::describe_gauge!(
+                "fanbench_pool_waiting",
+                "Requests waiting for a database connection"
+            );
+            metrics::describe_histogram!(
+                "fanbench_phase_seconds",
+                metrics::Unit::Seconds,
+                "Time a sign-up spends in each phase"
+            );
+            Self {
+                in_flight: metrics::gauge!("fanbench_in_flight_requests"),
+                pool_size: metrics::gauge!("fanbench_pool_connections", "state" => "open"),
+                pool_idle: metrics::gauge!("fanbench_pool_connections", "state" => "idle"),
+                pool_waiting: metrics::gauge!("fanbench_pool_waiting"),
+                handler: metrics::histogram!("fanbench_phase_seconds", "phase" => "handler"),
+                statuses: STATUSES.map(
+                    |s| metrics::counter!("fanbench_requests_total", "status" => s.to_string()),
+                ),
+                other_status: metrics::counter!("fanbench_requests_total", "status" => "other"),
+            }
+        })
+    }
+
+    /// A histogram of one phase of a sign-up (`fanbench_phase_seconds{phase=…}`).
+    pub fn phase(registry: &Registry, phase: &'static str) -> metrics::Histogram {
+        registry.register(|| metrics::histogram!("fanbench_phase_seconds", "phase" => phase))
+    }
+
+    pub fn count_status(&self, status: axum::http::StatusCode) {
+        match STATUSES.iter().position(|s| *s == status.as_u16()) {
+            Some(i) => self.statuses[i].increment(1),
+            None => self.other_status.increment(1),
+        }
+    }
+}
+
+/// Middleware for `POST /register`: counts every answer by status and times the whole handler,
+/// rejections included. Install with `from_fn_with_state(metrics, observe)`.
+pub async fn observe(
+    axum::extract::State(metrics): axum::extract::State<Arc<RequestMetrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    metrics.in_flight.increment(1.0);
+    let response = next.run(request).await;
+    metrics.in_flight.decrement(1.0);
+    metrics.handler.record(started.elapsed().as_secs_f64());
+    metrics.count_status(response.status());
+    response
+}

@@ -26,14 +26,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use fanbench_db::signup::{self, Inserted, NewUser};
 use serde_json::json;
-use signup_core::telemetry::Registry;
+use signup_core::telemetry::{self, Registry};
 use signup_core::{ApiError, Channel, ProviderClient, Registration, ValidRegistration};
 use sqlx::{Acquire, PgPool};
 use tokio::net::TcpListener;
@@ -112,7 +113,10 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/register", post(register))
-        .route_layer(middleware::from_fn_with_state(state.clone(), observe))
+        .route_layer(middleware::from_fn_with_state(
+            state.metrics.requests.clone(),
+            telemetry::observe,
+        ))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics_handler))
         .fallback(signup_core::not_found)
@@ -135,20 +139,10 @@ pub async fn run(
     served
 }
 
-/// Counts every `/register` answer by status and times the whole handler, rejections included.
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    state.metrics.in_flight.increment(1.0);
-    let response = next.run(request).await;
-    state.metrics.in_flight.decrement(1.0);
-    state.metrics.observe(Phase::Handler, started.elapsed());
-    state.metrics.count_status(response.status());
-    response
-}
-
 async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
-    state.metrics.pool_size.set(f64::from(state.pool.size()));
-    state.metrics.pool_idle.set(state.pool.num_idle() as f64);
+    let requests = &state.metrics.requests;
+    requests.pool_size.set(f64::from(state.pool.size()));
+    requests.pool_idle.set(state.pool.num_idle() as f64);
     state.registry.response()
 }
 
@@ -181,9 +175,9 @@ async fn fan_out(
     let metrics = &state.metrics;
 
     let waited = Instant::now();
-    metrics.pool_waiting.increment(1.0);
+    metrics.requests.pool_waiting.increment(1.0);
     let acquired = state.pool.acquire().await;
-    metrics.pool_waiting.decrement(1.0);
+    metrics.requests.pool_waiting.decrement(1.0);
     let waited = waited.elapsed();
     metrics.observe(Phase::PoolAcquire, waited);
     span.record("pool_wait_ms", waited.as_millis() as u64);
@@ -199,20 +193,19 @@ async fn fan_out(
     let mut db_time = Duration::ZERO;
     let t = Instant::now();
     let mut tx = conn.begin().await.map_err(|e| internal("begin", &e))?;
-    let inserted = sqlx::query(
-        "INSERT INTO users (id, email, name, phone, device_token) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(user_id)
-    .bind(&registration.email)
-    .bind(&registration.name)
-    .bind(&registration.phone)
-    .bind(&registration.device_token)
-    .execute(&mut *tx)
-    .await;
+    let r = registration;
+    let user = NewUser::new(
+        user_id,
+        &r.email,
+        &r.name,
+        r.phone.as_deref(),
+        r.device_token.as_deref(),
+    );
+    let inserted = signup::insert_user(&mut tx, &user).await;
     db_time += t.elapsed();
     match inserted {
-        Ok(_) => {}
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+        Ok(Inserted::Yes) => {}
+        Ok(Inserted::DuplicateEmail) => {
             let _ = tx.rollback().await;
             return Err(ApiError::duplicate_email());
         }
@@ -257,13 +250,9 @@ async fn fan_out(
 
     // The hot row: every sign-up of the day updates it, and holds its lock until the commit below.
     let t = Instant::now();
-    sqlx::query(
-        "INSERT INTO signup_counter (day, count) VALUES (current_date, 1) \
-         ON CONFLICT (day) DO UPDATE SET count = signup_counter.count + 1",
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| internal("bump the sign-up counter", &e))?;
+    signup::bump_signup_counter(&mut tx)
+        .await
+        .map_err(|e| internal("bump the sign-up counter", &e))?;
     tx.commit().await.map_err(|e| internal("commit", &e))?;
     db_time += t.elapsed();
     metrics.observe(Phase::Db, db_time);

@@ -1,0 +1,235 @@
+//! The story's fix: an asynchronous, event-driven notification service.
+//!
+//! A sign-up commits the user, one `deliveries` row per channel (a transactional outbox: the work
+//! exists if and only if the user does) and the day's counter bump in one short transaction, and
+//! answers 202. No provider call and no log write happen on the request path.
+//!
+//! Per-channel workers claim due rows with `FOR UPDATE SKIP LOCKED` under a lease, call the provider
+//! with no database connection held, and write outcomes back in batches, guarded by lease owner and
+//! attempt. Failures retry with exponential backoff and jitter (respecting `Retry-After`), up to a
+//! maximum, then dead-letter (replayable). Delivery is at-least-once; every send carries the
+//! idempotency key `<event id>:<channel>`, so a provider that honours it delivers once. Exactly-once
+//! to an external provider is not possible; at-least-once plus idempotency keys is.
+//!
+//! Delivery logs go to a dedicated store (a separate database, its own small deadpool-postgres pool,
+//! batched binary COPY) off the delivery path; the `deliveries` table stays the source of truth.
+//!
+//! API and workers run side by side by default; [`Role`] runs either alone. This crate knows nothing
+//! of the driver or the report.
+
+mod api;
+pub mod dlq;
+pub mod logstore;
+mod metrics_def;
+pub mod queue;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use signup_core::telemetry::{self, Registry};
+use signup_core::{Channel, ProviderClient};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use worker::WorkerConfig;
+
+use crate::metrics_def::AsyncMetrics;
+
+pub(crate) fn channel_index(channel: Channel) -> usize {
+    match channel {
+        Channel::Email => 0,
+        Channel::Sms => 1,
+        Channel::Push => 2,
+    }
+}
+
+/// Which halves of the service this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// API and workers side by side.
+    #[default]
+    All,
+    /// Only `POST /register` (and `/metrics`, `/healthz`).
+    Api,
+    /// Only the workers (and `/metrics`, `/healthz`).
+    Workers,
+}
+
+impl Role {
+    fn api(self) -> bool {
+        matches!(self, Role::All | Role::Api)
+    }
+    fn workers(self) -> bool {
+        matches!(self, Role::All | Role::Workers)
+    }
+}
+
+/// Settings. Pool size, acquire timeout and provider timeout mean the same as in the sync design
+/// and default to the same values.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub pool_size: u32,
+    pub acquire_timeout: Duration,
+    pub provider_timeout: Duration,
+    /// Connections to the log store.
+    pub log_pool_size: usize,
+    pub workers: WorkerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            pool_size: 10,
+            acquire_timeout: Duration::from_secs(5),
+            provider_timeout: Duration::from_secs(10),
+            log_pool_size: 2,
+            workers: WorkerConfig::default(),
+        }
+    }
+}
+
+/// Where the service's parts are.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub database_url: String,
+    /// The dedicated log store (a different database from the primary).
+    pub log_database_url: String,
+    pub providers_url: String,
+}
+
+/// What can stop the service from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("could not connect to the database")]
+    Database(#[from] fanbench_db::DbError),
+    #[error("could not set up the log store")]
+    LogStore(#[from] logstore::LogStoreError),
+    #[error("could not build the provider client: {0}")]
+    Providers(String),
+}
+
+/// The state the HTTP handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pool: PgPool,
+    metrics: Arc<AsyncMetrics>,
+    registry: Registry,
+}
+
+/// A started (not yet serving) service.
+#[derive(Debug)]
+pub struct Service {
+    state: AppState,
+    role: Role,
+    workers: Option<(Arc<worker::Ctx>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Service {
+    /// Connects everything `role` needs. The log store pool connects lazily: a log store that is
+    /// down costs logs, not sign-ups or deliveries.
+    pub async fn start(
+        config: &Config,
+        role: Role,
+        endpoints: &Endpoints,
+    ) -> Result<Self, StartError> {
+        let pool = fanbench_db::connect_pool(
+            &endpoints.database_url,
+            config.pool_size,
+            config.acquire_timeout,
+        )
+        .await?;
+        let registry = Registry::new();
+        let metrics = Arc::new(AsyncMetrics::new(&registry));
+        let workers = if role.workers() {
+            let providers = ProviderClient::new(&endpoints.providers_url, config.provider_timeout)
+                .map_err(|e| StartError::Providers(e.to_string()))?;
+            let log_pool = logstore::pool(&endpoints.log_database_url, config.log_pool_size)?;
+            let (logs, log_task) = logstore::spawn_writer(log_pool, metrics.clone());
+            let ctx = Arc::new(worker::Ctx {
+                pool: pool.clone(),
+                providers,
+                metrics: metrics.clone(),
+                logs,
+                config: config.workers.clone(),
+                worker_id: Uuid::now_v7(),
+            });
+            Some((ctx, log_task))
+        } else {
+            None
+        };
+        Ok(Self {
+            state: AppState {
+                pool,
+                metrics,
+                registry,
+            },
+            role,
+            workers,
+        })
+    }
+
+    /// The primary database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.state.pool
+    }
+
+    /// The routes of this role: `POST /register` (API roles), `GET /metrics`, `GET /healthz`.
+    pub fn router(&self) -> Router {
+        let mut router = Router::new();
+        if self.role.api() {
+            router = router.route("/register", post(api::register)).route_layer(
+                middleware::from_fn_with_state(
+                    self.state.metrics.requests.clone(),
+                    telemetry::observe,
+                ),
+            );
+        }
+        router
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/metrics", get(metrics_handler))
+            .fallback(signup_core::not_found)
+            .layer(signup_core::body_limit())
+            .with_state(self.state.clone())
+    }
+
+    /// Serves and works until `stop` is cancelled; then stops accepting, lets in-flight sends
+    /// finish within the grace period, releases leases, flushes logs and closes the pools.
+    pub async fn run(self, listener: TcpListener, stop: CancellationToken) -> std::io::Result<()> {
+        self.state.registry.spawn_upkeep();
+        let router = self.router();
+        let (worker_task, log_task) = match self.workers {
+            Some((ctx, log_task)) => (
+                Some(tokio::spawn(worker::run(ctx, stop.clone()))),
+                Some(log_task),
+            ),
+            None => (None, None),
+        };
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await;
+        if let Some(task) = worker_task {
+            let _ = task.await;
+        }
+        // The workers held the only log sinks; with them gone the writer flushes and ends.
+        if let Some(task) = log_task {
+            let _ = task.await;
+        }
+        self.state.pool.close().await;
+        served
+    }
+}
+
+async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
+    let requests = &state.metrics.requests;
+    requests.pool_size.set(f64::from(state.pool.size()));
+    requests.pool_idle.set(state.pool.num_idle() as f64);
+    state.registry.response()
+}

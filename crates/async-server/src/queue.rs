@@ -1,0 +1,241 @@
+//! The durable per-channel queue in PostgreSQL: the `deliveries` table (migration 0002), claimed with
+//! `FOR UPDATE SKIP LOCKED` under a lease, finished only by the lease's owner and attempt.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use signup_core::Channel;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A claimed delivery: this worker holds its lease for `attempt`.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub event_id: Uuid,
+    pub address: String,
+    pub attempt: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How an attempt ended, to be written back in a batch.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    /// The provider acknowledged it.
+    Done,
+    /// Try again after `delay`.
+    Retry { delay: Duration, error: String },
+    /// Give up: out of attempts, or the provider refused the request itself.
+    Dead { error: String },
+}
+
+/// One finished attempt.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub id: i64,
+    pub attempt: i32,
+    pub finish: Finish,
+}
+
+/// Claims up to `limit` due rows of `channel` for `worker`, leasing each for `lease`.
+pub async fn claim(
+    pool: &PgPool,
+    channel: Channel,
+    worker: Uuid,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let rows: Vec<(i64, Uuid, String, i32, DateTime<Utc>)> = sqlx::query_as(
+        "UPDATE deliveries d
+            SET attempt = d.attempt + 1,
+                run_at = now() + make_interval(secs => $4),
+                locked_by = $2
+           FROM (SELECT id FROM deliveries
+                  WHERE state = 'pending' AND channel = $1 AND run_at <= now()
+                  ORDER BY run_at, id
+                  LIMIT $3
+                  FOR UPDATE SKIP LOCKED) due
+          WHERE d.id = due.id
+      RETURNING d.id, d.event_id, d.address, d.attempt, d.created_at",
+    )
+    .bind(channel.as_str())
+    .bind(worker)
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, event_id, address, attempt, created_at)| Claimed {
+            id,
+            event_id,
+            address,
+            attempt,
+            created_at,
+        })
+        .collect())
+}
+
+/// Writes a batch of outcomes back, each guarded by owner and attempt so that a worker whose lease
+/// ran out (and whose row someone else claimed since) cannot overwrite the newer attempt. Returns
+/// how many rows were updated.
+pub async fn finish(pool: &PgPool, worker: Uuid, outcomes: &[Outcome]) -> Result<u64, sqlx::Error> {
+    let mut ids = Vec::with_capacity(outcomes.len());
+    let mut attempts = Vec::with_capacity(outcomes.len());
+    let mut states = Vec::with_capacity(outcomes.len());
+    let mut delays = Vec::with_capacity(outcomes.len());
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
+    for o in outcomes {
+        ids.push(o.id);
+        attempts.push(o.attempt);
+        let (state, delay, error) = match &o.finish {
+            Finish::Done => ("done", 0.0, None),
+            Finish::Retry { delay, error } => ("pending", delay.as_secs_f64(), Some(error.clone())),
+            Finish::Dead { error } => ("dead", 0.0, Some(error.clone())),
+        };
+        states.push(state);
+        delays.push(delay);
+        errors.push(error);
+    }
+    let done = sqlx::query(
+        "UPDATE deliveries d
+            SET state = o.state,
+                locked_by = NULL,
+                run_at = CASE WHEN o.state = 'pending' THEN now() + make_interval(secs => o.delay) ELSE d.run_at END,
+                finished_at = CASE WHEN o.state = 'done' THEN now() ELSE NULL END,
+                last_error = coalesce(o.error, d.last_error)
+           FROM unnest($2::bigint[], $3::int[], $4::text[], $5::float8[], $6::text[])
+                AS o(id, attempt, state, delay, error)
+          WHERE d.id = o.id AND d.attempt = o.attempt AND d.locked_by = $1 AND d.state = 'pending'",
+    )
+    .bind(worker)
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&states)
+    .bind(&delays)
+    .bind(&errors)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Gives back the leases `worker` still holds, due now, so another worker picks them up at once
+/// instead of waiting out the lease. Used on shutdown.
+pub async fn release(pool: &PgPool, worker: Uuid) -> Result<u64, sqlx::Error> {
+    let released = sqlx::query(
+        "UPDATE deliveries SET locked_by = NULL, run_at = now(), attempt = attempt - 1
+          WHERE locked_by = $1 AND state = 'pending'",
+    )
+    .bind(worker)
+    .execute(pool)
+    .await?;
+    Ok(released.rows_affected())
+}
+
+/// Deletes up to `batch` done rows finished more than `older_than` ago; returns how many.
+pub async fn prune(pool: &PgPool, older_than: Duration, batch: i64) -> Result<u64, sqlx::Error> {
+    let pruned = sqlx::query(
+        "DELETE FROM deliveries WHERE id IN (
+            SELECT id FROM deliveries
+             WHERE state = 'done' AND finished_at < now() - make_interval(secs => $1)
+             LIMIT $2)",
+    )
+    .bind(older_than.as_secs_f64())
+    .bind(batch)
+    .execute(pool)
+    .await?;
+    Ok(pruned.rows_affected())
+}
+
+/// The queue's state for one channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Depth {
+    /// Pending rows (waiting, backing off or claimed).
+    pub pending: i64,
+    /// Seconds since the oldest pending row fell due (0 when none is overdue).
+    pub oldest_due_age: f64,
+    /// Dead letters.
+    pub dead: i64,
+}
+
+/// Depth, oldest-due age and dead letters for every channel.
+pub async fn depth(pool: &PgPool) -> Result<[Depth; 3], sqlx::Error> {
+    let rows: Vec<(String, i64, f64, i64)> = sqlx::query_as(
+        "SELECT channel,
+                count(*) FILTER (WHERE state = 'pending'),
+                coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'pending' AND run_at <= now())), 0)::float8,
+                count(*) FILTER (WHERE state = 'dead')
+           FROM deliveries WHERE state IN ('pending', 'dead')
+          GROUP BY channel",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut out = [Depth::default(); 3];
+    for (channel, pending, oldest_due_age, dead) in rows {
+        if let Some(c) = Channel::parse(&channel) {
+            out[crate::channel_index(c)] = Depth {
+                pending,
+                oldest_due_age,
+                dead,
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// Retry timing: exponential backoff with full jitter, and never sooner than the provider's
+/// `Retry-After`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// The delay before the attempt after `attempt` (1-based): uniform in `[0, min(cap, base·2^(attempt-1))]`,
+    /// raised to `retry_after` when the provider asked for more.
+    pub fn delay<R: Rng + ?Sized>(
+        &self,
+        attempt: i32,
+        retry_after: Option<Duration>,
+        rng: &mut R,
+    ) -> Duration {
+        let exp = u32::try_from(attempt.saturating_sub(1))
+            .unwrap_or(0)
+            .min(30);
+        let ceiling = self.base.saturating_mul(1u32 << exp).min(self.cap);
+        let jittered = ceiling.mul_f64(rng.random::<f64>());
+        jittered.max(retry_after.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_grows_is_capped_and_respects_retry_after() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(2),
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for attempt in 1..=12 {
+            let ceiling =
+                Duration::from_millis(100 * (1 << (attempt - 1))).min(Duration::from_secs(2));
+            for _ in 0..200 {
+                let d = b.delay(attempt, None, &mut rng);
+                assert!(d <= ceiling, "attempt {attempt}: {d:?} over {ceiling:?}");
+            }
+        }
+        // Full jitter spreads retries out rather than stacking them at the ceiling.
+        let spread: Vec<Duration> = (0..200).map(|_| b.delay(5, None, &mut rng)).collect();
+        assert!(spread.iter().any(|d| *d < Duration::from_millis(400)));
+        assert!(spread.iter().any(|d| *d > Duration::from_millis(1200)));
+        let d = b.delay(1, Some(Duration::from_secs(3)), &mut rng);
+        assert!(d >= Duration::from_secs(3), "Retry-After wins: {d:?}");
+        assert!(b.delay(i32::MAX, None, &mut rng) <= Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,668 @@
+//! The queue-backed design against real PostgreSQL, the real provider simulator and real HTTP:
+//! nothing accepted is lost, failures are retried or dead-lettered, channels do not hold each
+//! other up, and shutdown gives back what it held.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up should panic, loudly
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use async_server::queue::Backoff;
+use async_server::{Config, Endpoints, Role, Service, WorkerConfig, dlq};
+use chrono::{DateTime, Utc};
+use provider_sim::{ChannelBehaviour, Latency, Outage, SimConfig, Simulator, Summary};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+fn fixed(ms: u64) -> ChannelBehaviour {
+    ChannelBehaviour {
+        latency: Latency::Fixed {
+            value: Duration::from_millis(ms),
+        },
+        error_rate: 0.0,
+        rate_limit: None,
+        outages: vec![],
+    }
+}
+
+fn all(behaviour: ChannelBehaviour) -> SimConfig {
+    SimConfig {
+        email: behaviour.clone(),
+        sms: behaviour.clone(),
+        push: behaviour,
+    }
+}
+
+/// Quick retries so that tests of failure finish in seconds.
+fn quick() -> Config {
+    Config {
+        workers: WorkerConfig {
+            backoff: Backoff {
+                base: Duration::from_millis(20),
+                cap: Duration::from_millis(200),
+            },
+            poll_interval: Duration::from_millis(20),
+            ..WorkerConfig::default()
+        },
+        ..Config::default()
+    }
+}
+
+async fn listener() -> TcpListener {
+    TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .unwrap()
+}
+
+struct Stack {
+    url: String,
+    providers_url: String,
+    endpoints: Endpoints,
+    http: reqwest::Client,
+    db: PgPool,
+    stop: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+async fn start_providers(providers: SimConfig) -> String {
+    let sim = Simulator::new(providers).unwrap();
+    let sim_listener = listener().await;
+    let url = format!("http://{}", sim_listener.local_addr().unwrap());
+    tokio::spawn(provider_sim::run(sim_listener, sim, std::future::pending()));
+    url
+}
+
+async fn serve(
+    config: &Config,
+    endpoints: &Endpoints,
+) -> (String, CancellationToken, JoinHandle<std::io::Result<()>>) {
+    let service = Service::start(config, Role::All, endpoints).await.unwrap();
+    let server_listener = listener().await;
+    let url = format!("http://{}", server_listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(service.run(server_listener, stop.clone()));
+    (url, stop, server)
+}
+
+async fn start(providers: SimConfig, config: Config) -> Stack {
+    let providers_url = start_providers(providers).await;
+    let endpoints = Endpoints {
+        database_url: fanbench_db::testing::fresh_database().await.unwrap(),
+        log_database_url: fanbench_db::testing::fresh_empty_database().await.unwrap(),
+        providers_url: providers_url.clone(),
+    };
+    let (url, stop, server) = serve(&config, &endpoints).await;
+    let db = PgPool::connect(&endpoints.database_url).await.unwrap();
+    Stack {
+        url,
+        providers_url,
+        endpoints,
+        http: reqwest::Client::new(),
+        db,
+        stop,
+        server,
+    }
+}
+
+fn registration(i: usize) -> Value {
+    // A mix: every sign-up has email; two in three have a phone; one in two a device.
+    let mut body = json!({ "email": format!("user{i}@example.com"), "name": format!("User {i}") });
+    if i % 3 != 0 {
+        body["phone"] = json!(format!("+4415550{i:05}"));
+    }
+    if i % 2 == 0 {
+        body["device_token"] = json!(format!("device-{i}"));
+    }
+    body
+}
+
+fn expected_channels(i: usize) -> Vec<&'static str> {
+    let mut channels = vec!["email"];
+    if i % 3 != 0 {
+        channels.push("sms");
+    }
+    if i % 2 == 0 {
+        channels.push("push");
+    }
+    channels
+}
+
+impl Stack {
+    /// Signs up `n` users (ids `from..from+n`) concurrently; returns the expected idempotency keys.
+    async fn sign_up(&self, from: usize, n: usize) -> BTreeSet<String> {
+        let answers = futures::future::join_all((from..from + n).map(|i| async move {
+            let r = self
+                .http
+                .post(format!("{}/register", self.url))
+                .json(&registration(i))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202, "sign-up {i}");
+            let body: Value = r.json().await.unwrap();
+            let event = body["event_id"].as_str().unwrap().to_string();
+            expected_channels(i)
+                .into_iter()
+                .map(|c| format!("{event}:{c}"))
+                .collect::<Vec<_>>()
+        }))
+        .await;
+        answers.into_iter().flatten().collect()
+    }
+
+    async fn summary(&self) -> Summary {
+        self.http
+            .get(format!("{}/ledger/summary", self.providers_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn ledger(&self) -> Vec<Value> {
+        let text = self
+            .http
+            .get(format!("{}/ledger", self.providers_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    async fn delivered_keys(&self) -> BTreeSet<String> {
+        self.ledger()
+            .await
+            .iter()
+            .map(|d| d["key"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Waits until the ledger holds exactly `keys`, or fails after `limit` naming what is missing.
+    async fn wait_delivered(&self, keys: &BTreeSet<String>, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let got = self.delivered_keys().await;
+            if got == *keys {
+                return;
+            }
+            let missing: Vec<_> = keys.difference(&got).take(5).collect();
+            let unexpected: Vec<_> = got.difference(keys).take(5).collect();
+            assert!(
+                unexpected.is_empty(),
+                "delivered but never accepted: {unexpected:?}"
+            );
+            assert!(
+                start.elapsed() < limit,
+                "{} of {} delivered after {limit:?}; missing e.g. {missing:?}",
+                got.len(),
+                keys.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn metric(&self, name_and_labels: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name_and_labels)
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no {name_and_labels} in\n{text}"))
+    }
+
+    async fn pending(&self, channel: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM deliveries WHERE state = 'pending' AND channel = $1",
+        )
+        .bind(channel)
+        .fetch_one(&self.db)
+        .await
+        .unwrap()
+    }
+
+    async fn shutdown(self) {
+        self.stop.cancel();
+        self.server.await.unwrap().unwrap();
+    }
+}
+
+fn no_duplicates(s: &Summary) {
+    assert_eq!(
+        (s.email.duplicates, s.sms.duplicates, s.push.duplicates),
+        (0, 0, 0),
+        "{s:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_accepted_registration_is_delivered_once_per_channel() {
+    let stack = start(all(fixed(2)), Config::default()).await;
+    let keys = stack.sign_up(0, 60).await;
+    stack.wait_delivered(&keys, Duration::from_secs(20)).await;
+    no_duplicates(&stack.summary().await);
+
+    let (users, counter): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT coalesce(sum(count), 0)::bigint FROM signup_counter)")
+            .fetch_one(&stack.db)
+            .await
+            .unwrap();
+    assert_eq!((users, counter), (60, 60));
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, count(*) FROM deliveries GROUP BY state")
+            .fetch_all(&stack.db)
+            .await
+            .unwrap();
+    assert_eq!(states, vec![("done".to_string(), keys.len() as i64)]);
+
+    // The request path wrote no logs; the workers wrote them to the dedicated store, not here.
+    let (primary_logs,): (i64,) = sqlx::query_as("SELECT count(*) FROM notification_log")
+        .fetch_one(&stack.db)
+        .await
+        .unwrap();
+    assert_eq!(primary_logs, 0);
+    let logs = PgPool::connect(&stack.endpoints.log_database_url)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery_log WHERE outcome = 'sent'")
+            .fetch_one(&logs)
+            .await
+            .unwrap_or(0);
+        if n == keys.len() as i64 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{n} of {} logs written",
+            keys.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn half_the_sends_failing_still_delivers_everything_with_retries_counted() {
+    let stack = start(
+        all(ChannelBehaviour {
+            error_rate: 0.5,
+            ..fixed(1)
+        }),
+        Config {
+            workers: WorkerConfig {
+                max_attempts: 30,
+                ..quick().workers
+            },
+            ..quick()
+        },
+    )
+    .await;
+    let keys = stack.sign_up(0, 40).await;
+    stack.wait_delivered(&keys, Duration::from_secs(30)).await;
+    let s = stack.summary().await;
+    no_duplicates(&s);
+    let rejected = s.email.rejected + s.sms.rejected + s.push.rejected;
+    let retried = stack
+        .metric(r#"fanbench_deliveries_retried_total{channel="email"}"#)
+        .await
+        + stack
+            .metric(r#"fanbench_deliveries_retried_total{channel="sms"}"#)
+            .await
+        + stack
+            .metric(r#"fanbench_deliveries_retried_total{channel="push"}"#)
+            .await;
+    assert!(rejected > 10, "a 50 % error rate rejected only {rejected}");
+    assert_eq!(retried as u64, rejected, "every rejected send was retried");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn permanent_failure_dead_letters_after_max_attempts_and_replay_delivers() {
+    let providers = SimConfig {
+        sms: ChannelBehaviour {
+            error_rate: 1.0,
+            ..fixed(1)
+        },
+        ..all(fixed(1))
+    };
+    let config = Config {
+        workers: WorkerConfig {
+            max_attempts: 3,
+            ..quick().workers
+        },
+        ..quick()
+    };
+    let stack = start(providers, config).await;
+    let keys = stack.sign_up(0, 12).await;
+    let sms_keys: BTreeSet<String> = keys
+        .iter()
+        .filter(|k| k.ends_with(":sms"))
+        .cloned()
+        .collect();
+    let others: BTreeSet<String> = keys.difference(&sms_keys).cloned().collect();
+    stack.wait_delivered(&others, Duration::from_secs(20)).await;
+
+    let start = Instant::now();
+    let dead = loop {
+        let dead = dlq::list(&stack.db, None, 100).await.unwrap();
+        if dead.len() == sms_keys.len() {
+            break dead;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{} of {} dead-lettered",
+            dead.len(),
+            sms_keys.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        dead.iter().all(|d| d.channel == "sms" && d.attempt == 3),
+        "{dead:?}"
+    );
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("sms provider answered"),
+        "{dead:?}"
+    );
+    assert_eq!(
+        stack.summary().await.sms.rejected,
+        3 * sms_keys.len() as u64,
+        "exactly max_attempts tries each"
+    );
+    let dead_gauge = stack.metric(r#"fanbench_queue_dead{channel="sms"}"#).await;
+    let dead_counter = stack
+        .metric(r#"fanbench_deliveries_dead_lettered_total{channel="sms"}"#)
+        .await;
+    assert_eq!(dead_counter as usize, sms_keys.len());
+    assert!(dead_gauge <= sms_keys.len() as f64);
+
+    // The provider recovers; a replay delivers every dead letter.
+    let r = stack
+        .http
+        .put(format!("{}/admin/channels/sms", stack.providers_url))
+        .json(&fixed(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        dlq::replay(&stack.db, Some(signup_core::Channel::Sms), &[])
+            .await
+            .unwrap(),
+        sms_keys.len() as u64
+    );
+    stack.wait_delivered(&keys, Duration::from_secs(20)).await;
+    assert!(dlq::list(&stack.db, None, 100).await.unwrap().is_empty());
+    no_duplicates(&stack.summary().await);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_outage_grows_a_backlog_that_drains_afterwards() {
+    let down = ChannelBehaviour {
+        outages: vec![Outage {
+            start: Duration::ZERO,
+            duration: Duration::from_secs(2),
+        }],
+        ..fixed(1)
+    };
+    let stack = start(
+        SimConfig {
+            sms: down,
+            ..all(fixed(1))
+        },
+        quick(),
+    )
+    .await;
+    let outage_started = Instant::now();
+    let keys = stack.sign_up(0, 30).await;
+    let sms_count = keys.iter().filter(|k| k.ends_with(":sms")).count() as i64;
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        outage_started.elapsed() < Duration::from_secs(2),
+        "the machine was too slow to observe the outage"
+    );
+    assert_eq!(
+        stack.pending("sms").await,
+        sms_count,
+        "SMS backs up during the outage"
+    );
+    assert_eq!(stack.pending("email").await, 0, "email is unaffected");
+
+    stack.wait_delivered(&keys, Duration::from_secs(20)).await;
+    assert!(outage_started.elapsed() >= Duration::from_secs(2));
+    no_duplicates(&stack.summary().await);
+    stack.shutdown().await;
+}
+
+fn received_at(delivery: &Value) -> DateTime<Utc> {
+    delivery["received_at"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_slow_sms_provider_does_not_delay_email() {
+    // SMS takes 2 s a send with only 4 slots: 30 SMS take about 15 s to get through.
+    let providers = SimConfig {
+        sms: fixed(2000),
+        ..all(fixed(5))
+    };
+    let config = Config {
+        workers: WorkerConfig {
+            concurrency: 4,
+            ..WorkerConfig::default()
+        },
+        ..Config::default()
+    };
+    let stack = start(providers, config).await;
+    let sent_at = Utc::now();
+    let keys = stack.sign_up(0, 45).await;
+    let emails: BTreeSet<String> = keys
+        .iter()
+        .filter(|k| k.ends_with(":email"))
+        .cloned()
+        .collect();
+    stack
+        .wait_delivered_subset(&emails, Duration::from_secs(10))
+        .await;
+
+    let ledger = stack.ledger().await;
+    let slowest_email = ledger
+        .iter()
+        .filter(|d| d["channel"] == "email")
+        .map(|d| (received_at(d) - sent_at).to_std().unwrap())
+        .max()
+        .unwrap();
+    let sms_done = ledger.iter().filter(|d| d["channel"] == "sms").count();
+    // The bound: the sign-up burst itself, a poll interval and a few batches of 5 ms sends with
+    // 4 slots — well under a second — while SMS has barely started.
+    assert!(
+        slowest_email < Duration::from_secs(2),
+        "an email waited {slowest_email:?}"
+    );
+    assert!(
+        sms_done < 15,
+        "SMS was meant to be slow, yet {sms_done} are done"
+    );
+    stack.shutdown().await;
+}
+
+impl Stack {
+    /// Waits until every key in `keys` is delivered (others may be too).
+    async fn wait_delivered_subset(&self, keys: &BTreeSet<String>, limit: Duration) {
+        let start = Instant::now();
+        while !keys.is_subset(&self.delivered_keys().await) {
+            assert!(
+                start.elapsed() < limit,
+                "not all delivered within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_inputs_get_the_same_answers_as_the_sync_design() {
+    let stack = start(all(fixed(0)), Config::default()).await;
+    for case in signup_core::testing::bad_inputs() {
+        let mut request = stack
+            .http
+            .post(format!("{}/register", stack.url))
+            .body(case.body.clone());
+        if let Some(content_type) = case.content_type {
+            request = request.header("content-type", content_type);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), case.status, "{}", case.what);
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+            "{}: {body}",
+            case.what
+        );
+    }
+    let (users, deliveries): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM deliveries)")
+            .fetch_one(&stack.db)
+            .await
+            .unwrap();
+    assert_eq!((users, deliveries), (0, 0));
+
+    stack.sign_up(0, 1).await;
+    let r = stack
+        .http
+        .post(format!("{}/register", stack.url))
+        .json(&registration(0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "duplicate_email"
+    );
+    let deliveries: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+        .fetch_one(&stack.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        deliveries,
+        expected_channels(0).len() as i64,
+        "the duplicate queued nothing"
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_sends_and_releases_what_it_holds() {
+    // 300 ms sends and 2 slots a channel: at shutdown most rows are still waiting, a few in flight.
+    let config = Config {
+        workers: WorkerConfig {
+            concurrency: 2,
+            ..WorkerConfig::default()
+        },
+        ..Config::default()
+    };
+    let stack = start(all(fixed(300)), config.clone()).await;
+    let keys = stack.sign_up(0, 20).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let Stack {
+        endpoints,
+        db,
+        http,
+        providers_url,
+        stop,
+        server,
+        ..
+    } = stack;
+    stop.cancel();
+    server.await.unwrap().unwrap();
+
+    let held: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE locked_by IS NOT NULL")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(held, 0, "no lease outlives a clean shutdown");
+    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE state = 'done'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(
+        done > 0 && (done as usize) < keys.len(),
+        "in-flight sends finished, the rest waited: {done}"
+    );
+
+    // A new process picks up the rest at once, not after a lease expiry.
+    let (url, stop, server) = serve(&config, &endpoints).await;
+    let stack = Stack {
+        url,
+        providers_url,
+        endpoints,
+        http,
+        db,
+        stop,
+        server,
+    };
+    stack.wait_delivered(&keys, Duration::from_secs(20)).await;
+    no_duplicates(&stack.summary().await);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_log_store_outage_costs_logs_not_deliveries() {
+    let providers_url = start_providers(all(fixed(1))).await;
+    // Nothing listens on port 9 of loopback: the log store is down for the whole run.
+    let endpoints = Endpoints {
+        database_url: fanbench_db::testing::fresh_database().await.unwrap(),
+        log_database_url: "postgres://postgres@127.0.0.1:9/logs".into(),
+        providers_url: providers_url.clone(),
+    };
+    let (url, stop, server) = serve(&Config::default(), &endpoints).await;
+    let db = PgPool::connect(&endpoints.database_url).await.unwrap();
+    let stack = Stack {
+        url,
+        providers_url,
+        endpoints,
+        http: reqwest::Client::new(),
+        db,
+        stop,
+        server,
+    };
+    let keys = stack.sign_up(0, 20).await;
+    stack.wait_delivered(&keys, Duration::from_secs(20)).await;
+    let start = Instant::now();
+    while stack.metric("fanbench_log_entries_dropped_total").await < 1.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "dropped logs are counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack.shutdown().await;
+}

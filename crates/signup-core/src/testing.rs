@@ -1,0 +1,72 @@
+//! Bad sign-up inputs and the answers both designs must give them, as data, so the two servers'
+//! tests check one table.
+
+/// A malformed or invalid sign-up request.
+#[derive(Debug, Clone)]
+pub struct BadInput {
+    pub what: &'static str,
+    pub content_type: Option<&'static str>,
+    pub body: String,
+    /// The status it must be answered with.
+    pub status: u16,
+}
+
+/// Every kind of bad input the API distinguishes; none may write anything or call a provider.
+pub fn bad_inputs() -> Vec<BadInput> {
+    let json = Some("application/json");
+    let case = |what, content_type, body: &str, status| BadInput {
+        what,
+        content_type,
+        body: body.to_string(),
+        status,
+    };
+    let valid = r#"{"email":"a@example.com","name":"A"}"#;
+    let oversized = format!(
+        r#"{{"email":"a@example.com","name":"{}"}}"#,
+        "x".repeat(17 * 1024)
+    );
+    vec![
+        case("malformed JSON", json, r#"{"email":"#, 400),
+        case("empty body", json, "", 400),
+        case("missing name", json, r#"{"email":"a@example.com"}"#, 422),
+        case(
+            "invalid email",
+            json,
+            r#"{"email":"not-an-email","name":"A"}"#,
+            422,
+        ),
+        case(
+            "email of the wrong type",
+            json,
+            r#"{"email":42,"name":"A"}"#,
+            422,
+        ),
+        case(
+            "phone of the wrong type",
+            json,
+            r#"{"email":"a@example.com","name":"A","phone":1}"#,
+            422,
+        ),
+        case(
+            "unknown field",
+            json,
+            r#"{"email":"a@example.com","name":"A","devicetoken":"x"}"#,
+            422,
+        ),
+        case(
+            "invalid phone",
+            json,
+            r#"{"email":"a@example.com","name":"A","phone":"12"}"#,
+            422,
+        ),
+        case("not an object", json, r#"["a@example.com"]"#, 422),
+        BadInput {
+            what: "body over 16 KiB",
+            content_type: json,
+            body: oversized,
+            status: 413,
+        },
+        case("text/plain", Some("text/plain"), valid, 415),
+        case("no content type", None, valid, 415),
+    ]
+}
