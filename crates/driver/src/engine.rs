@@ -1,0 +1,351 @@
+//! The open model on goose.
+//!
+//! goose launches the users and owns their HTTP client; the schedule, not goose, decides when each
+//! request goes out. A dispatcher task walks the precomputed schedule and hands each slot to
+//! whichever user is free, a moment before it is due; the user waits out the rest precisely, sends,
+//! and records. There is no goose wait time, throttle or ramp-driven load: users only carry the
+//! schedule's requests. If no user is free when a slot falls due, the slot waits, its send lag
+//! grows, and the run says so.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use goose::config::GooseConfiguration;
+use goose::goose::{GooseUser, Scenario as GooseScenario, Transaction, TransactionError, TransactionFunction};
+use goose::prelude::GooseAttack;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::progress::{Progress, Snapshot};
+use crate::record::{Outcome, Recorder};
+use crate::schedule::{Schedule, Shape, Slot, TraceError};
+
+/// How one run is driven.
+#[derive(Debug, Clone)]
+pub struct DriveOptions {
+    /// Base URL; sign-ups go to `{target}/register`.
+    pub target: String,
+    /// Concurrent users (each carries one request at a time).
+    pub users: usize,
+    pub request_timeout: Duration,
+    /// Send lag p99 past which the run is marked untrustworthy.
+    pub lag_threshold: Duration,
+    /// Makes this run's emails unique (`s<seq>.<tag>@load.fanbench.test`).
+    pub run_tag: String,
+    /// A name for progress lines (the design).
+    pub label: String,
+    /// Show live progress on stderr.
+    pub progress: bool,
+    /// Stops the run early (Ctrl-C); what was measured is kept.
+    pub cancel: CancellationToken,
+}
+
+/// Users needed to keep to a schedule: Little's law (rate × latency) with 50 % margin, at least 16.
+pub fn users_for(peak_rps: f64, max_latency: Duration) -> usize {
+    ((peak_rps * max_latency.as_secs_f64() * 1.5).ceil() as usize).max(16)
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct Measurement {
+    pub recorder: Recorder,
+    /// Wall-clock time of the schedule's zero.
+    pub started_at: SystemTime,
+    /// From the schedule's zero to the last answer.
+    pub elapsed: Duration,
+    pub users: usize,
+    pub cancelled: bool,
+    /// False when the driver, not the server, limited the run.
+    pub trustworthy: bool,
+    pub warnings: Vec<String>,
+}
+
+/// What can stop a run from starting or finishing.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("goose could not run the load: {0}")]
+    Goose(String),
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+}
+
+/// The email of a scheduled sign-up: unique per run, and it carries its sequence number.
+pub fn email_for(seq: u64, run_tag: &str) -> String {
+    format!("s{seq}.{run_tag}@load.fanbench.test")
+}
+
+/// The sequence number back from an email made by [`email_for`].
+pub fn seq_of_email(email: &str) -> Option<u64> {
+    email.strip_prefix('s')?.split('.').next()?.parse().ok()
+}
+
+fn body_for(slot: &Slot, run_tag: &str) -> serde_json::Value {
+    let mut body = json!({ "email": email_for(slot.seq, run_tag), "name": format!("Load user {}", slot.seq) });
+    if slot.phone {
+        body["phone"] = json!(format!("+1555{:010}", slot.seq % 10_000_000_000));
+    }
+    if slot.device {
+        body["device_token"] = json!(format!("device-{}-{}", run_tag, slot.seq));
+    }
+    body
+}
+
+struct Shared {
+    recorder: Mutex<Recorder>,
+    slots: flume::Receiver<Slot>,
+    t0: Instant,
+    run_tag: String,
+    cancel: CancellationToken,
+}
+
+fn lock(m: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits until `deadline` to well under a millisecond: tokio's timer wakes on millisecond ticks, so
+/// sleep to just before and yield the rest of the way.
+async fn wait_until(deadline: Instant) {
+    let early = Duration::from_micros(1500);
+    if let Some(coarse) = deadline.checked_sub(early) {
+        if coarse > Instant::now() {
+            tokio::time::sleep_until(coarse.into()).await;
+        }
+    }
+    while Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// One user: takes slots until the schedule ends or the run is cancelled.
+async fn user_loop(user: &mut GooseUser, shared: Arc<Shared>) {
+    loop {
+        let slot = tokio::select! {
+            slot = shared.slots.recv_async() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return, // the schedule is done
+            },
+            _ = shared.cancel.cancelled() => return,
+        };
+        wait_until(shared.t0 + slot.at).await;
+        if shared.cancel.is_cancelled() {
+            return;
+        }
+        let body = body_for(&slot, &shared.run_tag);
+        let actual = shared.t0.elapsed();
+        lock(&shared.recorder).sent(slot.at, actual);
+        let outcome = match user.post_json("/register", &body).await {
+            Ok(goose_response) => match goose_response.response {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    // The answer is complete when its body has arrived.
+                    match response.bytes().await {
+                        Ok(_) => Outcome::Status(status),
+                        Err(e) if e.is_timeout() => Outcome::Timeout,
+                        Err(_) => Outcome::ConnectionError,
+                    }
+                }
+                Err(e) if e.is_timeout() => Outcome::Timeout,
+                Err(_) => Outcome::ConnectionError,
+            },
+            Err(e) => match *e {
+                TransactionError::Reqwest(ref r) if r.is_timeout() => Outcome::Timeout,
+                _ => Outcome::ConnectionError,
+            },
+        };
+        let done = shared.t0.elapsed();
+        lock(&shared.recorder).completed(slot.at, actual, done, outcome);
+    }
+}
+
+fn transaction(shared: Arc<Shared>) -> TransactionFunction {
+    Arc::new(move |user: &mut GooseUser| {
+        let shared = shared.clone();
+        Box::pin(async move {
+            user_loop(user, shared).await;
+            Ok(())
+        })
+    })
+}
+
+/// Runs `schedule` against `options.target` and returns what was measured. Ends when every
+/// scheduled request has been answered (or has timed out), or when `options.cancel` fires.
+pub async fn drive(schedule: Schedule, shape: &Shape, options: &DriveOptions) -> Result<Measurement, DriverError> {
+    // The schedule's zero leaves goose a moment to launch every user.
+    let start_delay = Duration::from_millis(500) + Duration::from_secs_f64(options.users as f64 / 4000.0);
+    let t0 = Instant::now() + start_delay;
+    let started_at = SystemTime::now() + start_delay;
+    let (tx, rx) = flume::bounded::<Slot>(1024);
+    let shared = Arc::new(Shared {
+        recorder: Mutex::new(Recorder::new()),
+        slots: rx,
+        t0,
+        run_tag: options.run_tag.clone(),
+        cancel: options.cancel.clone(),
+    });
+
+    // Goose's own Ctrl-C handler sets its killswitch; treat it as ours.
+    let watch = {
+        let cancel = options.cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                if goose::is_killswitch_triggered() {
+                    cancel.cancel();
+                    return;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        })
+    };
+
+    let dispatcher = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            // Hand each slot over a little early so its user can wait out the rest precisely.
+            let lead = Duration::from_millis(5);
+            for slot in schedule {
+                let slot = slot?;
+                let due = (shared.t0 + slot.at).checked_sub(lead).unwrap_or(shared.t0);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                    _ = shared.cancel.cancelled() => break,
+                }
+                lock(&shared.recorder).offered(slot.at);
+                tokio::select! {
+                    sent = tx.send_async(slot) => if sent.is_err() { break },
+                    _ = shared.cancel.cancelled() => break,
+                }
+            }
+            Ok::<(), TraceError>(())
+        })
+    };
+
+    let progress = options.progress.then(|| {
+        let shared = shared.clone();
+        Progress::start(&options.label, shape, move || snapshot(&shared))
+    });
+
+    let mut config = GooseConfiguration::default();
+    config.host = Some(options.target.clone());
+    config.users = Some(options.users);
+    config.increase_rate = Some((options.users * 4).to_string());
+    config.iterations = Some(1);
+    config.quiet = 1;
+    config.no_print_metrics = true;
+    config.no_error_summary = true;
+    config.no_metrics = true;
+    config.no_telnet = true;
+    config.no_gzip = true;
+    config.timeout = Some(format!("{}", options.request_timeout.as_secs_f64()));
+    let attack = GooseAttack::initialize_with_config(config)
+        .and_then(|a| {
+            a.set_client_builder_without_cookies(
+                goose::client::GooseClientBuilder::new().without_cookies().timeout(options.request_timeout),
+            )
+        })
+        .map(|a| a.register_scenario(GooseScenario::new("sign-up").register_transaction(Transaction::new(transaction(shared.clone())))))
+        .map_err(|e| DriverError::Goose(e.to_string()))?;
+    let executed = attack.execute().await;
+
+    // The users are gone: stop the dispatcher if it is still waiting to hand out slots.
+    let cancelled = options.cancel.is_cancelled();
+    dispatcher.abort();
+    let dispatched = dispatcher.await;
+    watch.abort();
+    if let Some(p) = progress {
+        p.finish();
+    }
+    executed.map_err(|e| DriverError::Goose(e.to_string()))?;
+    if let Ok(Err(e)) = dispatched {
+        return Err(e.into());
+    }
+
+    let elapsed = t0.elapsed();
+    let recorder = match Arc::try_unwrap(shared) {
+        Ok(shared) => shared.recorder.into_inner().unwrap_or_else(|p| p.into_inner()),
+        Err(shared) => std::mem::take(&mut *lock(&shared.recorder)),
+    };
+    let (trustworthy, warnings) = judge(&recorder, options, cancelled);
+    Ok(Measurement { recorder, started_at, elapsed, users: options.users, cancelled, trustworthy, warnings })
+}
+
+fn snapshot(shared: &Shared) -> Snapshot {
+    let elapsed = shared.t0.elapsed();
+    let recorder = lock(&shared.recorder);
+    let last = elapsed.as_secs().saturating_sub(1) as usize;
+    let (offered, ok) = recorder.second_counts(last);
+    Snapshot {
+        elapsed,
+        offered_rps: offered,
+        ok_rps: ok,
+        sent: recorder.sent_count(),
+        p99_ms: recorder.latency().value_at_quantile(0.99) as f64 / 1000.0,
+        status_503: recorder.status_503(),
+        lag_p99_ms: recorder.lag().value_at_quantile(0.99) as f64 / 1000.0,
+    }
+}
+
+/// Whether the driver kept to its schedule, and what to warn about.
+fn judge(recorder: &Recorder, options: &DriveOptions, cancelled: bool) -> (bool, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut trustworthy = true;
+    let lag = recorder.send_lag_ms();
+    let threshold_ms = options.lag_threshold.as_secs_f64() * 1000.0;
+    if lag.p99 > threshold_ms {
+        trustworthy = false;
+        warnings.push(format!(
+            "THE DRIVER WAS THE BOTTLENECK: send lag p99 {:.1} ms (max {:.1} ms) is over the {:.1} ms threshold; \
+             requests left later than scheduled and the latencies understate the server's. \
+             Use more users (now {}), fewer other processes, or a lower rate.",
+            lag.p99, lag.max, threshold_ms, options.users
+        ));
+    }
+    if cancelled {
+        warnings.push("stopped early (Ctrl-C): only part of the schedule ran".into());
+    } else if recorder.sent_count() < recorder.intended() {
+        trustworthy = false;
+        warnings.push(format!(
+            "only {} of {} scheduled requests were sent: the target rate was not reached",
+            recorder.sent_count(),
+            recorder.intended()
+        ));
+    }
+    if recorder.completed_count() < recorder.sent_count() && !cancelled {
+        warnings.push(format!(
+            "{} requests never completed before the run ended",
+            recorder.sent_count() - recorder.completed_count()
+        ));
+    }
+    (trustworthy, warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_carry_their_sequence_number() {
+        let email = email_for(42, "r1-sync");
+        assert_eq!(email, "s42.r1-sync@load.fanbench.test");
+        assert_eq!(seq_of_email(&email), Some(42));
+        assert_eq!(seq_of_email("someone@example.com"), None);
+    }
+
+    #[test]
+    fn users_follow_littles_law() {
+        assert_eq!(users_for(100.0, Duration::from_secs(6)), 900);
+        assert_eq!(users_for(1.0, Duration::from_millis(10)), 16);
+    }
+
+    #[test]
+    fn bodies_are_valid_sign_ups() {
+        for (phone, device) in [(true, true), (false, false), (true, false)] {
+            let slot = Slot { seq: 7, at: Duration::ZERO, phone, device };
+            let registration: signup_core::Registration = serde_json::from_value(body_for(&slot, "tag")).unwrap();
+            registration.validate().unwrap();
+            assert_eq!(registration.channels().len(), 1 + usize::from(phone) + usize::from(device));
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Recording: HdrHistograms and counters, constant in the number of requests (memory grows only
+//! with the run's length in seconds, for the timeline).
+
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use results::{Lag, Percentiles, Requests, STATUS_CLASSES, Second, new_histogram};
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Status(u16),
+    Timeout,
+    ConnectionError,
+}
+
+impl Outcome {
+    /// The index into [`STATUS_CLASSES`].
+    pub fn class(self) -> usize {
+        match self {
+            Outcome::Status(200..=299) => 0,
+            Outcome::Status(409) => 1,
+            Outcome::Status(503) => 3,
+            Outcome::Status(400..=499) => 2,
+            Outcome::Status(_) => 4,
+            Outcome::Timeout => 5,
+            Outcome::ConnectionError => 6,
+        }
+    }
+
+    pub fn is_ok(self) -> bool {
+        self.class() == 0
+    }
+}
+
+/// Per-second histograms keep two significant digits: enough for a timeline's p50/p99, a tenth of
+/// the memory of the run-wide ones.
+fn second_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, results::HISTOGRAM_MAX_US, 2).expect("constant histogram bounds are valid")
+}
+
+#[derive(Debug)]
+struct SecondBucket {
+    offered: u64,
+    sent: u64,
+    completed: u64,
+    ok: u64,
+    s503: u64,
+    errors: u64,
+    /// Corrected latency of requests *scheduled* in this second.
+    latency: Histogram<u64>,
+}
+
+impl SecondBucket {
+    fn new() -> Self {
+        Self { offered: 0, sent: 0, completed: 0, ok: 0, s503: 0, errors: 0, latency: second_histogram() }
+    }
+}
+
+/// Everything one run records.
+#[derive(Debug)]
+pub struct Recorder {
+    latency: Histogram<u64>,
+    service: Histogram<u64>,
+    lag: Histogram<u64>,
+    status: [u64; 7],
+    intended: u64,
+    sent: u64,
+    completed: u64,
+    seconds: Vec<SecondBucket>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self {
+            latency: new_histogram(),
+            service: new_histogram(),
+            lag: new_histogram(),
+            status: [0; 7],
+            intended: 0,
+            sent: 0,
+            completed: 0,
+            seconds: Vec::new(),
+        }
+    }
+
+    fn second(&mut self, at: Duration) -> &mut SecondBucket {
+        let i = at.as_secs() as usize;
+        if self.seconds.len() <= i {
+            self.seconds.resize_with(i + 1, SecondBucket::new);
+        }
+        &mut self.seconds[i]
+    }
+
+    /// A request was scheduled for `intended` (from the run's start).
+    pub fn offered(&mut self, intended: Duration) {
+        self.intended += 1;
+        self.second(intended).offered += 1;
+    }
+
+    /// A request went out at `actual`, `actual - intended` late.
+    pub fn sent(&mut self, intended: Duration, actual: Duration) {
+        self.sent += 1;
+        self.lag.saturating_record(us(actual.saturating_sub(intended)));
+        self.second(actual).sent += 1;
+    }
+
+    /// A request ended at `done`: latency from `intended`, service time from `actual`.
+    pub fn completed(&mut self, intended: Duration, actual: Duration, done: Duration, outcome: Outcome) {
+        self.completed += 1;
+        self.status[outcome.class()] += 1;
+        let latency = us(done.saturating_sub(intended));
+        self.latency.saturating_record(latency);
+        self.service.saturating_record(us(done.saturating_sub(actual)));
+        self.second(intended).latency.saturating_record(latency);
+        let bucket = self.second(done);
+        bucket.completed += 1;
+        match outcome.class() {
+            0 => bucket.ok += 1,
+            3 => bucket.s503 += 1,
+            _ => bucket.errors += 1,
+        }
+    }
+
+    /// Requests offered and answered 2xx in second `t`.
+    pub fn second_counts(&self, t: usize) -> (u64, u64) {
+        self.seconds.get(t).map_or((0, 0), |b| (b.offered, b.ok))
+    }
+
+    pub fn intended(&self) -> u64 {
+        self.intended
+    }
+    pub fn sent_count(&self) -> u64 {
+        self.sent
+    }
+    pub fn completed_count(&self) -> u64 {
+        self.completed
+    }
+    pub fn ok(&self) -> u64 {
+        self.status[0]
+    }
+    pub fn status_503(&self) -> u64 {
+        self.status[3]
+    }
+    pub fn latency(&self) -> &Histogram<u64> {
+        &self.latency
+    }
+    pub fn service(&self) -> &Histogram<u64> {
+        &self.service
+    }
+    pub fn lag(&self) -> &Histogram<u64> {
+        &self.lag
+    }
+
+    pub fn requests(&self) -> Requests {
+        Requests {
+            intended: self.intended,
+            sent: self.sent,
+            completed: self.completed,
+            status: STATUS_CLASSES.iter().zip(self.status).map(|(k, v)| (k.to_string(), v)).collect(),
+        }
+    }
+
+    pub fn latency_ms(&self) -> Percentiles {
+        Percentiles::from_histogram(&self.latency)
+    }
+    pub fn service_time_ms(&self) -> Percentiles {
+        Percentiles::from_histogram(&self.service)
+    }
+    pub fn send_lag_ms(&self) -> Lag {
+        Lag::from_histogram(&self.lag)
+    }
+
+    pub fn timeline(&self) -> Vec<Second> {
+        self.seconds
+            .iter()
+            .enumerate()
+            .map(|(t, b)| {
+                let p = Percentiles::from_histogram(&b.latency);
+                Second {
+                    t: t as u32,
+                    offered: b.offered,
+                    sent: b.sent,
+                    completed: b.completed,
+                    ok: b.ok,
+                    status_503: b.s503,
+                    errors: b.errors,
+                    p50_ms: p.p50,
+                    p99_ms: p.p99,
+                    max_ms: p.max,
+                }
+            })
+            .collect()
+    }
+
+    /// Writes the per-second corrected-latency histograms as an HdrHistogram V2 interval log (the
+    /// format HdrHistogram's HistogramLogProcessor reads). Values are microseconds.
+    pub fn write_hlog<W: Write>(&self, out: &mut W, start: SystemTime, tag: &str) -> std::io::Result<()> {
+        // The header lines HdrHistogram's Java HistogramLogWriter writes; the Rust writer leaves out
+        // the version and the column legend, so they are written here.
+        let secs = start.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        writeln!(out, "#[fanbench {tag}: corrected latency per second of intended send time, in microseconds]")?;
+        writeln!(out, "#[Histogram log format version 1.3]")?;
+        writeln!(out, "#[StartTime: {secs:.3} (seconds since epoch)]")?;
+        writeln!(out, "#[BaseTime: {secs:.3} (seconds since epoch)]")?;
+        writeln!(out, "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"")?;
+        let mut serializer = V2DeflateSerializer::new();
+        let mut log = IntervalLogWriterBuilder::new().with_max_value_divisor(1000.0).begin_log_with(out, &mut serializer)?;
+        let tag = hdrhistogram::serialization::interval_log::Tag::new(tag);
+        for (t, bucket) in self.seconds.iter().enumerate() {
+            log.write_histogram(&bucket.latency, Duration::from_secs(t as u64), Duration::from_secs(1), tag)
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the corrected latency as a percentile distribution (`.hgrm`), in milliseconds, in the
+    /// layout HdrHistogram's `outputPercentileDistribution` and wrk2 print.
+    pub fn write_hgrm<W: Write>(&self, out: &mut W) -> std::io::Result<()> {
+        write_hgrm(&self.latency, out)
+    }
+}
+
+/// A percentile distribution of a histogram of microseconds, printed in milliseconds.
+pub fn write_hgrm<W: Write>(h: &Histogram<u64>, out: &mut W) -> std::io::Result<()> {
+    writeln!(out, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)")?;
+    for v in h.iter_quantiles(5) {
+        let q = v.quantile_iterated_to();
+        let value = v.value_iterated_to() as f64 / 1000.0;
+        if q < 1.0 {
+            writeln!(out, "{value:>12.3} {q:>14.12} {:>10} {:>14.2}", v.count_since_last_iteration(), 1.0 / (1.0 - q))?;
+        } else {
+            writeln!(out, "{value:>12.3} {q:>14.12} {:>10}", v.count_since_last_iteration())?;
+        }
+    }
+    writeln!(out, "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]", h.mean() / 1000.0, h.stdev() / 1000.0)?;
+    writeln!(out, "#[Max     = {:>12.3}, Total count    = {:>12}]", h.max() as f64 / 1000.0, h.len())?;
+    writeln!(out, "#[Buckets = {:>12}, SubBuckets     = {:>12}]", h.buckets(), h.distinct_values())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn latency_counts_from_the_intended_time_and_service_time_from_the_send() {
+        let mut r = Recorder::new();
+        r.offered(ms(1000));
+        r.sent(ms(1000), ms(1300)); // the driver was 300 ms late
+        r.completed(ms(1000), ms(1300), ms(1400), Outcome::Status(201));
+        assert!((r.latency_ms().max - 400.0).abs() < 1.0);
+        assert!((r.service_time_ms().max - 100.0).abs() < 0.5);
+        assert!((r.send_lag_ms().max - 300.0).abs() < 1.0);
+        let t = r.timeline();
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[1].offered, t[1].sent, t[1].completed, t[1].ok), (1, 1, 1, 1));
+    }
+
+    #[test]
+    fn outcomes_fall_into_their_classes() {
+        let mut r = Recorder::new();
+        let outcomes = [
+            Outcome::Status(202),
+            Outcome::Status(201),
+            Outcome::Status(409),
+            Outcome::Status(422),
+            Outcome::Status(503),
+            Outcome::Status(502),
+            Outcome::Timeout,
+            Outcome::ConnectionError,
+        ];
+        for o in outcomes {
+            r.offered(ms(10));
+            r.sent(ms(10), ms(10));
+            r.completed(ms(10), ms(10), ms(20), o);
+        }
+        let s = r.requests().status;
+        let got: Vec<u64> = STATUS_CLASSES.iter().map(|k| s[*k]).collect();
+        assert_eq!(got, vec![2, 1, 1, 1, 1, 1, 1]);
+        let second = &r.timeline()[0];
+        assert_eq!((second.ok, second.status_503, second.errors), (2, 1, 5));
+    }
+
+    #[test]
+    fn the_hlog_and_hgrm_are_in_the_standard_formats() {
+        let mut r = Recorder::new();
+        for i in 0..3000u64 {
+            let at = ms(i);
+            r.offered(at);
+            r.sent(at, at);
+            r.completed(at, at, at + ms(5 + i % 10), Outcome::Status(202));
+        }
+        let mut hlog = Vec::new();
+        r.write_hlog(&mut hlog, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), "async").unwrap();
+        let text = String::from_utf8(hlog.clone()).unwrap();
+        assert!(text.contains("#[StartTime: 1700000000"), "{text}");
+        assert!(text.contains("\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\""));
+        // Read it back with hdrhistogram's own parser: one interval per second of the timeline,
+        // the last holding only completions of requests scheduled earlier.
+        let intervals: Vec<_> = hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&hlog)
+            .filter_map(|e| match e {
+                Ok(hdrhistogram::serialization::interval_log::LogEntry::Interval(h)) => Some(h),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(intervals.len(), 4);
+        assert_eq!(intervals[0].tag().map(|t| t.as_str()), Some("async"));
+
+        let mut hgrm = Vec::new();
+        r.write_hgrm(&mut hgrm).unwrap();
+        let text = String::from_utf8(hgrm).unwrap();
+        assert!(text.contains("Percentile") && text.contains("#[Max     ="), "{text}");
+        assert!(text.contains("Total count    =         3000"), "{text}");
+    }
+}

@@ -1,0 +1,363 @@
+//! The arrival schedule: when each sign-up is meant to be sent, and what it carries.
+//!
+//! Arrival times are fixed by the scenario and its seed before the run and never depend on how the
+//! server answers (an open model). They are generated lazily, in order, so memory stays constant
+//! however many requests a run sends.
+//!
+//! Rates vary linearly within a segment, so the cumulative intensity Λ(t) is quadratic and can be
+//! inverted exactly: an arrival happens each time Λ grows by one (uniform) or by an Exp(1) draw
+//! (Poisson: the time-rescaling construction of an inhomogeneous Poisson process).
+
+use std::fs::File;
+use std::path::Path;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Exp1};
+
+use crate::scenario::{Payload, Phase, Process, Scenario};
+
+/// One scheduled sign-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// 0-based position in the schedule.
+    pub seq: u64,
+    /// When to send it, from the run's start.
+    pub at: Duration,
+    pub phone: bool,
+    pub device: bool,
+}
+
+/// A stretch of constant or linearly changing rate: `rate(x) = a + b·x` for `x` in `[0, len)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Segment {
+    start: f64,
+    len: f64,
+    a: f64,
+    b: f64,
+    phase: usize,
+}
+
+impl Segment {
+    /// Λ over the whole segment.
+    fn total(&self) -> f64 {
+        self.a * self.len + self.b * self.len * self.len / 2.0
+    }
+
+    /// The `x` at which Λ(x) = `target` (assumes `target <= total()`).
+    fn invert(&self, target: f64) -> f64 {
+        if self.b.abs() < 1e-12 {
+            return target / self.a;
+        }
+        let disc = (self.a * self.a + 2.0 * self.b * target).max(0.0);
+        ((disc.sqrt() - self.a) / self.b).clamp(0.0, self.len)
+    }
+}
+
+fn segments(phases: &[Phase]) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut start = 0.0;
+    for (i, phase) in phases.iter().enumerate() {
+        let len = phase.duration().as_secs_f64();
+        match *phase {
+            Phase::Constant { rate, .. } => out.push(Segment { start, len, a: rate, b: 0.0, phase: i }),
+            Phase::Ramp { from, to, .. } => out.push(Segment { start, len, a: from, b: (to - from) / len, phase: i }),
+            Phase::Step { from, to, steps, .. } => {
+                let step_len = len / f64::from(steps);
+                for k in 0..steps {
+                    let rate =
+                        if steps == 1 { from } else { from + (to - from) * f64::from(k) / f64::from(steps - 1) };
+                    out.push(Segment { start: start + step_len * f64::from(k), len: step_len, a: rate, b: 0.0, phase: i });
+                }
+            }
+        }
+        start += len;
+    }
+    out
+}
+
+/// What a schedule offers overall, known before the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape {
+    /// The last arrival's offset (phases: their total length).
+    pub duration: Duration,
+    /// The highest rate over any second.
+    pub peak_rps: f64,
+    /// `(name, start, end)` of each phase, for progress and the report.
+    pub phases: Vec<(String, Duration, Duration)>,
+}
+
+/// An error reading a trace.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("could not read trace {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}:{line}: {message}")]
+    Row { path: String, line: u64, message: String },
+}
+
+/// The arrivals, generated in order.
+pub struct Schedule {
+    source: Source,
+    payload: Payload,
+    rng: StdRng,
+    seq: u64,
+}
+
+impl std::fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schedule").field("seq", &self.seq).finish_non_exhaustive()
+    }
+}
+
+enum Source {
+    Phases { segments: Vec<Segment>, index: usize, process: Process, consumed: f64, target: f64 },
+    Trace { rows: csv::DeserializeRecordsIntoIter<File, TraceRow>, speed: f64, path: String, last: f64 },
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TraceRow {
+    offset_ms: f64,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    device_token: Option<String>,
+}
+
+fn open_trace(path: &Path) -> Result<csv::DeserializeRecordsIntoIter<File, TraceRow>, TraceError> {
+    let read_err = |message: String| TraceError::Read { path: path.display().to_string(), message };
+    let file = File::open(path).map_err(|e| read_err(e.to_string()))?;
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).comment(Some(b'#')).from_reader(file);
+    let headers = reader.headers().map_err(|e| read_err(e.to_string()))?;
+    if !headers.iter().any(|h| h == "offset_ms") {
+        return Err(read_err(format!("the header needs an `offset_ms` column; it has {:?}", headers.iter().collect::<Vec<_>>())));
+    }
+    Ok(reader.into_deserialize())
+}
+
+impl Schedule {
+    /// The schedule a scenario describes.
+    pub fn new(scenario: &Scenario) -> Result<Self, TraceError> {
+        let rng = StdRng::seed_from_u64(scenario.arrivals.seed);
+        let source = match (&scenario.arrivals.trace, scenario.trace_path()) {
+            (Some(trace), Some(path)) => Source::Trace {
+                rows: open_trace(&path)?,
+                speed: trace.speed,
+                path: path.display().to_string(),
+                last: 0.0,
+            },
+            _ => Source::Phases {
+                segments: segments(&scenario.arrivals.phases),
+                index: 0,
+                process: scenario.arrivals.process,
+                consumed: 0.0,
+                target: 0.0,
+            },
+        };
+        let mut schedule = Self { source, payload: scenario.payload.clone(), rng, seq: 0 };
+        if let Source::Phases { target, process, .. } = &mut schedule.source {
+            *target = draw(*process, &mut schedule.rng);
+        }
+        Ok(schedule)
+    }
+
+    /// The schedule's overall shape. For a trace this reads the whole file once (streaming).
+    pub fn shape(scenario: &Scenario) -> Result<Shape, TraceError> {
+        match (&scenario.arrivals.trace, scenario.trace_path()) {
+            (Some(trace), Some(path)) => {
+                let mut per_second: Vec<u64> = Vec::new();
+                let mut last = 0.0_f64;
+                for (line, row) in open_trace(&path)?.enumerate() {
+                    let row = row_ok(row, &path.display().to_string(), line as u64 + 2)?;
+                    let at = row.offset_ms / 1000.0 / trace.speed;
+                    let second = at as usize;
+                    if per_second.len() <= second {
+                        per_second.resize(second + 1, 0);
+                    }
+                    per_second[second] += 1;
+                    last = last.max(at);
+                }
+                let duration = Duration::from_secs_f64(last);
+                let peak = per_second.iter().copied().max().unwrap_or(0) as f64;
+                Ok(Shape { duration, peak_rps: peak, phases: vec![("trace".into(), Duration::ZERO, duration)] })
+            }
+            _ => {
+                let segs = segments(&scenario.arrivals.phases);
+                let peak = segs.iter().map(|s| s.a.max(s.a + s.b * s.len)).fold(0.0, f64::max);
+                let mut start = Duration::ZERO;
+                let phases = scenario
+                    .arrivals
+                    .phases
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let name = if p.name().is_empty() { format!("phase {}", i + 1) } else { p.name().to_string() };
+                        let end = start + p.duration();
+                        let out = (name, start, end);
+                        start = end;
+                        out
+                    })
+                    .collect();
+                Ok(Shape { duration: start, peak_rps: peak, phases })
+            }
+        }
+    }
+}
+
+fn draw(process: Process, rng: &mut StdRng) -> f64 {
+    match process {
+        Process::Uniform => 1.0,
+        Process::Poisson => Exp1.sample(rng),
+    }
+}
+
+fn row_ok(row: Result<TraceRow, csv::Error>, path: &str, line: u64) -> Result<TraceRow, TraceError> {
+    let row_err = |message: String| TraceError::Row { path: path.to_string(), line, message };
+    let row = row.map_err(|e| row_err(e.to_string()))?;
+    if !(row.offset_ms.is_finite() && row.offset_ms >= 0.0) {
+        return Err(row_err(format!("offset_ms must be zero or more, not {}", row.offset_ms)));
+    }
+    Ok(row)
+}
+
+impl Iterator for Schedule {
+    type Item = Result<Slot, TraceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let seq = self.seq;
+        let slot = match &mut self.source {
+            Source::Phases { segments, index, process, consumed, target } => loop {
+                let seg = segments.get(*index)?;
+                let available = seg.total() - *consumed;
+                if *target <= available {
+                    *consumed += *target;
+                    let x = seg.invert(*consumed);
+                    let at = Duration::from_secs_f64(seg.start + x);
+                    *target = draw(*process, &mut self.rng);
+                    let phone = self.rng.random::<f64>() < self.payload.phone_share;
+                    let device = self.rng.random::<f64>() < self.payload.device_share;
+                    break Slot { seq, at, phone, device };
+                }
+                *target -= available.max(0.0);
+                *consumed = 0.0;
+                *index += 1;
+            },
+            Source::Trace { rows, speed, path, last } => {
+                let row = match row_ok(rows.next()?, path, seq + 2) {
+                    Ok(r) => r,
+                    Err(e) => return Some(Err(e)),
+                };
+                let at = row.offset_ms / 1000.0 / *speed;
+                if at < *last {
+                    return Some(Err(TraceError::Row {
+                        path: path.clone(),
+                        line: seq + 2,
+                        message: format!("offsets must not go back in time ({} ms after {} ms)", row.offset_ms, *last * 1000.0 * *speed),
+                    }));
+                }
+                *last = at;
+                let present = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
+                Slot { seq, at: Duration::from_secs_f64(at), phone: present(&row.phone), device: present(&row.device_token) }
+            }
+        };
+        self.seq += 1;
+        Some(Ok(slot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(text: &str) -> Scenario {
+        Scenario::parse(text, Path::new("t.toml")).unwrap()
+    }
+
+    fn offsets(s: &Scenario) -> Vec<f64> {
+        Schedule::new(s).unwrap().map(|slot| slot.unwrap().at.as_secs_f64()).collect()
+    }
+
+    #[test]
+    fn uniform_constant_rate_is_evenly_spaced() {
+        let s = scenario(
+            "name='t'\n[arrivals]\nprocess='uniform'\nphases=[{kind='constant',duration='2s',rate=10}]\n",
+        );
+        let at = offsets(&s);
+        assert_eq!(at.len(), 20);
+        for (i, t) in at.iter().enumerate() {
+            assert!((t - (i as f64 + 1.0) / 10.0).abs() < 1e-9, "{i}: {t}");
+        }
+    }
+
+    #[test]
+    fn poisson_rate_matches_on_average_and_is_seeded() {
+        let text = "name='t'\n[arrivals]\nseed=7\nphases=[{kind='constant',duration='100s',rate=50}]\n";
+        let s = scenario(text);
+        let a = offsets(&s);
+        // 5,000 expected; the standard deviation is ~71.
+        assert!((4700..5300).contains(&a.len()), "{}", a.len());
+        assert_eq!(a, offsets(&s), "the same seed gives the same schedule");
+        assert!(a.windows(2).all(|w| w[0] <= w[1]), "in order");
+        let other = scenario(&text.replace("seed=7", "seed=8"));
+        assert_ne!(a, offsets(&other));
+    }
+
+    #[test]
+    fn ramps_and_steps_offer_the_integral_of_their_rate() {
+        // Ramp 0 → 100 over 10 s offers 500; a step 10 → 30 in 3 steps over 3 s offers 10 + 20 + 30.
+        let s = scenario(
+            "name='t'\n[arrivals]\nprocess='uniform'\nphases=[\
+             {kind='ramp',duration='10s',from=0,to=100},\
+             {kind='step',duration='3s',from=10,to=30,steps=3}]\n",
+        );
+        let at = offsets(&s);
+        let in_ramp = at.iter().filter(|t| **t < 10.0).count();
+        assert!((499..=501).contains(&in_ramp), "{in_ramp}");
+        let in_steps: Vec<usize> =
+            (0..3).map(|k| at.iter().filter(|t| **t >= 10.0 + k as f64 && **t < 11.0 + k as f64).count()).collect();
+        for (got, want) in in_steps.iter().zip([10usize, 20, 30]) {
+            assert!(got.abs_diff(want) <= 1, "{in_steps:?}");
+        }
+        // The ramp's arrivals crowd towards its end.
+        let first_half = at.iter().filter(|t| **t < 5.0).count();
+        assert!((124..=126).contains(&first_half), "{first_half}");
+        let shape = Schedule::shape(&s).unwrap();
+        assert_eq!(shape.peak_rps, 100.0);
+        assert_eq!(shape.duration, Duration::from_secs(13));
+    }
+
+    #[test]
+    fn payload_shares_apply() {
+        let s = scenario(
+            "name='t'\n[arrivals]\nphases=[{kind='constant',duration='100s',rate=20}]\n[payload]\nphone_share=0.25\ndevice_share=0\n",
+        );
+        let slots: Vec<Slot> = Schedule::new(&s).unwrap().map(Result::unwrap).collect();
+        let phones = slots.iter().filter(|s| s.phone).count() as f64 / slots.len() as f64;
+        assert!((phones - 0.25).abs() < 0.04, "{phones}");
+        assert!(slots.iter().all(|s| !s.device));
+    }
+
+    #[test]
+    fn traces_replay_at_speed_and_bad_rows_name_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.csv"), "offset_ms,phone,device_token\n0,+441234567890,\n500,,tok\n1000,,\n")
+            .unwrap();
+        let toml_path = dir.path().join("s.toml");
+        let text = "name='t'\n[arrivals]\ntrace={file='t.csv',speed=2}\n";
+        let s = Scenario::parse(text, &toml_path).unwrap();
+        let slots: Vec<Slot> = Schedule::new(&s).unwrap().map(Result::unwrap).collect();
+        let at: Vec<f64> = slots.iter().map(|s| s.at.as_secs_f64()).collect();
+        assert_eq!(at, vec![0.0, 0.25, 0.5]);
+        assert_eq!((slots[0].phone, slots[0].device, slots[1].device, slots[2].phone), (true, false, true, false));
+        assert_eq!(Schedule::shape(&s).unwrap().duration, Duration::from_millis(500));
+
+        std::fs::write(dir.path().join("t.csv"), "offset_ms\n0\n10\nsoon\n").unwrap();
+        let errors: Vec<String> = Schedule::new(&s).unwrap().filter_map(|r| r.err().map(|e| e.to_string())).collect();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("t.csv:4:"), "{errors:?}");
+        std::fs::write(dir.path().join("t.csv"), "when\n0\n").unwrap();
+        let err = Schedule::new(&s).unwrap_err().to_string();
+        assert!(err.contains("offset_ms"), "{err}");
+    }
+}

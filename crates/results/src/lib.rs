@@ -1,0 +1,241 @@
+//! The results model: what one run measured, as plain data. It is the boundary between measuring
+//! and reporting: the driver fills it, `results.json` stores it (its JSON Schema is
+//! `results.schema.json` beside this crate, versioned by [`SCHEMA_VERSION`]), and the report and
+//! the gates read it, never the driver.
+//!
+//! This crate does no I/O and knows nothing of HTTP, goose or the designs.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any change a reader of `results.json` must know about.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The histograms' range, in microseconds: 1 µs to 10 minutes, 3 significant digits.
+pub const HISTOGRAM_MAX_US: u64 = 600_000_000;
+pub const HISTOGRAM_SIGFIG: u8 = 3;
+
+/// A histogram of microseconds with the range every fanbench histogram uses.
+pub fn new_histogram() -> Histogram<u64> {
+    // Constant bounds that satisfy hdrhistogram's preconditions (low >= 1, high >= 2 * low,
+    // sigfig <= 5): construction cannot fail.
+    Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, HISTOGRAM_SIGFIG).expect("constant histogram bounds are valid")
+}
+
+/// One run: a scenario against one or more designs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    pub schema_version: u32,
+    /// `<UTC time>-<scenario>`, also the run folder's name.
+    pub run_id: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub scenario: ScenarioInfo,
+    pub environment: Environment,
+    /// By design name (`sync`, `async`, or `target` for `fanbench run --target`).
+    pub designs: BTreeMap<String, DesignResults>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    pub name: String,
+    pub description: String,
+    /// The file it was read from.
+    pub path: String,
+    /// Seconds of offered load (the last arrival's offset).
+    pub duration_s: f64,
+    /// Highest offered rate over any one second, requests per second.
+    pub peak_rps: f64,
+    /// The whole scenario as parsed, so the run can be reproduced.
+    pub definition: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub fanbench_version: String,
+    pub git_sha: Option<String>,
+    pub os: String,
+    pub arch: String,
+    pub cpus: usize,
+    pub memory_bytes: Option<u64>,
+    pub postgres_version: Option<String>,
+    pub database: String,
+}
+
+/// What one design did under the scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesignResults {
+    /// The URL load was sent to.
+    pub target: String,
+    /// The server settings the design ran with.
+    pub settings: serde_json::Value,
+    pub requests: Requests,
+    /// From the *intended* send time: corrected for coordinated omission.
+    pub latency_ms: Percentiles,
+    /// From the actual send time.
+    pub service_time_ms: Percentiles,
+    /// Actual minus intended send time: the driver's own delay.
+    pub send_lag_ms: Lag,
+    /// 2xx answers per second of offered load.
+    pub throughput_rps: f64,
+    /// Requests offered per second, on average.
+    pub offered_rps: f64,
+    pub duration_s: f64,
+    /// One entry per second of the run, by intended send time.
+    pub timeline: Vec<Second>,
+    /// Per channel, from the intended send time of the sign-up to the provider's receipt.
+    pub delivery: BTreeMap<String, ChannelDelivery>,
+    /// Present when fanbench ran the design itself and could read its provider ledger.
+    pub reconciliation: Option<Reconciliation>,
+    /// Present for designs that deliver after answering (async).
+    pub drain: Option<Drain>,
+    /// False when the driver could not keep to the schedule: the numbers then understate latency.
+    pub trustworthy: bool,
+    /// Everything a reader must know before trusting the numbers.
+    pub warnings: Vec<String>,
+}
+
+/// Request counts. `status` holds every class, each key present even when zero: `2xx`, `409`,
+/// `4xx` (other 4xx), `503`, `5xx` (other 5xx), `timeout`, `connection_error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Requests {
+    pub intended: u64,
+    pub sent: u64,
+    pub completed: u64,
+    pub status: BTreeMap<String, u64>,
+}
+
+/// The status classes, in report order.
+pub const STATUS_CLASSES: [&str; 7] = ["2xx", "409", "4xx", "503", "5xx", "timeout", "connection_error"];
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Percentiles {
+    /// From a histogram of microseconds; all zero when it is empty.
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Lag {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Lag {
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        let p = Percentiles::from_histogram(h);
+        Self { p50: p.p50, p99: p.p99, max: p.max }
+    }
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Second {
+    /// Seconds since the run's start.
+    pub t: u32,
+    /// Requests scheduled in this second.
+    pub offered: u64,
+    /// Requests actually sent in this second.
+    pub sent: u64,
+    /// Answers (or failures) that arrived in this second.
+    pub completed: u64,
+    /// Of those, 2xx.
+    pub ok: u64,
+    /// Of those, 503.
+    pub status_503: u64,
+    /// Of those, any other error (4xx, 5xx, timeouts, connection errors).
+    pub errors: u64,
+    /// Corrected latency of requests scheduled in this second; zero when none completed.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ChannelDelivery {
+    pub delivered: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Set arithmetic over what was accepted and what the providers received.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Reconciliation {
+    /// Sign-ups answered 2xx.
+    pub accepted: u64,
+    /// Notifications owed: one per channel of every sign-up the database committed.
+    pub expected: u64,
+    /// Of those, delivered (each counted once).
+    pub delivered: u64,
+    /// Owed and never delivered: must be zero.
+    pub lost: u64,
+    /// Sends the providers received again for a key already delivered (absorbed, not re-delivered).
+    pub duplicates: u64,
+    /// Deliveries for sign-ups the database does not hold (e.g. the sync design's emails sent
+    /// before a rolled-back failure).
+    pub unexpected: u64,
+    /// Sign-ups refused (503 or other 5xx, timeouts, connection errors): users who were never
+    /// notified because they never got in.
+    pub never_notified: u64,
+    /// Dead letters left (async): owed, given up on, replayable.
+    pub dead_lettered: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Drain {
+    /// Whether every delivery finished before the drain timeout.
+    pub drained: bool,
+    /// Seconds from the end of load until the queue was empty (or the timeout).
+    pub seconds: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_microseconds() {
+        let mut h = new_histogram();
+        for us in 1..=1000u64 {
+            h.record(us * 1000).unwrap();
+        }
+        let p = Percentiles::from_histogram(&h);
+        assert!((p.p50 - 500.0).abs() < 1.0, "{p:?}");
+        assert!((p.p99 - 990.0).abs() < 1.5, "{p:?}");
+        assert!((p.max - 1000.0).abs() < 1.5, "{p:?}");
+        assert_eq!(Percentiles::from_histogram(&new_histogram()), Percentiles::default());
+    }
+
+    #[test]
+    fn the_histogram_covers_ten_minutes() {
+        let mut h = new_histogram();
+        h.record(HISTOGRAM_MAX_US).unwrap();
+        assert!(h.record(HISTOGRAM_MAX_US * 2).is_err());
+    }
+}
