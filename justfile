@@ -1,6 +1,14 @@
 # Everything a person types twice. `just --list` shows the recipes.
 
-# The main job from a fresh machine (for now: the whole stack and one sign-up end to end)
+# The main job from a fresh machine: both designs under the peak-registration spike, side by side
+compare *ARGS:
+    scripts/compare.sh {{ARGS}}
+
+# The short CI scenario
+smoke:
+    scripts/compare.sh --scenario scenarios/smoke.toml
+
+# The whole stack and one sign-up end to end, in a few seconds
 demo:
     scripts/demo.sh
 
@@ -20,3 +28,7 @@ serve-providers *ARGS:
 # The naive sync server on 127.0.0.1:7002 (throwaway PostgreSQL unless DATABASE_URL is set)
 serve-sync *ARGS:
     cargo run --release -p fanbench -- serve sync --providers-url http://127.0.0.1:7001 {{ARGS}}
+
+# The queue-backed async server on 127.0.0.1:7003
+serve-async *ARGS:
+    cargo run --release -p fanbench -- serve async --providers-url http://127.0.0.1:7001 {{ARGS}}

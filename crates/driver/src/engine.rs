@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use goose::config::GooseConfiguration;
-use goose::goose::{GooseUser, Scenario as GooseScenario, Transaction, TransactionError, TransactionFunction};
+use goose::goose::{
+    GooseUser, Scenario as GooseScenario, Transaction, TransactionError, TransactionFunction,
+};
 use goose::prelude::GooseAttack;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -69,18 +71,27 @@ pub enum DriverError {
     Trace(#[from] TraceError),
 }
 
-/// The email of a scheduled sign-up: unique per run, and it carries its sequence number.
-pub fn email_for(seq: u64, run_tag: &str) -> String {
-    format!("s{seq}.{run_tag}@load.fanbench.test")
+/// The email of a scheduled sign-up: unique per run, and it carries its sequence number and its
+/// intended send time (microseconds from the run's zero), so deliveries can be timed from it later
+/// without the driver keeping anything per request.
+pub fn email_for(slot: &Slot, run_tag: &str) -> String {
+    format!(
+        "s{}-t{}.{run_tag}@load.fanbench.test",
+        slot.seq,
+        slot.at.as_micros()
+    )
 }
 
-/// The sequence number back from an email made by [`email_for`].
-pub fn seq_of_email(email: &str) -> Option<u64> {
-    email.strip_prefix('s')?.split('.').next()?.parse().ok()
+/// The sequence number and intended send time back from an email made by [`email_for`].
+pub fn parse_email(email: &str) -> Option<(u64, Duration)> {
+    let local = email.strip_prefix('s')?.split('.').next()?;
+    let (seq, at) = local.split_once("-t")?;
+    Some((seq.parse().ok()?, Duration::from_micros(at.parse().ok()?)))
 }
 
 fn body_for(slot: &Slot, run_tag: &str) -> serde_json::Value {
-    let mut body = json!({ "email": email_for(slot.seq, run_tag), "name": format!("Load user {}", slot.seq) });
+    let mut body =
+        json!({ "email": email_for(slot, run_tag), "name": format!("Load user {}", slot.seq) });
     if slot.phone {
         body["phone"] = json!(format!("+1555{:010}", slot.seq % 10_000_000_000));
     }
@@ -169,9 +180,14 @@ fn transaction(shared: Arc<Shared>) -> TransactionFunction {
 
 /// Runs `schedule` against `options.target` and returns what was measured. Ends when every
 /// scheduled request has been answered (or has timed out), or when `options.cancel` fires.
-pub async fn drive(schedule: Schedule, shape: &Shape, options: &DriveOptions) -> Result<Measurement, DriverError> {
+pub async fn drive(
+    schedule: Schedule,
+    shape: &Shape,
+    options: &DriveOptions,
+) -> Result<Measurement, DriverError> {
     // The schedule's zero leaves goose a moment to launch every user.
-    let start_delay = Duration::from_millis(500) + Duration::from_secs_f64(options.users as f64 / 4000.0);
+    let start_delay =
+        Duration::from_millis(500) + Duration::from_secs_f64(options.users as f64 / 4000.0);
     let t0 = Instant::now() + start_delay;
     let started_at = SystemTime::now() + start_delay;
     let (tx, rx) = flume::bounded::<Slot>(1024);
@@ -242,10 +258,17 @@ pub async fn drive(schedule: Schedule, shape: &Shape, options: &DriveOptions) ->
     let attack = GooseAttack::initialize_with_config(config)
         .and_then(|a| {
             a.set_client_builder_without_cookies(
-                goose::client::GooseClientBuilder::new().without_cookies().timeout(options.request_timeout),
+                goose::client::GooseClientBuilder::new()
+                    .without_cookies()
+                    .timeout(options.request_timeout),
             )
         })
-        .map(|a| a.register_scenario(GooseScenario::new("sign-up").register_transaction(Transaction::new(transaction(shared.clone())))))
+        .map(|a| {
+            a.register_scenario(
+                GooseScenario::new("sign-up")
+                    .register_transaction(Transaction::new(transaction(shared.clone()))),
+            )
+        })
         .map_err(|e| DriverError::Goose(e.to_string()))?;
     let executed = attack.execute().await;
 
@@ -264,11 +287,22 @@ pub async fn drive(schedule: Schedule, shape: &Shape, options: &DriveOptions) ->
 
     let elapsed = t0.elapsed();
     let recorder = match Arc::try_unwrap(shared) {
-        Ok(shared) => shared.recorder.into_inner().unwrap_or_else(|p| p.into_inner()),
+        Ok(shared) => shared
+            .recorder
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner()),
         Err(shared) => std::mem::take(&mut *lock(&shared.recorder)),
     };
     let (trustworthy, warnings) = judge(&recorder, options, cancelled);
-    Ok(Measurement { recorder, started_at, elapsed, users: options.users, cancelled, trustworthy, warnings })
+    Ok(Measurement {
+        recorder,
+        started_at,
+        elapsed,
+        users: options.users,
+        cancelled,
+        trustworthy,
+        warnings,
+    })
 }
 
 fn snapshot(shared: &Shared) -> Snapshot {
@@ -326,11 +360,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn emails_carry_their_sequence_number() {
-        let email = email_for(42, "r1-sync");
-        assert_eq!(email, "s42.r1-sync@load.fanbench.test");
-        assert_eq!(seq_of_email(&email), Some(42));
-        assert_eq!(seq_of_email("someone@example.com"), None);
+    fn emails_carry_their_sequence_number_and_intended_time() {
+        let slot = Slot {
+            seq: 42,
+            at: Duration::from_micros(1_234_567),
+            phone: false,
+            device: false,
+        };
+        let email = email_for(&slot, "r1-sync");
+        assert_eq!(email, "s42-t1234567.r1-sync@load.fanbench.test");
+        assert_eq!(
+            parse_email(&email),
+            Some((42, Duration::from_micros(1_234_567)))
+        );
+        assert_eq!(parse_email("someone@example.com"), None);
+        assert_eq!(parse_email("s1.x@example.com"), None);
     }
 
     #[test]
@@ -342,10 +386,19 @@ mod tests {
     #[test]
     fn bodies_are_valid_sign_ups() {
         for (phone, device) in [(true, true), (false, false), (true, false)] {
-            let slot = Slot { seq: 7, at: Duration::ZERO, phone, device };
-            let registration: signup_core::Registration = serde_json::from_value(body_for(&slot, "tag")).unwrap();
+            let slot = Slot {
+                seq: 7,
+                at: Duration::ZERO,
+                phone,
+                device,
+            };
+            let registration: signup_core::Registration =
+                serde_json::from_value(body_for(&slot, "tag")).unwrap();
             registration.validate().unwrap();
-            assert_eq!(registration.channels().len(), 1 + usize::from(phone) + usize::from(device));
+            assert_eq!(
+                registration.channels().len(),
+                1 + usize::from(phone) + usize::from(device)
+            );
         }
     }
 }

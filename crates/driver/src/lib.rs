@@ -10,8 +10,22 @@ pub mod progress;
 pub mod record;
 pub mod scenario;
 pub mod schedule;
+pub mod trace;
 
-pub use engine::{DriveOptions, DriverError, Measurement, drive, email_for, seq_of_email, users_for};
+pub use engine::{
+    DriveOptions, DriverError, Measurement, drive, email_for, parse_email, users_for,
+};
 pub use record::{Outcome, Recorder};
 pub use scenario::{Scenario, ScenarioError};
 pub use schedule::{Schedule, Shape, Slot};
+
+/// Whether a stop was asked for: goose's own Ctrl-C handler (which owns SIGINT while a run is
+/// under way) sets the same flag as [`request_stop`].
+pub fn stop_requested() -> bool {
+    goose::is_killswitch_triggered()
+}
+
+/// Asks every run in this process to stop, keeping what it measured.
+pub fn request_stop(reason: &str) {
+    goose::trigger_killswitch(reason);
+}

@@ -28,7 +28,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn start(label: &str, shape: &Shape, snapshot: impl Fn() -> Snapshot + Send + 'static) -> Self {
+    pub fn start(
+        label: &str,
+        shape: &Shape,
+        snapshot: impl Fn() -> Snapshot + Send + 'static,
+    ) -> Self {
         let total = shape.duration.as_secs().max(1);
         let terminal = std::io::stderr().is_terminal();
         let bar = if terminal {

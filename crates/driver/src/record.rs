@@ -39,7 +39,8 @@ impl Outcome {
 /// Per-second histograms keep two significant digits: enough for a timeline's p50/p99, a tenth of
 /// the memory of the run-wide ones.
 fn second_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, results::HISTOGRAM_MAX_US, 2).expect("constant histogram bounds are valid")
+    Histogram::new_with_bounds(1, results::HISTOGRAM_MAX_US, 2)
+        .expect("constant histogram bounds are valid")
 }
 
 #[derive(Debug)]
@@ -56,7 +57,15 @@ struct SecondBucket {
 
 impl SecondBucket {
     fn new() -> Self {
-        Self { offered: 0, sent: 0, completed: 0, ok: 0, s503: 0, errors: 0, latency: second_histogram() }
+        Self {
+            offered: 0,
+            sent: 0,
+            completed: 0,
+            ok: 0,
+            s503: 0,
+            errors: 0,
+            latency: second_histogram(),
+        }
     }
 }
 
@@ -114,17 +123,25 @@ impl Recorder {
     /// A request went out at `actual`, `actual - intended` late.
     pub fn sent(&mut self, intended: Duration, actual: Duration) {
         self.sent += 1;
-        self.lag.saturating_record(us(actual.saturating_sub(intended)));
+        self.lag
+            .saturating_record(us(actual.saturating_sub(intended)));
         self.second(actual).sent += 1;
     }
 
     /// A request ended at `done`: latency from `intended`, service time from `actual`.
-    pub fn completed(&mut self, intended: Duration, actual: Duration, done: Duration, outcome: Outcome) {
+    pub fn completed(
+        &mut self,
+        intended: Duration,
+        actual: Duration,
+        done: Duration,
+        outcome: Outcome,
+    ) {
         self.completed += 1;
         self.status[outcome.class()] += 1;
         let latency = us(done.saturating_sub(intended));
         self.latency.saturating_record(latency);
-        self.service.saturating_record(us(done.saturating_sub(actual)));
+        self.service
+            .saturating_record(us(done.saturating_sub(actual)));
         self.second(intended).latency.saturating_record(latency);
         let bucket = self.second(done);
         bucket.completed += 1;
@@ -170,7 +187,11 @@ impl Recorder {
             intended: self.intended,
             sent: self.sent,
             completed: self.completed,
-            status: STATUS_CLASSES.iter().zip(self.status).map(|(k, v)| (k.to_string(), v)).collect(),
+            status: STATUS_CLASSES
+                .iter()
+                .zip(self.status)
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         }
     }
 
@@ -208,21 +229,42 @@ impl Recorder {
 
     /// Writes the per-second corrected-latency histograms as an HdrHistogram V2 interval log (the
     /// format HdrHistogram's HistogramLogProcessor reads). Values are microseconds.
-    pub fn write_hlog<W: Write>(&self, out: &mut W, start: SystemTime, tag: &str) -> std::io::Result<()> {
+    pub fn write_hlog<W: Write>(
+        &self,
+        out: &mut W,
+        start: SystemTime,
+        tag: &str,
+    ) -> std::io::Result<()> {
         // The header lines HdrHistogram's Java HistogramLogWriter writes; the Rust writer leaves out
         // the version and the column legend, so they are written here.
-        let secs = start.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-        writeln!(out, "#[fanbench {tag}: corrected latency per second of intended send time, in microseconds]")?;
+        let secs = start
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        writeln!(
+            out,
+            "#[fanbench {tag}: corrected latency per second of intended send time, in microseconds]"
+        )?;
         writeln!(out, "#[Histogram log format version 1.3]")?;
         writeln!(out, "#[StartTime: {secs:.3} (seconds since epoch)]")?;
         writeln!(out, "#[BaseTime: {secs:.3} (seconds since epoch)]")?;
-        writeln!(out, "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"")?;
+        writeln!(
+            out,
+            "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\""
+        )?;
         let mut serializer = V2DeflateSerializer::new();
-        let mut log = IntervalLogWriterBuilder::new().with_max_value_divisor(1000.0).begin_log_with(out, &mut serializer)?;
+        let mut log = IntervalLogWriterBuilder::new()
+            .with_max_value_divisor(1000.0)
+            .begin_log_with(out, &mut serializer)?;
         let tag = hdrhistogram::serialization::interval_log::Tag::new(tag);
         for (t, bucket) in self.seconds.iter().enumerate() {
-            log.write_histogram(&bucket.latency, Duration::from_secs(t as u64), Duration::from_secs(1), tag)
-                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+            log.write_histogram(
+                &bucket.latency,
+                Duration::from_secs(t as u64),
+                Duration::from_secs(1),
+                tag,
+            )
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         }
         Ok(())
     }
@@ -236,19 +278,47 @@ impl Recorder {
 
 /// A percentile distribution of a histogram of microseconds, printed in milliseconds.
 pub fn write_hgrm<W: Write>(h: &Histogram<u64>, out: &mut W) -> std::io::Result<()> {
-    writeln!(out, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)")?;
+    writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    )?;
     for v in h.iter_quantiles(5) {
         let q = v.quantile_iterated_to();
         let value = v.value_iterated_to() as f64 / 1000.0;
         if q < 1.0 {
-            writeln!(out, "{value:>12.3} {q:>14.12} {:>10} {:>14.2}", v.count_since_last_iteration(), 1.0 / (1.0 - q))?;
+            writeln!(
+                out,
+                "{value:>12.3} {q:>14.12} {:>10} {:>14.2}",
+                v.count_since_last_iteration(),
+                1.0 / (1.0 - q)
+            )?;
         } else {
-            writeln!(out, "{value:>12.3} {q:>14.12} {:>10}", v.count_since_last_iteration())?;
+            writeln!(
+                out,
+                "{value:>12.3} {q:>14.12} {:>10}",
+                v.count_since_last_iteration()
+            )?;
         }
     }
-    writeln!(out, "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]", h.mean() / 1000.0, h.stdev() / 1000.0)?;
-    writeln!(out, "#[Max     = {:>12.3}, Total count    = {:>12}]", h.max() as f64 / 1000.0, h.len())?;
-    writeln!(out, "#[Buckets = {:>12}, SubBuckets     = {:>12}]", h.buckets(), h.distinct_values())?;
+    writeln!(
+        out,
+        "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]",
+        h.mean() / 1000.0,
+        h.stdev() / 1000.0
+    )?;
+    writeln!(
+        out,
+        "#[Max     = {:>12.3}, Total count    = {:>12}]",
+        h.max() as f64 / 1000.0,
+        h.len()
+    )?;
+    writeln!(
+        out,
+        "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
+        h.buckets(),
+        h.distinct_values()
+    )?;
     Ok(())
 }
 
@@ -271,7 +341,10 @@ mod tests {
         assert!((r.send_lag_ms().max - 300.0).abs() < 1.0);
         let t = r.timeline();
         assert_eq!(t.len(), 2);
-        assert_eq!((t[1].offered, t[1].sent, t[1].completed, t[1].ok), (1, 1, 1, 1));
+        assert_eq!(
+            (t[1].offered, t[1].sent, t[1].completed, t[1].ok),
+            (1, 1, 1, 1)
+        );
     }
 
     #[test]
@@ -309,25 +382,34 @@ mod tests {
             r.completed(at, at, at + ms(5 + i % 10), Outcome::Status(202));
         }
         let mut hlog = Vec::new();
-        r.write_hlog(&mut hlog, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000), "async").unwrap();
+        r.write_hlog(
+            &mut hlog,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            "async",
+        )
+        .unwrap();
         let text = String::from_utf8(hlog.clone()).unwrap();
         assert!(text.contains("#[StartTime: 1700000000"), "{text}");
         assert!(text.contains("\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\""));
         // Read it back with hdrhistogram's own parser: one interval per second of the timeline,
         // the last holding only completions of requests scheduled earlier.
-        let intervals: Vec<_> = hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&hlog)
-            .filter_map(|e| match e {
-                Ok(hdrhistogram::serialization::interval_log::LogEntry::Interval(h)) => Some(h),
-                _ => None,
-            })
-            .collect();
+        let intervals: Vec<_> =
+            hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&hlog)
+                .filter_map(|e| match e {
+                    Ok(hdrhistogram::serialization::interval_log::LogEntry::Interval(h)) => Some(h),
+                    _ => None,
+                })
+                .collect();
         assert_eq!(intervals.len(), 4);
         assert_eq!(intervals[0].tag().map(|t| t.as_str()), Some("async"));
 
         let mut hgrm = Vec::new();
         r.write_hgrm(&mut hgrm).unwrap();
         let text = String::from_utf8(hgrm).unwrap();
-        assert!(text.contains("Percentile") && text.contains("#[Max     ="), "{text}");
+        assert!(
+            text.contains("Percentile") && text.contains("#[Max     ="),
+            "{text}"
+        );
         assert!(text.contains("Total count    =         3000"), "{text}");
     }
 }

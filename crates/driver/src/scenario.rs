@@ -94,22 +94,32 @@ pub enum Phase {
 impl Phase {
     pub fn name(&self) -> &str {
         match self {
-            Phase::Constant { name, .. } | Phase::Ramp { name, .. } | Phase::Step { name, .. } => name,
+            Phase::Constant { name, .. } | Phase::Ramp { name, .. } | Phase::Step { name, .. } => {
+                name
+            }
         }
     }
 
     pub fn duration(&self) -> Duration {
         match self {
-            Phase::Constant { duration, .. } | Phase::Ramp { duration, .. } | Phase::Step { duration, .. } => *duration,
+            Phase::Constant { duration, .. }
+            | Phase::Ramp { duration, .. }
+            | Phase::Step { duration, .. } => *duration,
         }
     }
 
     fn validate(&self) -> Result<(), String> {
         let rate_ok = |r: f64| r.is_finite() && r >= 0.0;
         match self {
-            Phase::Constant { rate, .. } if !rate_ok(*rate) => Err(format!("rate must be zero or more, not {rate}")),
-            Phase::Ramp { from, to, .. } | Phase::Step { from, to, .. } if !rate_ok(*from) || !rate_ok(*to) => {
-                Err(format!("from and to must be zero or more, not {from} and {to}"))
+            Phase::Constant { rate, .. } if !rate_ok(*rate) => {
+                Err(format!("rate must be zero or more, not {rate}"))
+            }
+            Phase::Ramp { from, to, .. } | Phase::Step { from, to, .. }
+                if !rate_ok(*from) || !rate_ok(*to) =>
+            {
+                Err(format!(
+                    "from and to must be zero or more, not {from} and {to}"
+                ))
             }
             Phase::Step { steps: 0, .. } => Err("steps must be at least 1".into()),
             p if p.duration().is_zero() => Err("duration must be above zero".into()),
@@ -154,7 +164,10 @@ fn default_device_share() -> f64 {
 
 impl Default for Payload {
     fn default() -> Self {
-        Self { phone_share: default_phone_share(), device_share: default_device_share() }
+        Self {
+            phone_share: default_phone_share(),
+            device_share: default_device_share(),
+        }
     }
 }
 
@@ -313,18 +326,26 @@ pub enum ScenarioError {
 impl Scenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ScenarioError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Parses scenario text; `path` is used in messages and to resolve a trace file.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ScenarioError> {
-        let invalid = |message: String| ScenarioError::Invalid { path: path.display().to_string(), message };
-        let mut scenario: Scenario = toml::from_str(text).map_err(|e| invalid(format_toml_error(&e, text)))?;
+        let invalid = |message: String| ScenarioError::Invalid {
+            path: path.display().to_string(),
+            message,
+        };
+        let mut scenario: Scenario =
+            toml::from_str(text).map_err(|e| invalid(format_toml_error(&e, text)))?;
         scenario.source = path.to_path_buf();
         scenario.validate().map_err(|(key, message)| {
-            let line = line_of(text, &key).map(|l| format!("line {l}: ")).unwrap_or_default();
+            let line = line_of(text, &key)
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default();
             invalid(format!("{line}{message}"))
         })?;
         Ok(scenario)
@@ -334,24 +355,47 @@ impl Scenario {
     fn validate(&self) -> Result<(), (String, String)> {
         let a = &self.arrivals;
         match (a.phases.is_empty(), &a.trace) {
-            (true, None) => return Err(("[arrivals]".into(), "arrivals need `phases` or a `trace`".into())),
-            (false, Some(_)) => return Err(("trace".into(), "arrivals take `phases` or a `trace`, not both".into())),
+            (true, None) => {
+                return Err((
+                    "[arrivals]".into(),
+                    "arrivals need `phases` or a `trace`".into(),
+                ));
+            }
+            (false, Some(_)) => {
+                return Err((
+                    "trace".into(),
+                    "arrivals take `phases` or a `trace`, not both".into(),
+                ));
+            }
             _ => {}
         }
         for (i, phase) in a.phases.iter().enumerate() {
-            phase.validate().map_err(|m| ("kind".to_string(), format!("arrivals.phases[{i}]: {m}")))?;
+            phase
+                .validate()
+                .map_err(|m| ("kind".to_string(), format!("arrivals.phases[{i}]: {m}")))?;
         }
         if let Some(trace) = &a.trace {
             if !(trace.speed.is_finite() && trace.speed > 0.0) {
-                return Err(("speed".into(), format!("trace speed must be above zero, not {}", trace.speed)));
+                return Err((
+                    "speed".into(),
+                    format!("trace speed must be above zero, not {}", trace.speed),
+                ));
             }
         }
-        for (key, share) in [("phone_share", self.payload.phone_share), ("device_share", self.payload.device_share)] {
+        for (key, share) in [
+            ("phone_share", self.payload.phone_share),
+            ("device_share", self.payload.device_share),
+        ] {
             if !(0.0..=1.0).contains(&share) {
-                return Err((key.into(), format!("payload.{key} must be between 0 and 1, not {share}")));
+                return Err((
+                    key.into(),
+                    format!("payload.{key} must be between 0 and 1, not {share}"),
+                ));
             }
         }
-        self.providers.validate().map_err(|m| ("[providers".to_string(), format!("providers.{m}")))?;
+        self.providers
+            .validate()
+            .map_err(|m| ("[providers".to_string(), format!("providers.{m}")))?;
         if self.driver.users == Some(0) {
             return Err(("users".into(), "driver.users must be at least 1".into()));
         }
@@ -372,7 +416,11 @@ fn format_toml_error(e: &toml::de::Error, text: &str) -> String {
     match e.span() {
         Some(span) => {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            let col = span.start - text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1) + 1;
+            let col = span.start
+                - text[..span.start.min(text.len())]
+                    .rfind('\n')
+                    .map_or(0, |i| i + 1)
+                + 1;
             format!("line {line}, column {col}: {}", e.message())
         }
         None => e.message().to_string(),
@@ -411,7 +459,11 @@ phases = [{ kind = "constant", duration = "2s", rate = 10 }]
     #[test]
     fn errors_name_the_file_line_and_what_was_expected() {
         let cases = [
-            ("name = \"t\"\n[arrivals]\nphases = []\nrat = 3\n", "line 4", "unknown field `rat`"),
+            (
+                "name = \"t\"\n[arrivals]\nphases = []\nrat = 3\n",
+                "line 4",
+                "unknown field `rat`",
+            ),
             (
                 "name = \"t\"\n[arrivals]\nphases = [{ kind = \"constant\", duration = \"2s\", rate = \"x\" }]\n",
                 "line 3",
@@ -427,7 +479,11 @@ phases = [{ kind = "constant", duration = "2s", rate = 10 }]
                 "line 3",
                 "duration",
             ),
-            ("name = \"t\"\n[arrivals]\n", "line 2", "arrivals need `phases` or a `trace`"),
+            (
+                "name = \"t\"\n[arrivals]\n",
+                "line 2",
+                "arrivals need `phases` or a `trace`",
+            ),
             (
                 "name = \"t\"\n[arrivals]\nphases = [{ kind = \"constant\", duration = \"2s\", rate = -1 }]\n",
                 "line 3",

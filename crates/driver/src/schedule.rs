@@ -61,14 +61,37 @@ fn segments(phases: &[Phase]) -> Vec<Segment> {
     for (i, phase) in phases.iter().enumerate() {
         let len = phase.duration().as_secs_f64();
         match *phase {
-            Phase::Constant { rate, .. } => out.push(Segment { start, len, a: rate, b: 0.0, phase: i }),
-            Phase::Ramp { from, to, .. } => out.push(Segment { start, len, a: from, b: (to - from) / len, phase: i }),
-            Phase::Step { from, to, steps, .. } => {
+            Phase::Constant { rate, .. } => out.push(Segment {
+                start,
+                len,
+                a: rate,
+                b: 0.0,
+                phase: i,
+            }),
+            Phase::Ramp { from, to, .. } => out.push(Segment {
+                start,
+                len,
+                a: from,
+                b: (to - from) / len,
+                phase: i,
+            }),
+            Phase::Step {
+                from, to, steps, ..
+            } => {
                 let step_len = len / f64::from(steps);
                 for k in 0..steps {
-                    let rate =
-                        if steps == 1 { from } else { from + (to - from) * f64::from(k) / f64::from(steps - 1) };
-                    out.push(Segment { start: start + step_len * f64::from(k), len: step_len, a: rate, b: 0.0, phase: i });
+                    let rate = if steps == 1 {
+                        from
+                    } else {
+                        from + (to - from) * f64::from(k) / f64::from(steps - 1)
+                    };
+                    out.push(Segment {
+                        start: start + step_len * f64::from(k),
+                        len: step_len,
+                        a: rate,
+                        b: 0.0,
+                        phase: i,
+                    });
                 }
             }
         }
@@ -94,7 +117,11 @@ pub enum TraceError {
     #[error("could not read trace {path}: {message}")]
     Read { path: String, message: String },
     #[error("{path}:{line}: {message}")]
-    Row { path: String, line: u64, message: String },
+    Row {
+        path: String,
+        line: u64,
+        message: String,
+    },
 }
 
 /// The arrivals, generated in order.
@@ -107,13 +134,26 @@ pub struct Schedule {
 
 impl std::fmt::Debug for Schedule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Schedule").field("seq", &self.seq).finish_non_exhaustive()
+        f.debug_struct("Schedule")
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
     }
 }
 
 enum Source {
-    Phases { segments: Vec<Segment>, index: usize, process: Process, consumed: f64, target: f64 },
-    Trace { rows: csv::DeserializeRecordsIntoIter<File, TraceRow>, speed: f64, path: String, last: f64 },
+    Phases {
+        segments: Vec<Segment>,
+        index: usize,
+        process: Process,
+        consumed: f64,
+        target: f64,
+    },
+    Trace {
+        rows: csv::DeserializeRecordsIntoIter<File, TraceRow>,
+        speed: f64,
+        path: String,
+        last: f64,
+    },
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -126,12 +166,21 @@ struct TraceRow {
 }
 
 fn open_trace(path: &Path) -> Result<csv::DeserializeRecordsIntoIter<File, TraceRow>, TraceError> {
-    let read_err = |message: String| TraceError::Read { path: path.display().to_string(), message };
+    let read_err = |message: String| TraceError::Read {
+        path: path.display().to_string(),
+        message,
+    };
     let file = File::open(path).map_err(|e| read_err(e.to_string()))?;
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).comment(Some(b'#')).from_reader(file);
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .comment(Some(b'#'))
+        .from_reader(file);
     let headers = reader.headers().map_err(|e| read_err(e.to_string()))?;
     if !headers.iter().any(|h| h == "offset_ms") {
-        return Err(read_err(format!("the header needs an `offset_ms` column; it has {:?}", headers.iter().collect::<Vec<_>>())));
+        return Err(read_err(format!(
+            "the header needs an `offset_ms` column; it has {:?}",
+            headers.iter().collect::<Vec<_>>()
+        )));
     }
     Ok(reader.into_deserialize())
 }
@@ -155,8 +204,16 @@ impl Schedule {
                 target: 0.0,
             },
         };
-        let mut schedule = Self { source, payload: scenario.payload.clone(), rng, seq: 0 };
-        if let Source::Phases { target, process, .. } = &mut schedule.source {
+        let mut schedule = Self {
+            source,
+            payload: scenario.payload.clone(),
+            rng,
+            seq: 0,
+        };
+        if let Source::Phases {
+            target, process, ..
+        } = &mut schedule.source
+        {
             *target = draw(*process, &mut schedule.rng);
         }
         Ok(schedule)
@@ -180,11 +237,18 @@ impl Schedule {
                 }
                 let duration = Duration::from_secs_f64(last);
                 let peak = per_second.iter().copied().max().unwrap_or(0) as f64;
-                Ok(Shape { duration, peak_rps: peak, phases: vec![("trace".into(), Duration::ZERO, duration)] })
+                Ok(Shape {
+                    duration,
+                    peak_rps: peak,
+                    phases: vec![("trace".into(), Duration::ZERO, duration)],
+                })
             }
             _ => {
                 let segs = segments(&scenario.arrivals.phases);
-                let peak = segs.iter().map(|s| s.a.max(s.a + s.b * s.len)).fold(0.0, f64::max);
+                let peak = segs
+                    .iter()
+                    .map(|s| s.a.max(s.a + s.b * s.len))
+                    .fold(0.0, f64::max);
                 let mut start = Duration::ZERO;
                 let phases = scenario
                     .arrivals
@@ -192,14 +256,22 @@ impl Schedule {
                     .iter()
                     .enumerate()
                     .map(|(i, p)| {
-                        let name = if p.name().is_empty() { format!("phase {}", i + 1) } else { p.name().to_string() };
+                        let name = if p.name().is_empty() {
+                            format!("phase {}", i + 1)
+                        } else {
+                            p.name().to_string()
+                        };
                         let end = start + p.duration();
                         let out = (name, start, end);
                         start = end;
                         out
                     })
                     .collect();
-                Ok(Shape { duration: start, peak_rps: peak, phases })
+                Ok(Shape {
+                    duration: start,
+                    peak_rps: peak,
+                    phases,
+                })
             }
         }
     }
@@ -212,11 +284,22 @@ fn draw(process: Process, rng: &mut StdRng) -> f64 {
     }
 }
 
-fn row_ok(row: Result<TraceRow, csv::Error>, path: &str, line: u64) -> Result<TraceRow, TraceError> {
-    let row_err = |message: String| TraceError::Row { path: path.to_string(), line, message };
+fn row_ok(
+    row: Result<TraceRow, csv::Error>,
+    path: &str,
+    line: u64,
+) -> Result<TraceRow, TraceError> {
+    let row_err = |message: String| TraceError::Row {
+        path: path.to_string(),
+        line,
+        message,
+    };
     let row = row.map_err(|e| row_err(e.to_string()))?;
     if !(row.offset_ms.is_finite() && row.offset_ms >= 0.0) {
-        return Err(row_err(format!("offset_ms must be zero or more, not {}", row.offset_ms)));
+        return Err(row_err(format!(
+            "offset_ms must be zero or more, not {}",
+            row.offset_ms
+        )));
     }
     Ok(row)
 }
@@ -227,7 +310,13 @@ impl Iterator for Schedule {
     fn next(&mut self) -> Option<Self::Item> {
         let seq = self.seq;
         let slot = match &mut self.source {
-            Source::Phases { segments, index, process, consumed, target } => loop {
+            Source::Phases {
+                segments,
+                index,
+                process,
+                consumed,
+                target,
+            } => loop {
                 let seg = segments.get(*index)?;
                 let available = seg.total() - *consumed;
                 if *target <= available {
@@ -237,13 +326,23 @@ impl Iterator for Schedule {
                     *target = draw(*process, &mut self.rng);
                     let phone = self.rng.random::<f64>() < self.payload.phone_share;
                     let device = self.rng.random::<f64>() < self.payload.device_share;
-                    break Slot { seq, at, phone, device };
+                    break Slot {
+                        seq,
+                        at,
+                        phone,
+                        device,
+                    };
                 }
                 *target -= available.max(0.0);
                 *consumed = 0.0;
                 *index += 1;
             },
-            Source::Trace { rows, speed, path, last } => {
+            Source::Trace {
+                rows,
+                speed,
+                path,
+                last,
+            } => {
                 let row = match row_ok(rows.next()?, path, seq + 2) {
                     Ok(r) => r,
                     Err(e) => return Some(Err(e)),
@@ -253,12 +352,21 @@ impl Iterator for Schedule {
                     return Some(Err(TraceError::Row {
                         path: path.clone(),
                         line: seq + 2,
-                        message: format!("offsets must not go back in time ({} ms after {} ms)", row.offset_ms, *last * 1000.0 * *speed),
+                        message: format!(
+                            "offsets must not go back in time ({} ms after {} ms)",
+                            row.offset_ms,
+                            *last * 1000.0 * *speed
+                        ),
                     }));
                 }
                 *last = at;
                 let present = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
-                Slot { seq, at: Duration::from_secs_f64(at), phone: present(&row.phone), device: present(&row.device_token) }
+                Slot {
+                    seq,
+                    at: Duration::from_secs_f64(at),
+                    phone: present(&row.phone),
+                    device: present(&row.device_token),
+                }
             }
         };
         self.seq += 1;
@@ -275,7 +383,10 @@ mod tests {
     }
 
     fn offsets(s: &Scenario) -> Vec<f64> {
-        Schedule::new(s).unwrap().map(|slot| slot.unwrap().at.as_secs_f64()).collect()
+        Schedule::new(s)
+            .unwrap()
+            .map(|slot| slot.unwrap().at.as_secs_f64())
+            .collect()
     }
 
     #[test]
@@ -292,7 +403,8 @@ mod tests {
 
     #[test]
     fn poisson_rate_matches_on_average_and_is_seeded() {
-        let text = "name='t'\n[arrivals]\nseed=7\nphases=[{kind='constant',duration='100s',rate=50}]\n";
+        let text =
+            "name='t'\n[arrivals]\nseed=7\nphases=[{kind='constant',duration='100s',rate=50}]\n";
         let s = scenario(text);
         let a = offsets(&s);
         // 5,000 expected; the standard deviation is ~71.
@@ -314,8 +426,13 @@ mod tests {
         let at = offsets(&s);
         let in_ramp = at.iter().filter(|t| **t < 10.0).count();
         assert!((499..=501).contains(&in_ramp), "{in_ramp}");
-        let in_steps: Vec<usize> =
-            (0..3).map(|k| at.iter().filter(|t| **t >= 10.0 + k as f64 && **t < 11.0 + k as f64).count()).collect();
+        let in_steps: Vec<usize> = (0..3)
+            .map(|k| {
+                at.iter()
+                    .filter(|t| **t >= 10.0 + k as f64 && **t < 11.0 + k as f64)
+                    .count()
+            })
+            .collect();
         for (got, want) in in_steps.iter().zip([10usize, 20, 30]) {
             assert!(got.abs_diff(want) <= 1, "{in_steps:?}");
         }
@@ -341,19 +458,36 @@ mod tests {
     #[test]
     fn traces_replay_at_speed_and_bad_rows_name_their_line() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("t.csv"), "offset_ms,phone,device_token\n0,+441234567890,\n500,,tok\n1000,,\n")
-            .unwrap();
+        std::fs::write(
+            dir.path().join("t.csv"),
+            "offset_ms,phone,device_token\n0,+441234567890,\n500,,tok\n1000,,\n",
+        )
+        .unwrap();
         let toml_path = dir.path().join("s.toml");
         let text = "name='t'\n[arrivals]\ntrace={file='t.csv',speed=2}\n";
         let s = Scenario::parse(text, &toml_path).unwrap();
         let slots: Vec<Slot> = Schedule::new(&s).unwrap().map(Result::unwrap).collect();
         let at: Vec<f64> = slots.iter().map(|s| s.at.as_secs_f64()).collect();
         assert_eq!(at, vec![0.0, 0.25, 0.5]);
-        assert_eq!((slots[0].phone, slots[0].device, slots[1].device, slots[2].phone), (true, false, true, false));
-        assert_eq!(Schedule::shape(&s).unwrap().duration, Duration::from_millis(500));
+        assert_eq!(
+            (
+                slots[0].phone,
+                slots[0].device,
+                slots[1].device,
+                slots[2].phone
+            ),
+            (true, false, true, false)
+        );
+        assert_eq!(
+            Schedule::shape(&s).unwrap().duration,
+            Duration::from_millis(500)
+        );
 
         std::fs::write(dir.path().join("t.csv"), "offset_ms\n0\n10\nsoon\n").unwrap();
-        let errors: Vec<String> = Schedule::new(&s).unwrap().filter_map(|r| r.err().map(|e| e.to_string())).collect();
+        let errors: Vec<String> = Schedule::new(&s)
+            .unwrap()
+            .filter_map(|r| r.err().map(|e| e.to_string()))
+            .collect();
         assert_eq!(errors.len(), 1);
         assert!(errors[0].contains("t.csv:4:"), "{errors:?}");
         std::fs::write(dir.path().join("t.csv"), "when\n0\n").unwrap();

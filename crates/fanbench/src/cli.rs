@@ -32,6 +32,22 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The main job: replay a sign-up spike against both designs and compare them side by side.
+    ///
+    /// Starts a throwaway PostgreSQL (or uses DATABASE_URL) and the provider simulator; for each
+    /// design in turn, on a fresh database: starts its server, drives the scenario (open model:
+    /// latency counts from each request's intended send time), waits for the async queue to
+    /// drain, reconciles every accepted sign-up against the provider ledger, and stops the
+    /// server. Writes results.json, HdrHistogram logs (.hlog) and percentile distributions
+    /// (.hgrm) to the run folder and prints a side-by-side table.
+    ///
+    /// Example: fanbench compare --scenario scenarios/smoke.toml
+    Compare(CompareArgs),
+    /// Drive one design (`--design sync`), or any server already running that accepts
+    /// POST /register (`--target URL`: no server started, no reconciliation).
+    Run(RunArgs),
+    /// Write the seeded launch-day trace (`scenarios/traces/launch-day.csv`) to standard output.
+    Trace(TraceArgs),
     /// Run one piece of the system until Ctrl-C or SIGTERM.
     #[command(subcommand)]
     Serve(ServeCommand),
@@ -74,6 +90,10 @@ pub enum RoleArg {
 
 #[derive(Debug, Args)]
 pub struct AsyncArgs {
+    /// Stop when standard input closes (set by `fanbench compare` for the servers it runs).
+    #[arg(long, hide = true)]
+    pub watch_stdin: bool,
+
     /// Address to listen on (/register, /metrics, /healthz; only the last two with --role workers).
     #[arg(long, default_value = "127.0.0.1:7003")]
     pub listen: SocketAddr,
@@ -174,6 +194,10 @@ pub struct DlqReplayArgs {
 
 #[derive(Debug, Args)]
 pub struct ProvidersArgs {
+    /// Stop when standard input closes (set by `fanbench compare` for the servers it runs).
+    #[arg(long, hide = true)]
+    pub watch_stdin: bool,
+
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7001")]
     pub listen: SocketAddr,
@@ -194,6 +218,10 @@ pub struct DatabaseArgs {
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
+    /// Stop when standard input closes (set by `fanbench compare` for the servers it runs).
+    #[arg(long, hide = true)]
+    pub watch_stdin: bool,
+
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7002")]
     pub listen: SocketAddr,
@@ -222,6 +250,84 @@ pub struct PoolArgs {
     /// How long a request waits for a free connection before it is answered 503.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Design {
+    /// The naive design: fan-out inside the request.
+    Sync,
+    /// The queue-backed design.
+    Async,
+}
+
+impl Design {
+    pub fn name(self) -> &'static str {
+        match self {
+            Design::Sync => "sync",
+            Design::Async => "async",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The scenario file (TOML): arrivals, payload mix, provider behaviour, server settings.
+    #[arg(
+        long,
+        default_value = "scenarios/peak-registration.toml",
+        value_name = "PATH"
+    )]
+    pub scenario: PathBuf,
+
+    /// The run folder. Default: reports/runs/<UTC time>-<scenario name>/
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// No live progress (it is shown on a terminal, and every ten seconds in logs).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+
+    /// The designs to run, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sync,async")]
+    pub designs: Vec<Design>,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["design", "target"])))]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+
+    /// Start and drive this design (like compare, for one design).
+    #[arg(long, value_enum)]
+    pub design: Option<Design>,
+
+    /// Drive a server that is already running (its base URL; sign-ups go to URL/register).
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+
+    /// Allow a --target outside the loopback range (127.0.0.0/8, ::1, localhost).
+    #[arg(long)]
+    pub allow_remote: bool,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The seed; 7 made the committed launch-day trace.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]

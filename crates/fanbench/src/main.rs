@@ -2,10 +2,13 @@
 //! nowhere else: 0 success, 1 "the answer is no" (a failed gate, later), 2 an error.
 
 mod cli;
+mod compare;
 mod demo;
 mod dlq;
+mod harness;
 mod serve;
 mod shutdown;
+mod summary;
 
 use std::process::ExitCode;
 
@@ -31,6 +34,12 @@ fn main() -> ExitCode {
             Command::Serve(serve) => serve::run(serve).await,
             Command::Demo(demo) => demo::run(demo).await,
             Command::Dlq(dlq) => dlq::run(dlq).await,
+            Command::Compare(args) => compare::compare(args).await,
+            Command::Run(args) => compare::run(args).await,
+            Command::Trace(args) => {
+                let mut out = std::io::stdout().lock();
+                driver::trace::write_launch_day(args.seed, &mut out).map_err(anyhow::Error::from)
+            }
         }
     });
     match result {

@@ -28,14 +28,14 @@ async fn providers(args: ProvidersArgs) -> Result<()> {
         .context("invalid provider behaviour")?;
     let listener = bind(args.listen).await?;
     announce("provider simulator", &listener)?;
-    let stop = shutdown::on_signal();
+    let stop = stop_token(args.watch_stdin);
     provider_sim::run(listener, sim, async move { stop.cancelled().await })
         .await
         .context("provider simulator failed")
 }
 
 async fn sync(args: SyncArgs) -> Result<()> {
-    let stop = shutdown::on_signal();
+    let stop = stop_token(args.watch_stdin);
     let db = open_database(args.database.database_url.as_deref()).await?;
     let config = sync_server::Config {
         pool_size: args.pool.pool_size,
@@ -54,7 +54,7 @@ async fn sync(args: SyncArgs) -> Result<()> {
 }
 
 async fn serve_async(args: AsyncArgs) -> Result<()> {
-    let stop = shutdown::on_signal();
+    let stop = stop_token(args.watch_stdin);
     let db = open_database(args.database.database_url.as_deref()).await?;
     let log_database_url = match args.log_database_url {
         Some(url) => url,
@@ -117,6 +117,14 @@ fn database_name(url: &str) -> String {
         Some((_, name)) if !name.is_empty() => name.to_string(),
         _ => "postgres".to_string(),
     }
+}
+
+fn stop_token(watch_stdin: bool) -> tokio_util::sync::CancellationToken {
+    let stop = shutdown::on_signal();
+    if watch_stdin {
+        shutdown::on_stdin_eof(stop.clone());
+    }
+    stop
 }
 
 /// Opens the primary database, starting a throwaway cluster when no URL is given.

@@ -14,6 +14,17 @@ pub fn on_signal() -> CancellationToken {
     token
 }
 
+/// Also cancels `token` when standard input reaches its end: a parent that runs this process as
+/// a child holds the pipe, so the child stops when the parent ends, even by SIGKILL.
+pub fn on_stdin_eof(token: CancellationToken) {
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        tracing::info!("standard input closed; shutting down");
+        token.cancel();
+    });
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let ctrl_c = tokio::signal::ctrl_c();

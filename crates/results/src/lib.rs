@@ -21,7 +21,8 @@ pub const HISTOGRAM_SIGFIG: u8 = 3;
 pub fn new_histogram() -> Histogram<u64> {
     // Constant bounds that satisfy hdrhistogram's preconditions (low >= 1, high >= 2 * low,
     // sigfig <= 5): construction cannot fail.
-    Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, HISTOGRAM_SIGFIG).expect("constant histogram bounds are valid")
+    Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, HISTOGRAM_SIGFIG)
+        .expect("constant histogram bounds are valid")
 }
 
 /// One run: a scenario against one or more designs.
@@ -108,7 +109,15 @@ pub struct Requests {
 }
 
 /// The status classes, in report order.
-pub const STATUS_CLASSES: [&str; 7] = ["2xx", "409", "4xx", "503", "5xx", "timeout", "connection_error"];
+pub const STATUS_CLASSES: [&str; 7] = [
+    "2xx",
+    "409",
+    "4xx",
+    "503",
+    "5xx",
+    "timeout",
+    "connection_error",
+];
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -149,7 +158,11 @@ pub struct Lag {
 impl Lag {
     pub fn from_histogram(h: &Histogram<u64>) -> Self {
         let p = Percentiles::from_histogram(h);
-        Self { p50: p.p50, p99: p.p99, max: p.max }
+        Self {
+            p50: p.p50,
+            p99: p.p99,
+            max: p.max,
+        }
     }
 }
 
@@ -215,6 +228,26 @@ pub struct Drain {
     pub seconds: f64,
 }
 
+/// The committed JSON Schema of `results.json`.
+pub const SCHEMA: &str = include_str!("../results.schema.json");
+
+/// Checks a results document against [`SCHEMA`]; the error lists what does not conform.
+pub fn validate(document: &serde_json::Value) -> Result<(), String> {
+    let schema: serde_json::Value =
+        serde_json::from_str(SCHEMA).map_err(|e| format!("the schema is not JSON: {e}"))?;
+    let validator =
+        jsonschema::validator_for(&schema).map_err(|e| format!("the schema is invalid: {e}"))?;
+    let errors: Vec<String> = validator
+        .iter_errors(document)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,7 +262,38 @@ mod tests {
         assert!((p.p50 - 500.0).abs() < 1.0, "{p:?}");
         assert!((p.p99 - 990.0).abs() < 1.5, "{p:?}");
         assert!((p.max - 1000.0).abs() < 1.5, "{p:?}");
-        assert_eq!(Percentiles::from_histogram(&new_histogram()), Percentiles::default());
+        assert_eq!(
+            Percentiles::from_histogram(&new_histogram()),
+            Percentiles::default()
+        );
+    }
+
+    fn fixture() -> serde_json::Value {
+        serde_json::from_str(include_str!("../fixtures/smoke-results.json")).unwrap()
+    }
+
+    #[test]
+    fn the_fixture_validates_and_round_trips() {
+        let doc = fixture();
+        validate(&doc).unwrap();
+        let parsed: RunResults = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), doc);
+    }
+
+    #[test]
+    fn the_schema_rejects_what_a_reader_could_not_use() {
+        let mut doc = fixture();
+        doc["designs"]["sync"]["requests"]["status"]
+            .as_object_mut()
+            .unwrap()
+            .remove("503");
+        assert!(validate(&doc).unwrap_err().contains("503"));
+        let mut doc = fixture();
+        doc["schema_version"] = 2.into();
+        assert!(validate(&doc).is_err());
+        let mut doc = fixture();
+        doc["designs"]["async"]["latency_ms"]["p99"] = "fast".into();
+        assert!(validate(&doc).is_err());
     }
 
     #[test]

@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn serve(router: Router) -> String {
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
     url
@@ -47,7 +49,9 @@ fn options(target: &str, users: usize) -> DriveOptions {
 
 async fn run(scenario: &Scenario, options: &DriveOptions) -> driver::Measurement {
     let shape = Schedule::shape(scenario).unwrap();
-    drive(Schedule::new(scenario).unwrap(), &shape, options).await.unwrap()
+    drive(Schedule::new(scenario).unwrap(), &shape, options)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +67,10 @@ async fn a_fixed_latency_is_reported_within_tolerance() {
     .await;
     let m = run(&scenario(100, 3), &options(&url, 32)).await;
     let r = &m.recorder;
-    assert_eq!((r.intended(), r.sent_count(), r.completed_count(), r.ok()), (300, 300, 300, 300));
+    assert_eq!(
+        (r.intended(), r.sent_count(), r.completed_count(), r.ok()),
+        (300, 300, 300, 300)
+    );
     let latency = r.latency_ms();
     let service = r.service_time_ms();
     // 20 ms of sleep, plus the timer's millisecond granularity and a loopback round trip.
@@ -75,7 +82,13 @@ async fn a_fixed_latency_is_reported_within_tolerance() {
     let timeline = r.timeline();
     assert_eq!(timeline.iter().map(|s| s.offered).sum::<u64>(), 300);
     // Evenly spaced at 10 ms from 10 ms: each second offers 100, give or take the one on its edge.
-    assert!(timeline.iter().take(3).all(|s| s.offered.abs_diff(100) <= 1), "{timeline:?}");
+    assert!(
+        timeline
+            .iter()
+            .take(3)
+            .all(|s| s.offered.abs_diff(100) <= 1),
+        "{timeline:?}"
+    );
 }
 
 /// A server that answers at once except for one second, starting one second after its first
@@ -88,7 +101,10 @@ fn stalling_server() -> Router {
             let first = first.clone();
             async move {
                 let start = *first.lock().unwrap().get_or_insert_with(Instant::now);
-                let stall = (start + Duration::from_secs(1), start + Duration::from_secs(2));
+                let stall = (
+                    start + Duration::from_secs(1),
+                    start + Duration::from_secs(2),
+                );
                 let now = Instant::now();
                 if now >= stall.0 && now < stall.1 {
                     tokio::time::sleep_until(stall.1.into()).await;
@@ -109,11 +125,16 @@ async fn a_stall_shows_in_the_corrected_percentiles() {
     assert!(latency.p90 > 500.0, "{latency:?}");
     assert!(latency.max > 900.0 && latency.max < 1200.0, "{latency:?}");
     assert!(latency.p50 < 20.0, "{latency:?}");
-    assert!(m.trustworthy, "users enough to keep the schedule: {:?}", m.warnings);
+    assert!(
+        m.trustworthy,
+        "users enough to keep the schedule: {:?}",
+        m.warnings
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_one_user_the_stall_hides_from_service_time_but_not_from_latency_and_the_run_is_flagged() {
+async fn with_one_user_the_stall_hides_from_service_time_but_not_from_latency_and_the_run_is_flagged()
+ {
     let _one = ONE_AT_A_TIME.lock().await;
     // One user is a closed loop: during the stall it cannot send, so the requests scheduled then
     // go out late, back to back, and are answered at once. Service time misses the stall;
@@ -123,9 +144,18 @@ async fn with_one_user_the_stall_hides_from_service_time_but_not_from_latency_an
     let latency = m.recorder.latency_ms();
     let service = m.recorder.service_time_ms();
     assert!(latency.p90 > 500.0, "{latency:?}");
-    assert!(service.p90 < 20.0, "the closed loop hides the stall: {service:?}");
+    assert!(
+        service.p90 < 20.0,
+        "the closed loop hides the stall: {service:?}"
+    );
     assert!(!m.trustworthy);
-    assert!(m.warnings.iter().any(|w| w.contains("THE DRIVER WAS THE BOTTLENECK")), "{:?}", m.warnings);
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("THE DRIVER WAS THE BOTTLENECK")),
+        "{:?}",
+        m.warnings
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,10 +170,18 @@ async fn cancelling_stops_the_run_and_keeps_what_was_measured() {
     });
     let started = Instant::now();
     let m = run(&scenario(50, 30), &options).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "stopped promptly: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped promptly: {:?}",
+        started.elapsed()
+    );
     assert!(m.cancelled);
     let sent = m.recorder.sent_count();
     assert!(sent > 10 && sent < 200, "{sent}");
     assert_eq!(m.recorder.completed_count(), sent);
-    assert!(m.warnings.iter().any(|w| w.contains("stopped early")), "{:?}", m.warnings);
+    assert!(
+        m.warnings.iter().any(|w| w.contains("stopped early")),
+        "{:?}",
+        m.warnings
+    );
 }

@@ -377,3 +377,151 @@ async fn sigkill_mid_burst_loses_nothing() {
     signal(&server, "-TERM");
     assert!(wait_exit(&mut server, Duration::from_secs(20)).success());
 }
+
+fn tiny_scenario(dir: &Path) -> PathBuf {
+    let path = dir.join("tiny.toml");
+    std::fs::write(
+        &path,
+        "name = 'tiny'\n[arrivals]\nprocess = 'uniform'\nphases = [{ kind = 'constant', duration = '2s', rate = 20 }]\n\
+         [providers.email]\nlatency = { dist = 'fixed', value = '5ms' }\n",
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn compare_on_the_smoke_scenario_runs_end_to_end_and_its_results_validate() {
+    let out = tempfile::tempdir().unwrap();
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/smoke.toml");
+    let run = fanbench()
+        .args(["compare", "--quiet", "--scenario"])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "compare failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("latency p99") && stdout.contains("sync") && stdout.contains("async"),
+        "{stdout}"
+    );
+
+    let text = std::fs::read_to_string(out.path().join("results.json")).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    results::validate(&doc).unwrap();
+    for design in ["sync", "async"] {
+        let d = &doc["designs"][design];
+        let requests = &d["requests"];
+        assert_eq!(
+            requests["sent"], requests["intended"],
+            "{design}: every scheduled request went out"
+        );
+        assert!(requests["intended"].as_u64().unwrap() > 100, "{design}");
+        let r = &d["reconciliation"];
+        assert_eq!(r["lost"], 0, "{design}: {r}");
+        assert_eq!(r["delivered"], r["expected"], "{design}: {r}");
+        for file in [
+            format!("{design}.hlog"),
+            format!("{design}.hgrm"),
+            format!("{design}.server.log"),
+        ] {
+            assert!(out.path().join(&file).is_file(), "{file} missing");
+        }
+    }
+    let sync = &doc["designs"]["sync"];
+    let asynchronous = &doc["designs"]["async"];
+    // The designs part ways even in twelve seconds: the sync design queues for its pool.
+    assert!(
+        sync["latency_ms"]["p99"].as_f64().unwrap()
+            > 5.0 * asynchronous["latency_ms"]["p99"].as_f64().unwrap()
+    );
+    assert_eq!(asynchronous["requests"]["status"]["503"], 0);
+    assert_eq!(asynchronous["drain"]["drained"], true);
+    let log: Vec<String> = stderr.lines().map(String::from).collect();
+    let dir = cluster_dir(&log);
+    assert!(
+        !dir.exists() && !postgres_running_in(&dir),
+        "compare left its cluster behind: {dir:?}"
+    );
+}
+
+#[test]
+fn run_target_drives_a_running_server_and_refuses_remote_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = tiny_scenario(dir.path());
+    let providers = spawn(&["serve", "providers", "--listen", "127.0.0.1:0"]);
+    let mut sync = spawn(&[
+        "serve",
+        "sync",
+        "--listen",
+        "127.0.0.1:0",
+        "--providers-url",
+        &providers.url,
+    ]);
+
+    let out = dir.path().join("run");
+    let run = fanbench()
+        .args(["run", "--quiet", "--target", &sync.url, "--scenario"])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    results::validate(&doc).unwrap();
+    let target = &doc["designs"]["target"];
+    assert_eq!(target["requests"]["status"]["2xx"], 40);
+    assert!(
+        target["reconciliation"].is_null(),
+        "no reconciliation against a server fanbench did not start"
+    );
+
+    let refused = fanbench()
+        .args([
+            "run",
+            "--quiet",
+            "--target",
+            "http://192.0.2.10:80",
+            "--scenario",
+        ])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(dir.path().join("refused"))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--allow-remote"));
+
+    signal(&sync, "-TERM");
+    assert!(wait_exit(&mut sync, Duration::from_secs(20)).success());
+}
+
+#[test]
+fn a_bad_scenario_names_the_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "name = 'x'\n[arrivals]\nphases = [{ kind = 'constant', duration = '2s', rat = 5 }]\n",
+    )
+    .unwrap();
+    let out = fanbench()
+        .args(["compare", "--scenario"])
+        .arg(&path)
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml: line 3, column"), "{err}");
+    assert!(err.contains("rat"), "{err}");
+}

@@ -1,0 +1,529 @@
+//! `fanbench compare` and `fanbench run`: the main job.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use driver::{DriveOptions, Measurement, Scenario, Schedule, Shape};
+use results::{DesignResults, Drain, Environment, RunResults, ScenarioInfo};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{CompareArgs, Design, LoadArgs, RunArgs};
+use crate::harness::{self, ChildServer, Keys, Providers};
+use crate::{shutdown, summary};
+
+/// A loaded scenario and where its run goes.
+struct Plan {
+    scenario: Scenario,
+    shape: Shape,
+    run_id: String,
+    /// A short, unique tag for database names and emails.
+    tag: String,
+    out: PathBuf,
+    started_at: chrono::DateTime<chrono::Utc>,
+    quiet: bool,
+}
+
+impl Plan {
+    fn new(load: &LoadArgs) -> Result<Self> {
+        let scenario = Scenario::load(&load.scenario)?;
+        let shape = Schedule::shape(&scenario)?;
+        let started_at = chrono::Utc::now();
+        let stamp = started_at.format("%Y%m%dT%H%M%SZ").to_string();
+        let run_id = format!("{stamp}-{}", scenario.name);
+        let out = load
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("reports/runs").join(&run_id));
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("could not create the run folder {}", out.display()))?;
+        let tag = started_at.format("%H%M%S").to_string()
+            + &format!("{:03}", started_at.timestamp_subsec_millis());
+        Ok(Self {
+            scenario,
+            shape,
+            run_id,
+            tag,
+            out,
+            started_at,
+            quiet: load.quiet,
+        })
+    }
+
+    fn users(&self) -> usize {
+        let d = &self.scenario.driver;
+        d.users
+            .unwrap_or_else(|| driver::users_for(self.shape.peak_rps, d.max_latency))
+    }
+
+    fn drive_options(&self, target: &str, label: &str, cancel: &CancellationToken) -> DriveOptions {
+        let d = &self.scenario.driver;
+        DriveOptions {
+            target: target.to_string(),
+            users: self.users(),
+            request_timeout: d.request_timeout,
+            lag_threshold: d.lag_threshold,
+            run_tag: format!("{}-{label}", self.tag),
+            label: label.to_string(),
+            progress: !self.quiet,
+            cancel: cancel.clone(),
+        }
+    }
+}
+
+pub async fn compare(args: CompareArgs) -> Result<()> {
+    let plan = Plan::new(&args.load)?;
+    let mut designs = args.designs.clone();
+    designs.dedup();
+    run_designs(&plan, &designs, args.database.database_url.as_deref()).await
+}
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let plan = Plan::new(&args.load)?;
+    match (args.design, &args.target) {
+        (Some(design), _) => {
+            run_designs(&plan, &[design], args.database.database_url.as_deref()).await
+        }
+        (None, Some(target)) => run_target(&plan, target, args.allow_remote).await,
+        (None, None) => bail!("give --design or --target"),
+    }
+}
+
+/// A Ctrl-C or SIGTERM, or goose's own Ctrl-C handler (it takes SIGINT over while it runs).
+fn cancellation() -> CancellationToken {
+    let cancel = shutdown::on_signal();
+    let watch = cancel.clone();
+    tokio::spawn(async move {
+        loop {
+            if driver::stop_requested() {
+                watch.cancel();
+            }
+            tokio::select! {
+                _ = watch.cancelled() => {
+                    driver::request_stop("fanbench is stopping");
+                    return;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    });
+    cancel
+}
+
+async fn run_designs(plan: &Plan, designs: &[Design], database_url: Option<&str>) -> Result<()> {
+    let cancel = cancellation();
+    let server = DatabaseServer::start(database_url).await?;
+    let out = &plan.out;
+    eprintln!(
+        "fanbench: {} ({:.0} s, peak {:.0}/s) against {}; run folder {}",
+        plan.scenario.name,
+        plan.shape.duration.as_secs_f64(),
+        plan.shape.peak_rps,
+        designs
+            .iter()
+            .map(|d| d.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        out.display()
+    );
+    let providers_child = spawn(
+        "providers",
+        vec!["serve".into(), "providers".into()],
+        out.join("providers.log"),
+    )
+    .await?;
+    let providers = Providers::new(&providers_child.url);
+
+    let mut designs_out = BTreeMap::new();
+    for design in designs {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let results = run_one(plan, *design, &server, &providers, &cancel)
+            .await
+            .with_context(|| format!("the {} design's run failed", design.name()))?;
+        designs_out.insert(design.name().to_string(), results);
+    }
+    let _ = tokio::task::spawn_blocking(move || providers_child.stop(Duration::from_secs(5))).await;
+
+    let environment = environment(&server).await;
+    finish(plan, designs_out, environment, cancel.is_cancelled())
+}
+
+async fn run_one(
+    plan: &Plan,
+    design: Design,
+    server: &DatabaseServer,
+    providers: &Providers,
+    cancel: &CancellationToken,
+) -> Result<DesignResults> {
+    let name = design.name();
+    let db_name = format!("fanbench_{}_{}", name, plan.tag);
+    let database_url = fanbench_db::create_database(&server.url, &db_name, None).await?;
+    let pool = fanbench_db::connect_pool(&database_url, 2, Duration::from_secs(30)).await?;
+    fanbench_db::migrate(&pool).await?;
+
+    let (args, settings) =
+        server_args(&plan.scenario, design, &database_url, &providers.url).await?;
+    let child = spawn(name, args, plan.out.join(format!("{name}.server.log"))).await?;
+    providers.prepare(&plan.scenario.providers).await?;
+
+    let options = plan.drive_options(&child.url, name, cancel);
+    let measurement = driver::drive(Schedule::new(&plan.scenario)?, &plan.shape, &options).await?;
+
+    let drain = match design {
+        Design::Async => {
+            let timeout = plan.scenario.servers.async_.drain_timeout;
+            let (drained, took) = harness::wait_for_drain(&pool, timeout, cancel).await?;
+            Some(Drain {
+                drained,
+                seconds: took.as_secs_f64(),
+            })
+        }
+        Design::Sync => None,
+    };
+    let keys = match design {
+        Design::Sync => Keys::Users,
+        Design::Async => Keys::Outbox,
+    };
+    let r = &measurement.recorder;
+    let status = r.requests().status;
+    let refused = ["503", "5xx", "timeout", "connection_error"]
+        .iter()
+        .map(|k| status[*k])
+        .sum();
+    let (reconciliation, delivery) = harness::reconcile(
+        &pool,
+        keys,
+        providers,
+        measurement.started_at,
+        r.ok(),
+        refused,
+    )
+    .await?;
+    pool.close().await;
+    let _ = tokio::task::spawn_blocking(move || child.stop(Duration::from_secs(30))).await;
+
+    let mut results = design_results(plan, &measurement, options.target.clone(), settings);
+    if let Some(d) = &drain {
+        if !d.drained {
+            results.warnings.push(format!(
+                "the queue had not drained {:.0} s after the load ended",
+                d.seconds
+            ));
+        }
+    }
+    if reconciliation.lost > 0 {
+        results.warnings.push(format!(
+            "{} notifications owed to accepted sign-ups were never delivered",
+            reconciliation.lost
+        ));
+    }
+    results.drain = drain;
+    results.delivery = delivery;
+    results.reconciliation = Some(reconciliation);
+    write_histograms(plan, name, &measurement)?;
+    Ok(results)
+}
+
+async fn run_target(plan: &Plan, target: &str, allow_remote: bool) -> Result<()> {
+    check_loopback(target, allow_remote)?;
+    let cancel = cancellation();
+    let options = plan.drive_options(target.trim_end_matches('/'), "target", &cancel);
+    let measurement = driver::drive(Schedule::new(&plan.scenario)?, &plan.shape, &options).await?;
+    let results = design_results(
+        plan,
+        &measurement,
+        target.to_string(),
+        serde_json::Value::Null,
+    );
+    write_histograms(plan, "target", &measurement)?;
+    let mut designs = BTreeMap::new();
+    designs.insert("target".to_string(), results);
+    let environment = environment_without_database();
+    finish(plan, designs, environment, cancel.is_cancelled())
+}
+
+/// Refuses targets outside the loopback range unless allowed: a load test sent somewhere by a typo
+/// is an attack on someone.
+pub fn check_loopback(target: &str, allow_remote: bool) -> Result<()> {
+    let rest = target
+        .split_once("://")
+        .map(|(_, r)| r)
+        .context("the target must be a URL like http://127.0.0.1:7002")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or(v6)
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback && !allow_remote {
+        bail!(
+            "refusing to send load to {host}: not a loopback address; pass --allow-remote if you mean it"
+        );
+    }
+    Ok(())
+}
+
+async fn spawn(name: &str, args: Vec<String>, log: PathBuf) -> Result<ChildServer> {
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || ChildServer::spawn(&name, &args, &log))
+        .await
+        .context("spawning a server")?
+}
+
+/// The server command line of a design, and the settings it ran with.
+async fn server_args(
+    scenario: &Scenario,
+    design: Design,
+    database_url: &str,
+    providers_url: &str,
+) -> Result<(Vec<String>, serde_json::Value)> {
+    let secs = |d: Duration| format!("{}ms", d.as_millis());
+    let mut args: Vec<String> = vec!["serve".into(), design.name().into()];
+    args.extend([
+        "--providers-url".into(),
+        providers_url.into(),
+        "--database-url".into(),
+        database_url.into(),
+    ]);
+    let settings = match design {
+        Design::Sync => {
+            let s = &scenario.servers.sync;
+            args.extend([
+                "--pool-size".into(),
+                s.pool_size.to_string(),
+                "--acquire-timeout".into(),
+                secs(s.acquire_timeout),
+                "--provider-timeout".into(),
+                secs(s.provider_timeout),
+            ]);
+            serde_json::to_value(s)?
+        }
+        Design::Async => {
+            let s = &scenario.servers.async_;
+            let log_url = fanbench_db::database_url_with_name(
+                database_url,
+                &format!(
+                    "{}_logs",
+                    database_url.rsplit('/').next().unwrap_or("fanbench")
+                ),
+            )?;
+            fanbench_db::ensure_database(&log_url).await?;
+            args.extend([
+                "--log-database-url".into(),
+                log_url,
+                "--pool-size".into(),
+                s.pool_size.to_string(),
+                "--acquire-timeout".into(),
+                secs(s.acquire_timeout),
+                "--provider-timeout".into(),
+                secs(s.provider_timeout),
+                "--concurrency".into(),
+                s.concurrency.to_string(),
+                "--batch".into(),
+                s.batch.to_string(),
+                "--poll-interval".into(),
+                secs(s.poll_interval),
+                "--lease".into(),
+                secs(s.lease),
+                "--max-attempts".into(),
+                s.max_attempts.to_string(),
+            ]);
+            serde_json::to_value(s)?
+        }
+    };
+    Ok((args, settings))
+}
+
+fn design_results(
+    plan: &Plan,
+    m: &Measurement,
+    target: String,
+    settings: serde_json::Value,
+) -> DesignResults {
+    let r = &m.recorder;
+    let duration_s = plan.shape.duration.as_secs_f64().max(1e-9);
+    let mut warnings = m.warnings.clone();
+    if !m.trustworthy {
+        warnings.insert(
+            0,
+            "UNTRUSTWORTHY: the driver did not keep to its schedule (see below)".into(),
+        );
+    }
+    DesignResults {
+        target,
+        settings,
+        requests: r.requests(),
+        latency_ms: r.latency_ms(),
+        service_time_ms: r.service_time_ms(),
+        send_lag_ms: r.send_lag_ms(),
+        throughput_rps: r.ok() as f64 / duration_s,
+        offered_rps: r.intended() as f64 / duration_s,
+        duration_s,
+        timeline: r.timeline(),
+        delivery: BTreeMap::new(),
+        reconciliation: None,
+        drain: None,
+        trustworthy: m.trustworthy,
+        warnings,
+    }
+}
+
+fn write_histograms(plan: &Plan, name: &str, m: &Measurement) -> Result<()> {
+    let hlog = plan.out.join(format!("{name}.hlog"));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&hlog)?);
+    m.recorder
+        .write_hlog(&mut file, m.started_at, name)
+        .with_context(|| format!("writing {}", hlog.display()))?;
+    let hgrm = plan.out.join(format!("{name}.hgrm"));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&hgrm)?);
+    m.recorder
+        .write_hgrm(&mut file)
+        .with_context(|| format!("writing {}", hgrm.display()))?;
+    Ok(())
+}
+
+fn finish(
+    plan: &Plan,
+    designs: BTreeMap<String, DesignResults>,
+    environment: Environment,
+    cancelled: bool,
+) -> Result<()> {
+    let results = RunResults {
+        schema_version: results::SCHEMA_VERSION,
+        run_id: plan.run_id.clone(),
+        started_at: plan.started_at.to_rfc3339(),
+        scenario: ScenarioInfo {
+            name: plan.scenario.name.clone(),
+            description: plan.scenario.description.clone(),
+            path: plan.scenario.source.display().to_string(),
+            duration_s: plan.shape.duration.as_secs_f64(),
+            peak_rps: plan.shape.peak_rps,
+            definition: serde_json::to_value(&plan.scenario)?,
+        },
+        environment,
+        designs,
+    };
+    let path = plan.out.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    print!("{}", summary::table(&results));
+    println!("\nrun folder: {}", plan.out.display());
+    if cancelled {
+        bail!("stopped early; what was measured is in {}", path.display());
+    }
+    Ok(())
+}
+
+/// The PostgreSQL server the designs' databases are created on.
+struct DatabaseServer {
+    /// A URL on the server (its database part is replaced per design).
+    url: String,
+    _cluster: Option<fanbench_db::Cluster>,
+}
+
+impl DatabaseServer {
+    async fn start(database_url: Option<&str>) -> Result<Self> {
+        match database_url {
+            Some(url) => Ok(Self {
+                url: url.to_string(),
+                _cluster: None,
+            }),
+            None => {
+                eprintln!(
+                    "fanbench: starting a throwaway PostgreSQL (set DATABASE_URL to use your own)"
+                );
+                let cluster = tokio::task::spawn_blocking(|| {
+                    fanbench_db::Cluster::start(&fanbench_db::ClusterOptions::default())
+                })
+                .await??;
+                Ok(Self {
+                    url: cluster.url("postgres"),
+                    _cluster: Some(cluster),
+                })
+            }
+        }
+    }
+}
+
+async fn environment(server: &DatabaseServer) -> Environment {
+    let mut env = environment_without_database();
+    env.database = if server._cluster.is_some() {
+        "throwaway cluster (fsync on)".into()
+    } else {
+        "DATABASE_URL".into()
+    };
+    if let Ok(pool) = fanbench_db::connect_pool(&server.url, 1, Duration::from_secs(5)).await {
+        env.postgres_version = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&pool)
+            .await
+            .ok();
+        pool.close().await;
+    }
+    env
+}
+
+fn environment_without_database() -> Environment {
+    let git_sha = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string());
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let kb: u64 = m
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    });
+    Environment {
+        fanbench_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_sha,
+        os: std::env::consts::OS.to_string(),
+        arch: std::env::consts::ARCH.to_string(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_bytes,
+        postgres_version: None,
+        database: "none".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_targets_without_allow_remote() {
+        for ok in [
+            "http://127.0.0.1:7002",
+            "http://localhost:80/",
+            "http://[::1]:7002",
+            "http://127.8.9.10",
+        ] {
+            assert!(check_loopback(ok, false).is_ok(), "{ok}");
+        }
+        for remote in [
+            "http://10.0.0.1:80",
+            "http://example.com",
+            "https://192.168.1.2:443/x",
+        ] {
+            let err = check_loopback(remote, false).unwrap_err().to_string();
+            assert!(err.contains("--allow-remote"), "{err}");
+            assert!(check_loopback(remote, true).is_ok());
+        }
+        assert!(
+            check_loopback("127.0.0.1:7002", false).is_err(),
+            "a URL needs a scheme"
+        );
+    }
+}

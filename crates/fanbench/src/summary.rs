@@ -1,0 +1,101 @@
+//! The side-by-side table printed at the end of a run.
+
+use std::fmt::Write;
+
+use results::{DesignResults, RunResults};
+
+type Row = (&'static str, fn(&DesignResults) -> String);
+
+fn pct(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.1} %", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+fn ms(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.2} s", v / 1000.0)
+    } else {
+        format!("{v:.1} ms")
+    }
+}
+
+fn rec(d: &DesignResults, f: fn(&results::Reconciliation) -> u64) -> String {
+    d.reconciliation
+        .as_ref()
+        .map_or("-".into(), |r| f(r).to_string())
+}
+
+fn delivery_p99(d: &DesignResults, channel: &str) -> String {
+    d.delivery
+        .get(channel)
+        .filter(|c| c.delivered > 0)
+        .map_or("-".into(), |c| ms(c.p99_ms))
+}
+
+const ROWS: &[Row] = &[
+    ("requests sent", |d| {
+        format!("{} of {}", d.requests.sent, d.requests.intended)
+    }),
+    ("2xx", |d| d.requests.status["2xx"].to_string()),
+    ("503", |d| {
+        format!(
+            "{} ({})",
+            d.requests.status["503"],
+            pct(d.requests.status["503"], d.requests.sent)
+        )
+    }),
+    ("other errors", |d| {
+        let s = &d.requests.status;
+        (s["409"] + s["4xx"] + s["5xx"] + s["timeout"] + s["connection_error"]).to_string()
+    }),
+    ("latency p50", |d| ms(d.latency_ms.p50)),
+    ("latency p90", |d| ms(d.latency_ms.p90)),
+    ("latency p99", |d| ms(d.latency_ms.p99)),
+    ("latency p99.9", |d| ms(d.latency_ms.p999)),
+    ("latency max", |d| ms(d.latency_ms.max)),
+    ("service time p99", |d| ms(d.service_time_ms.p99)),
+    ("throughput (2xx/s)", |d| format!("{:.1}", d.throughput_rps)),
+    ("delivery p99 email", |d| delivery_p99(d, "email")),
+    ("delivery p99 sms", |d| delivery_p99(d, "sms")),
+    ("delivery p99 push", |d| delivery_p99(d, "push")),
+    ("notifications owed", |d| rec(d, |r| r.expected)),
+    ("lost", |d| rec(d, |r| r.lost)),
+    ("duplicates absorbed", |d| rec(d, |r| r.duplicates)),
+    ("never notified (refused)", |d| rec(d, |r| r.never_notified)),
+    ("send lag p99 (driver)", |d| ms(d.send_lag_ms.p99)),
+    ("trustworthy", |d| {
+        if d.trustworthy {
+            "yes".into()
+        } else {
+            "NO".into()
+        }
+    }),
+];
+
+/// The table, designs side by side, followed by every warning.
+pub fn table(results: &RunResults) -> String {
+    let designs: Vec<(&String, &DesignResults)> = results.designs.iter().rev().collect();
+    let mut out = String::new();
+    let _ = writeln!(out, "\n{} — {}", results.scenario.name, results.run_id);
+    let _ = write!(out, "{:<26}", "");
+    for (name, _) in &designs {
+        let _ = write!(out, "{name:>18}");
+    }
+    out.push('\n');
+    for (label, f) in ROWS {
+        let _ = write!(out, "{label:<26}");
+        for (_, d) in &designs {
+            let _ = write!(out, "{:>18}", f(d));
+        }
+        out.push('\n');
+    }
+    for (name, d) in &designs {
+        for w in &d.warnings {
+            let _ = writeln!(out, "WARNING [{name}]: {w}");
+        }
+    }
+    out
+}
