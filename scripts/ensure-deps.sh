@@ -19,6 +19,10 @@ have_pg_server || missing+=(postgresql)
 command -v curl >/dev/null || missing+=(curl)
 command -v pgrep >/dev/null || missing+=(procps)
 command -v runuser >/dev/null || missing+=(util-linux)
+# Headless Chromium, for the browser check of the HTML report (scripts/check-report.sh).
+if [ "${1:-}" = "--browser" ]; then
+  command -v chromium >/dev/null || missing+=(chromium)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]}"

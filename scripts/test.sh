@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, runs every test against real PostgreSQL (a
-# throwaway cluster per test process, or DATABASE_URL), checks that no cluster was left running,
-# then lints. `.ci/run` calls exactly this.
+# throwaway cluster per test process, or DATABASE_URL), checks the HTML report in headless
+# Chromium, checks that no cluster was left running, then lints. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,9 @@ echo "==> cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
+
+echo "==> browser check of the HTML report (headless Chromium, smoke comparison)"
+FANBENCH=target/debug/fanbench scripts/check-report.sh
 
 # Each test process's cluster is removed by its guard once the process exits; give the guards a
 # moment, then fail if any throwaway server is still up.

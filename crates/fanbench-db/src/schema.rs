@@ -36,6 +36,9 @@ pub async fn connect_pool(
         .max_connections(size)
         .min_connections(size)
         .acquire_timeout(acquire_timeout)
+        // A slow acquire is the naive design working as designed under load, and the metrics
+        // measure it; a warning per request would only flood the log.
+        .acquire_slow_level(log::LevelFilter::Debug)
         .test_before_acquire(false)
         .connect_with(options)
         .await?;

@@ -46,6 +46,11 @@ pub enum Command {
     /// Drive one design (`--design sync`), or any server already running that accepts
     /// POST /register (`--target URL`: no server started, no reconciliation).
     Run(RunArgs),
+    /// Write the design-review report of one or more run folders: RUN_DIR/index.html (one
+    /// self-contained page, charts inline, nothing fetched) and RUN_DIR/summary.md, and print the
+    /// table. Several folders render one comparison page in the first folder (e.g. before and
+    /// after a change). `compare` runs this at its end.
+    Report(ReportArgs),
     /// Write the seeded launch-day trace (`scenarios/traces/launch-day.csv`) to standard output.
     Trace(TraceArgs),
     /// Run one piece of the system until Ctrl-C or SIGTERM.
@@ -321,6 +326,13 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run folders (each with a results.json).
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub runs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

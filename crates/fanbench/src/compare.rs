@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{CompareArgs, Design, LoadArgs, RunArgs};
 use crate::harness::{self, ChildServer, Keys, Providers};
-use crate::{shutdown, summary};
+use crate::{shutdown, telemetry};
 
 /// A loaded scenario and where its run goes.
 struct Plan {
@@ -137,15 +137,19 @@ async fn run_designs(plan: &Plan, designs: &[Design], database_url: Option<&str>
     let providers = Providers::new(&providers_child.url);
 
     let mut designs_out = BTreeMap::new();
+    let mut telemetry = results::Telemetry { schema_version: results::SCHEMA_VERSION, designs: BTreeMap::new() };
     for design in designs {
         if cancel.is_cancelled() {
             break;
         }
-        let results = run_one(plan, *design, &server, &providers, &cancel)
+        let (results, samples) = run_one(plan, *design, &server, &providers, &cancel)
             .await
             .with_context(|| format!("the {} design's run failed", design.name()))?;
         designs_out.insert(design.name().to_string(), results);
+        telemetry.designs.insert(design.name().to_string(), samples);
     }
+    let path = out.join("telemetry.json");
+    std::fs::write(&path, serde_json::to_string(&telemetry)?).with_context(|| format!("writing {}", path.display()))?;
     let _ = tokio::task::spawn_blocking(move || providers_child.stop(Duration::from_secs(5))).await;
 
     let environment = environment(&server).await;
@@ -158,7 +162,7 @@ async fn run_one(
     server: &DatabaseServer,
     providers: &Providers,
     cancel: &CancellationToken,
-) -> Result<DesignResults> {
+) -> Result<(DesignResults, results::DesignTelemetry)> {
     let name = design.name();
     let db_name = format!("fanbench_{}_{}", name, plan.tag);
     let database_url = fanbench_db::create_database(&server.url, &db_name, None).await?;
@@ -170,6 +174,8 @@ async fn run_one(
     let child = spawn(name, args, plan.out.join(format!("{name}.server.log"))).await?;
     providers.prepare(&plan.scenario.providers).await?;
 
+    let sampler_pool = fanbench_db::connect_pool(&database_url, 1, Duration::from_secs(30)).await?;
+    let sampler = telemetry::Sampler::start(&child.url, &providers.url, sampler_pool, &db_name);
     let options = plan.drive_options(&child.url, name, cancel);
     let measurement = driver::drive(Schedule::new(&plan.scenario)?, &plan.shape, &options).await?;
 
@@ -184,6 +190,7 @@ async fn run_one(
         }
         Design::Sync => None,
     };
+    let samples = sampler.finish(measurement.started_at).await;
     let keys = match design {
         Design::Sync => Keys::Users,
         Design::Async => Keys::Outbox,
@@ -225,7 +232,7 @@ async fn run_one(
     results.delivery = delivery;
     results.reconciliation = Some(reconciliation);
     write_histograms(plan, name, &measurement)?;
-    Ok(results)
+    Ok((results, results::DesignTelemetry { samples }))
 }
 
 async fn run_target(plan: &Plan, target: &str, allow_remote: bool) -> Result<()> {
@@ -361,6 +368,7 @@ fn design_results(
         requests: r.requests(),
         latency_ms: r.latency_ms(),
         service_time_ms: r.service_time_ms(),
+        latency_spectrum: results::spectrum(r.latency()),
         send_lag_ms: r.send_lag_ms(),
         throughput_rps: r.ok() as f64 / duration_s,
         offered_rps: r.intended() as f64 / duration_s,
@@ -412,8 +420,10 @@ fn finish(
     let path = plan.out.join("results.json");
     std::fs::write(&path, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    print!("{}", summary::table(&results));
-    println!("\nrun folder: {}", plan.out.display());
+    print!("{}", report::text::table(&results));
+    let run = report::Run::load(&plan.out).context("reading the run back for its report")?;
+    let (html, _) = report::write(&[run])?;
+    println!("\nreport: {}", html.display());
     if cancelled {
         bail!("stopped early; what was measured is in {}", path.display());
     }
@@ -526,4 +536,15 @@ mod tests {
             "a URL needs a scheme"
         );
     }
+}
+
+/// `fanbench report RUN_DIR…`
+pub fn report(dirs: &[PathBuf]) -> Result<()> {
+    let runs = dirs.iter().map(|d| report::Run::load(d)).collect::<Result<Vec<_>, _>>()?;
+    for run in &runs {
+        print!("{}", report::text::table(&run.results));
+    }
+    let (html, md) = report::write(&runs)?;
+    println!("\nreport: {}\nsummary: {}", html.display(), md.display());
+    Ok(())
 }

@@ -293,6 +293,7 @@ pub async fn reconcile(
                     p50_ms: p.p50,
                     p99_ms: p.p99,
                     max_ms: p.max,
+                    spectrum: results::spectrum(h),
                 },
             )
         })

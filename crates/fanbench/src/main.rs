@@ -8,7 +8,7 @@ mod dlq;
 mod harness;
 mod serve;
 mod shutdown;
-mod summary;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             Command::Dlq(dlq) => dlq::run(dlq).await,
             Command::Compare(args) => compare::compare(args).await,
             Command::Run(args) => compare::run(args).await,
+            Command::Report(args) => compare::report(&args.runs),
             Command::Trace(args) => {
                 let mut out = std::io::stdout().lock();
                 driver::trace::write_launch_day(args.seed, &mut out).map_err(anyhow::Error::from)

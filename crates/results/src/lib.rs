@@ -77,6 +77,8 @@ pub struct DesignResults {
     pub latency_ms: Percentiles,
     /// From the actual send time.
     pub service_time_ms: Percentiles,
+    /// The corrected latency's whole percentile spectrum, for percentile plots.
+    pub latency_spectrum: Vec<SpectrumPoint>,
     /// Actual minus intended send time: the driver's own delay.
     pub send_lag_ms: Lag,
     /// 2xx answers per second of offered load.
@@ -195,6 +197,62 @@ pub struct ChannelDelivery {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    pub spectrum: Vec<SpectrumPoint>,
+}
+
+/// One point of a percentile spectrum.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct SpectrumPoint {
+    /// 0 to 100.
+    pub percentile: f64,
+    pub ms: f64,
+}
+
+/// The percentile spectrum of a histogram of microseconds, HdrHistogram style: points crowd
+/// towards the tail (five per halving of the distance to 100 %).
+pub fn spectrum(h: &Histogram<u64>) -> Vec<SpectrumPoint> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    h.iter_quantiles(5)
+        .map(|v| SpectrumPoint { percentile: v.quantile_iterated_to() * 100.0, ms: v.value_iterated_to() as f64 / 1000.0 })
+        .collect()
+}
+
+/// Server-side telemetry of a run (`telemetry.json`): what the servers, the simulator and
+/// PostgreSQL said every second, on the same clock as the results' timeline.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Telemetry {
+    pub schema_version: u32,
+    pub designs: BTreeMap<String, DesignTelemetry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DesignTelemetry {
+    pub samples: Vec<TelemetrySample>,
+}
+
+/// One second's scrape.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TelemetrySample {
+    /// Seconds since the run's zero (the same clock as `timeline`).
+    pub t: f64,
+    /// The server's `/metrics` series (histogram buckets left out), by name with labels.
+    pub server: BTreeMap<String, f64>,
+    /// The simulator's `/metrics` series, likewise.
+    pub providers: BTreeMap<String, f64>,
+    pub postgres: PgSample,
+}
+
+/// `pg_stat_activity` and `pg_locks` for the design's database.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PgSample {
+    /// Connections by state (`active`, `idle`, `idle in transaction`, …).
+    pub connections: BTreeMap<String, u64>,
+    /// Active connections by wait event (`Lock:transactionid`, `IO:WalSync`, …; `none` when running).
+    pub wait_events: BTreeMap<String, u64>,
+    /// Lock requests not granted.
+    pub locks_waiting: u64,
 }
 
 /// Set arithmetic over what was accepted and what the providers received.
@@ -269,7 +327,7 @@ mod tests {
     }
 
     fn fixture() -> serde_json::Value {
-        serde_json::from_str(include_str!("../fixtures/smoke-results.json")).unwrap()
+        serde_json::from_str(include_str!("../fixtures/smoke/results.json")).unwrap()
     }
 
     #[test]

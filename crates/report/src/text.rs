@@ -1,4 +1,4 @@
-//! The side-by-side table printed at the end of a run.
+//! The side-by-side table: printed to the terminal, and in the report and `summary.md`.
 
 use std::fmt::Write;
 
@@ -75,9 +75,47 @@ const ROWS: &[Row] = &[
     }),
 ];
 
+/// The designs of a run in report order: sync first, then async, then anything else.
+pub fn ordered(results: &RunResults) -> Vec<(&String, &DesignResults)> {
+    let rank = |name: &str| match name {
+        "sync" => 0,
+        "async" => 1,
+        _ => 2,
+    };
+    let mut designs: Vec<(&String, &DesignResults)> = results.designs.iter().collect();
+    designs.sort_by_key(|(name, _)| rank(name));
+    designs
+}
+
+/// The rows of the table: a label and one cell per design.
+pub fn rows(designs: &[(&String, &DesignResults)]) -> Vec<(&'static str, Vec<String>)> {
+    ROWS.iter().map(|(label, f)| (*label, designs.iter().map(|(_, d)| f(d)).collect())).collect()
+}
+
+/// The table as Markdown, followed by every warning.
+pub fn markdown_table(results: &RunResults) -> String {
+    let designs = ordered(results);
+    let mut out = String::from("| |");
+    for (name, _) in &designs {
+        let _ = write!(out, " {name} |");
+    }
+    out.push_str("\n| --- |");
+    out.push_str(&" ---: |".repeat(designs.len()));
+    out.push('\n');
+    for (label, cells) in rows(&designs) {
+        let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
+    }
+    for (name, d) in &designs {
+        for w in &d.warnings {
+            let _ = writeln!(out, "\n> **Warning ({name}):** {w}");
+        }
+    }
+    out
+}
+
 /// The table, designs side by side, followed by every warning.
 pub fn table(results: &RunResults) -> String {
-    let designs: Vec<(&String, &DesignResults)> = results.designs.iter().rev().collect();
+    let designs = ordered(results);
     let mut out = String::new();
     let _ = writeln!(out, "\n{} — {}", results.scenario.name, results.run_id);
     let _ = write!(out, "{:<26}", "");

@@ -1,0 +1,116 @@
+//! The report rendered from the committed results fixture (a real smoke run), so these tests need
+//! no load run: the page parses, holds every section with its chart, and fetches nothing.
+
+#![allow(clippy::unwrap_used)] // a test that cannot set up should panic, loudly
+
+use std::path::{Path, PathBuf};
+
+use report::{Run, SECTIONS};
+use scraper::{Html, Selector};
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/fixtures/smoke")
+}
+
+/// A copy of the fixture run folder, optionally without its telemetry.
+fn run_folder(telemetry: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture_dir().join("results.json"), dir.path().join("results.json")).unwrap();
+    if telemetry {
+        std::fs::copy(fixture_dir().join("telemetry.json"), dir.path().join("telemetry.json")).unwrap();
+    }
+    dir
+}
+
+fn sel(s: &str) -> Selector {
+    Selector::parse(s).unwrap()
+}
+
+fn check_page(html: &str) -> Html {
+    let doc = Html::parse_document(html);
+    assert!(doc.errors.is_empty(), "the HTML has parse errors: {:?}", doc.errors);
+    for (id, has_chart) in SECTIONS {
+        let section = doc.select(&sel(&format!("section#{id}"))).next().unwrap_or_else(|| panic!("no section {id}"));
+        let charts = section.select(&sel("svg")).count();
+        if has_chart {
+            assert_eq!(charts, 1, "section {id} should hold exactly one chart");
+        } else {
+            assert_eq!(charts, 0, "section {id} is text");
+        }
+        assert!(section.select(&sel("h2")).next().is_some(), "section {id} has a heading");
+    }
+    // Self-contained: no script at all, and nothing that points off the page.
+    assert_eq!(doc.select(&sel("script")).count(), 0);
+    for element in doc.select(&sel("[src], [href]")) {
+        for attr in ["src", "href"] {
+            if let Some(v) = element.value().attr(attr) {
+                let v = v.trim().to_ascii_lowercase();
+                assert!(
+                    !(v.starts_with("http:") || v.starts_with("https:") || v.starts_with("//")),
+                    "external reference {attr}={v}"
+                );
+            }
+        }
+    }
+    assert!(!html.contains("<link"), "no stylesheets or fonts are linked");
+    assert!(!html.contains("url(http") && !html.contains("@import"), "no CSS fetches");
+    doc
+}
+
+#[test]
+fn the_report_of_a_run_holds_every_section_and_fetches_nothing() {
+    let dir = run_folder(true);
+    let run = Run::load(dir.path()).unwrap();
+    let html = report::render_html(&[run]);
+    let doc = check_page(&html);
+
+    let verdict = doc.select(&sel("section#verdict")).next().unwrap().text().collect::<String>();
+    assert!(verdict.contains("sync") && verdict.contains("async") && verdict.contains("p99"), "{verdict}");
+    let table = doc.select(&sel("section#summary-table table")).next().unwrap().text().collect::<String>();
+    for row in ["latency p99", "503", "lost", "delivery p99 sms", "send lag p99"] {
+        assert!(table.contains(row), "the table lacks {row}");
+    }
+    // Charts are labelled: titles, axis descriptions and legends.
+    let over_time = doc.select(&sel("section#latency-over-time svg")).next().unwrap().html();
+    for text in ["p50 and p99 per second", "time since start (s)", "sync p99", "async p99", "offered/s"] {
+        assert!(over_time.contains(text), "latency-over-time lacks {text}");
+    }
+    let breakdown = doc.select(&sel("section#time-breakdown svg")).next().unwrap().html();
+    for text in ["waiting for a connection", "SMS provider", "sync · spike", "async · baseline"] {
+        assert!(breakdown.contains(text), "time-breakdown lacks {text}");
+    }
+}
+
+#[test]
+fn without_telemetry_every_chart_section_still_says_something() {
+    let dir = run_folder(false);
+    let run = Run::load(dir.path()).unwrap();
+    let html = report::render_html(&[run]);
+    check_page(&html);
+    assert!(html.contains("no server telemetry in this run"));
+}
+
+#[test]
+fn several_runs_render_one_comparison_page() {
+    let (a, b) = (run_folder(true), run_folder(true));
+    let runs = vec![Run::load(a.path()).unwrap(), Run::load(b.path()).unwrap()];
+    let (html_path, md_path) = report::write(&runs).unwrap();
+    assert!(html_path.starts_with(a.path()), "written to the first run's folder");
+    let html = std::fs::read_to_string(html_path).unwrap();
+    check_page(&html);
+    assert!(html.contains("2 runs compared"));
+    assert!(html.contains("sync p99 [run 1]") && html.contains("sync p99 [run 2]"));
+    let md = std::fs::read_to_string(md_path).unwrap();
+    assert_eq!(md.matches("## fanbench: smoke").count(), 2);
+    assert!(md.contains("| latency p99 |"));
+}
+
+#[test]
+fn a_folder_without_valid_results_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Run::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("results.json"), "{err}");
+    std::fs::write(dir.path().join("results.json"), "{\"schema_version\": 1}").unwrap();
+    let err = Run::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("not a fanbench results file"), "{err}");
+}
