@@ -137,7 +137,10 @@ async fn run_designs(plan: &Plan, designs: &[Design], database_url: Option<&str>
     let providers = Providers::new(&providers_child.url);
 
     let mut designs_out = BTreeMap::new();
-    let mut telemetry = results::Telemetry { schema_version: results::SCHEMA_VERSION, designs: BTreeMap::new() };
+    let mut telemetry = results::Telemetry {
+        schema_version: results::SCHEMA_VERSION,
+        designs: BTreeMap::new(),
+    };
     for design in designs {
         if cancel.is_cancelled() {
             break;
@@ -149,7 +152,8 @@ async fn run_designs(plan: &Plan, designs: &[Design], database_url: Option<&str>
         telemetry.designs.insert(design.name().to_string(), samples);
     }
     let path = out.join("telemetry.json");
-    std::fs::write(&path, serde_json::to_string(&telemetry)?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_string(&telemetry)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     let _ = tokio::task::spawn_blocking(move || providers_child.stop(Duration::from_secs(5))).await;
 
     let environment = environment(&server).await;
@@ -508,6 +512,20 @@ fn environment_without_database() -> Environment {
     }
 }
 
+/// `fanbench report RUN_DIR…`
+pub fn report(dirs: &[PathBuf]) -> Result<()> {
+    let runs = dirs
+        .iter()
+        .map(|d| report::Run::load(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    for run in &runs {
+        print!("{}", report::text::table(&run.results));
+    }
+    let (html, md) = report::write(&runs)?;
+    println!("\nreport: {}\nsummary: {}", html.display(), md.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,15 +554,4 @@ mod tests {
             "a URL needs a scheme"
         );
     }
-}
-
-/// `fanbench report RUN_DIR…`
-pub fn report(dirs: &[PathBuf]) -> Result<()> {
-    let runs = dirs.iter().map(|d| report::Run::load(d)).collect::<Result<Vec<_>, _>>()?;
-    for run in &runs {
-        print!("{}", report::text::table(&run.results));
-    }
-    let (html, md) = report::write(&runs)?;
-    println!("\nreport: {}\nsummary: {}", html.display(), md.display());
-    Ok(())
 }

@@ -21,10 +21,17 @@ impl Sampler {
     /// Samples `server_url`, `providers_url` and database `db_name` (through `pool`) every second.
     pub fn start(server_url: &str, providers_url: &str, pool: PgPool, db_name: &str) -> Self {
         let stop = CancellationToken::new();
-        let (server, providers, db_name) = (server_url.to_string(), providers_url.to_string(), db_name.to_string());
+        let (server, providers, db_name) = (
+            server_url.to_string(),
+            providers_url.to_string(),
+            db_name.to_string(),
+        );
         let until = stop.clone();
         let task = tokio::spawn(async move {
-            let http = reqwest::Client::builder().timeout(Duration::from_millis(900)).build().unwrap_or_default();
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_millis(900))
+                .build()
+                .unwrap_or_default();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut samples = Vec::new();
@@ -39,7 +46,15 @@ impl Sampler {
                     scrape(&http, &providers),
                     sample_postgres(&pool, &db_name)
                 );
-                samples.push((at, TelemetrySample { t: 0.0, server, providers, postgres }));
+                samples.push((
+                    at,
+                    TelemetrySample {
+                        t: 0.0,
+                        server,
+                        providers,
+                        postgres,
+                    },
+                ));
             }
             pool.close().await;
             samples
@@ -128,8 +143,14 @@ mod tests {
                     fanbench_queue_depth{channel=\"sms\"} 12\n";
         let series = parse_prometheus(text);
         assert_eq!(series.get("fanbench_pool_waiting"), Some(&3.0));
-        assert_eq!(series.get("fanbench_phase_seconds_sum{phase=\"db\"}"), Some(&0.25));
-        assert_eq!(series.get("fanbench_queue_depth{channel=\"sms\"}"), Some(&12.0));
+        assert_eq!(
+            series.get("fanbench_phase_seconds_sum{phase=\"db\"}"),
+            Some(&0.25)
+        );
+        assert_eq!(
+            series.get("fanbench_queue_depth{channel=\"sms\"}"),
+            Some(&12.0)
+        );
         assert_eq!(series.len(), 3, "buckets are left out: {series:?}");
     }
 }

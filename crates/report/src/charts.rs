@@ -33,9 +33,21 @@ pub struct Look {
 /// Design colours, the same on every chart.
 pub fn design_look(design: &str) -> Look {
     match design {
-        "sync" => Look { color: RGBColor(200, 40, 40), dashed: true, width: 2 },
-        "async" => Look { color: RGBColor(30, 100, 180), dashed: false, width: 2 },
-        _ => Look { color: RGBColor(40, 140, 60), dashed: false, width: 2 },
+        "sync" => Look {
+            color: RGBColor(200, 40, 40),
+            dashed: true,
+            width: 2,
+        },
+        "async" => Look {
+            color: RGBColor(30, 100, 180),
+            dashed: false,
+            width: 2,
+        },
+        _ => Look {
+            color: RGBColor(40, 140, 60),
+            dashed: false,
+            width: 2,
+        },
     }
 }
 
@@ -46,7 +58,10 @@ pub fn channel_look(channel: &str, design: &str) -> Look {
         "sms" => RGBColor(220, 120, 20),
         _ => RGBColor(20, 150, 150),
     };
-    Look { color, ..design_look(design) }
+    Look {
+        color,
+        ..design_look(design)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -89,7 +104,11 @@ pub fn percentile_x(p: f64) -> f64 {
 
 fn percentile_label(x: &f64) -> String {
     let p = 100.0 * (1.0 - 10f64.powf(-x));
-    if p < 99.0 { format!("{p:.0}%") } else { format!("{}%", trim(p)) }
+    if p < 99.0 {
+        format!("{p:.0}%")
+    } else {
+        format!("{}%", trim(p))
+    }
 }
 
 fn trim(p: f64) -> String {
@@ -98,8 +117,15 @@ fn trim(p: f64) -> String {
 }
 
 fn bounds(series: &[Series], log: bool) -> (f64, f64) {
-    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|y| y.is_finite());
-    let ys: Vec<f64> = if log { ys.filter(|y| *y > 0.0).collect() } else { ys.collect() };
+    let ys = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .filter(|y| y.is_finite());
+    let ys: Vec<f64> = if log {
+        ys.filter(|y| *y > 0.0).collect()
+    } else {
+        ys.collect()
+    };
     let lo = ys.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     match (log, lo.is_finite() && hi.is_finite()) {
@@ -111,8 +137,13 @@ fn bounds(series: &[Series], log: bool) -> (f64, f64) {
 }
 
 fn x_bounds(chart: &LineChart) -> (f64, f64) {
-    let all = chart.series.iter().chain(chart.secondary.iter().flat_map(|(_, s)| s.iter()));
-    let hi = all.flat_map(|s| s.points.iter().map(|p| p.0)).fold(0.0, f64::max);
+    let all = chart
+        .series
+        .iter()
+        .chain(chart.secondary.iter().flat_map(|(_, s)| s.iter()));
+    let hi = all
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(0.0, f64::max);
     match chart.x {
         XAxis::Seconds => (0.0, hi.max(1.0)),
         XAxis::Percentile => (0.0, hi.max(3.0).ceil()),
@@ -120,7 +151,11 @@ fn x_bounds(chart: &LineChart) -> (f64, f64) {
 }
 
 fn style(look: Look) -> ShapeStyle {
-    ShapeStyle { color: look.color.to_rgba(), filled: false, stroke_width: look.width }
+    ShapeStyle {
+        color: look.color.to_rgba(),
+        filled: false,
+        stroke_width: look.width,
+    }
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
@@ -159,9 +194,12 @@ fn draw_lines(root: &Area<'_>, chart: &LineChart) -> Result<(), Box<dyn std::err
     macro_rules! mesh {
         ($ctx:expr) => {{
             let mut mesh = $ctx.configure_mesh();
-            mesh.x_desc(x_desc).y_desc(&chart.y_label).light_line_style(RGBColor(235, 235, 235));
+            mesh.x_desc(x_desc)
+                .y_desc(&chart.y_label)
+                .light_line_style(RGBColor(235, 235, 235));
             if chart.x == XAxis::Percentile {
-                mesh.x_labels(((x1 - x0) as usize) + 1).x_label_formatter(&percentile_label);
+                mesh.x_labels(((x1 - x0) as usize) + 1)
+                    .x_label_formatter(&percentile_label);
             }
             mesh.draw()?;
         }};
@@ -191,9 +229,14 @@ fn draw_lines(root: &Area<'_>, chart: &LineChart) -> Result<(), Box<dyn std::err
                     }
                     for s in secondary {
                         let look = s.look;
-                        ctx.draw_secondary_series(LineSeries::new(s.points.iter().copied(), style(look)))?
-                            .label(&s.label)
-                            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style(look)));
+                        ctx.draw_secondary_series(LineSeries::new(
+                            s.points.iter().copied(),
+                            style(look),
+                        ))?
+                        .label(&s.label)
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], style(look))
+                        });
                     }
                     legend!(ctx);
                 }
@@ -224,7 +267,12 @@ where
     Y: Ranged<ValueType = f64>,
 {
     let look = s.look;
-    let points: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
+    let points: Vec<(f64, f64)> = s
+        .points
+        .iter()
+        .copied()
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .collect();
     let anno = if look.dashed {
         ctx.draw_series(DashedLineSeries::new(points, 8, 5, style(look)))?
     } else {
@@ -273,9 +321,18 @@ const SEGMENT_COLORS: [RGBColor; 6] = [
     RGBColor(200, 40, 40),
 ];
 
-fn draw_bars(root: &Area<'_>, title: &str, x_label: &str, bars: &[Bar]) -> Result<(), Box<dyn std::error::Error>> {
+fn draw_bars(
+    root: &Area<'_>,
+    title: &str,
+    x_label: &str,
+    bars: &[Bar],
+) -> Result<(), Box<dyn std::error::Error>> {
     root.fill(&WHITE)?;
-    let total = bars.iter().map(|b| b.segments.iter().map(|s| s.1).sum::<f64>()).fold(0.0, f64::max).max(1e-3);
+    let total = bars
+        .iter()
+        .map(|b| b.segments.iter().map(|s| s.1).sum::<f64>())
+        .fold(0.0, f64::max)
+        .max(1e-3);
     let n = bars.len().max(1) as f64;
     let mut ctx = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 18))
@@ -293,7 +350,11 @@ fn draw_bars(root: &Area<'_>, title: &str, x_label: &str, bars: &[Bar]) -> Resul
     let mut names: Vec<String> = Vec::new();
     for (i, bar) in bars.iter().enumerate() {
         let top = n - i as f64;
-        ctx.draw_series(std::iter::once(Text::new(bar.label.clone(), (total * 0.005, top - 0.04), ("sans-serif", 14))))?;
+        ctx.draw_series(std::iter::once(Text::new(
+            bar.label.clone(),
+            (total * 0.005, top - 0.04),
+            ("sans-serif", 14),
+        )))?;
         let mut x = 0.0;
         for (name, value) in &bar.segments {
             let k = match names.iter().position(|n| n == name) {
@@ -309,13 +370,20 @@ fn draw_bars(root: &Area<'_>, title: &str, x_label: &str, bars: &[Bar]) -> Resul
             x += value;
         }
         let text = format!("{x:.1} ms");
-        ctx.draw_series(std::iter::once(Text::new(text, (x + total * 0.01, top - 0.5), ("sans-serif", 13))))?;
+        ctx.draw_series(std::iter::once(Text::new(
+            text,
+            (x + total * 0.01, top - 0.5),
+            ("sans-serif", 13),
+        )))?;
     }
     for (k, name) in names.iter().enumerate() {
         let color = SEGMENT_COLORS[k % SEGMENT_COLORS.len()];
-        ctx.draw_series(std::iter::once(Rectangle::new([(0.0, 0.0), (0.0, 0.0)], color.filled())))?
-            .label(name)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        ctx.draw_series(std::iter::once(Rectangle::new(
+            [(0.0, 0.0), (0.0, 0.0)],
+            color.filled(),
+        )))?
+        .label(name)
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
     }
     ctx.configure_series_labels()
         .background_style(WHITE.mix(0.85))
@@ -361,12 +429,23 @@ mod tests {
             x: XAxis::Seconds,
             y_label: "ms".into(),
             y_scale: Scale::Log,
-            series: vec![Series { label: "sync p99".into(), look: design_look("sync"), points: vec![(0.0, 1.0), (1.0, 100.0)] }],
-            secondary: Some(("offered/s".into(), vec![Series {
-                label: "offered".into(),
-                look: Look { color: BLACK, dashed: false, width: 1 },
-                points: vec![(0.0, 10.0), (1.0, 20.0)],
-            }])),
+            series: vec![Series {
+                label: "sync p99".into(),
+                look: design_look("sync"),
+                points: vec![(0.0, 1.0), (1.0, 100.0)],
+            }],
+            secondary: Some((
+                "offered/s".into(),
+                vec![Series {
+                    label: "offered".into(),
+                    look: Look {
+                        color: BLACK,
+                        dashed: false,
+                        width: 1,
+                    },
+                    points: vec![(0.0, 10.0), (1.0, 20.0)],
+                }],
+            )),
         };
         let svg = line_chart(&chart);
         assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);

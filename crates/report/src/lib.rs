@@ -45,26 +45,47 @@ impl Run {
     pub fn load(dir: &Path) -> Result<Self, ReportError> {
         let path = dir.join("results.json");
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Read { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         let doc: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ReportError::Invalid { path: shown.clone(), message: e.to_string() })?;
-        results::validate(&doc).map_err(|message| ReportError::Invalid { path: shown.clone(), message })?;
+            serde_json::from_str(&text).map_err(|e| ReportError::Invalid {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+        results::validate(&doc).map_err(|message| ReportError::Invalid {
+            path: shown.clone(),
+            message,
+        })?;
         let results: RunResults =
-            serde_json::from_value(doc).map_err(|e| ReportError::Invalid { path: shown.clone(), message: e.to_string() })?;
+            serde_json::from_value(doc).map_err(|e| ReportError::Invalid {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
         let telemetry = std::fs::read_to_string(dir.join("telemetry.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<Telemetry>(&t).ok());
-        Ok(Self { dir: dir.to_path_buf(), results, telemetry })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            results,
+            telemetry,
+        })
     }
 }
 
 /// Writes `index.html` and `summary.md` into the first run's folder; returns their paths.
 pub fn write(runs: &[Run]) -> Result<(PathBuf, PathBuf), ReportError> {
-    let dir = runs.first().map_or_else(|| PathBuf::from("."), |r| r.dir.clone());
+    let dir = runs
+        .first()
+        .map_or_else(|| PathBuf::from("."), |r| r.dir.clone());
     let html = dir.join("index.html");
     let md = dir.join("summary.md");
     let write = |path: &Path, body: String| {
-        std::fs::write(path, body).map_err(|source| ReportError::Write { path: path.display().to_string(), source })
+        std::fs::write(path, body).map_err(|source| ReportError::Write {
+            path: path.display().to_string(),
+            source,
+        })
     };
     write(&html, render_html(runs))?;
     write(&md, render_markdown(runs))?;
@@ -88,14 +109,24 @@ pub const SECTIONS: [(&str, bool); 10] = [
 /// The whole page.
 pub fn render_html(runs: &[Run]) -> String {
     let title = match runs {
-        [one] => format!("fanbench: {} ({})", one.results.scenario.name, one.results.run_id),
+        [one] => format!(
+            "fanbench: {} ({})",
+            one.results.scenario.name, one.results.run_id
+        ),
         many => format!("fanbench: {} runs compared", many.len()),
     };
     let mut body = String::new();
-    body.push_str(&format!("<header><h1>{}</h1>{}</header>\n", escape(&title), sections::subtitle(runs)));
+    body.push_str(&format!(
+        "<header><h1>{}</h1>{}</header>\n",
+        escape(&title),
+        sections::subtitle(runs)
+    ));
     for (id, _) in SECTIONS {
         let (heading, content) = sections::render(id, runs);
-        body.push_str(&format!("<section id=\"{id}\">\n<h2>{}</h2>\n{content}\n</section>\n", escape(heading)));
+        body.push_str(&format!(
+            "<section id=\"{id}\">\n<h2>{}</h2>\n{content}\n</section>\n",
+            escape(heading)
+        ));
     }
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -110,7 +141,10 @@ pub fn render_markdown(runs: &[Run]) -> String {
     let mut out = String::new();
     for run in runs {
         let r = &run.results;
-        out.push_str(&format!("## fanbench: {} ({})\n\n", r.scenario.name, r.run_id));
+        out.push_str(&format!(
+            "## fanbench: {} ({})\n\n",
+            r.scenario.name, r.run_id
+        ));
         for line in sections::verdict_lines(r) {
             out.push_str(&format!("- {line}\n"));
         }
@@ -123,7 +157,10 @@ pub fn render_markdown(runs: &[Run]) -> String {
 
 /// Escapes text for HTML.
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 const STYLE: &str = "

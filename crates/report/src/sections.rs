@@ -28,24 +28,41 @@ pub fn subtitle(runs: &[Run]) -> String {
 
 /// A series label: the design, and the run when several are shown.
 fn label(runs: &[Run], run: usize, design: &str, what: &str) -> String {
-    let what = if what.is_empty() { String::new() } else { format!(" {what}") };
-    if runs.len() > 1 { format!("{design}{what} [run {}]", run + 1) } else { format!("{design}{what}") }
+    let what = if what.is_empty() {
+        String::new()
+    } else {
+        format!(" {what}")
+    };
+    if runs.len() > 1 {
+        format!("{design}{what} [run {}]", run + 1)
+    } else {
+        format!("{design}{what}")
+    }
 }
 
 /// The design's look, thinner for the second and later runs.
 fn look(design: &str, run: usize) -> Look {
     let base = charts::design_look(design);
-    Look { width: if run == 0 { base.width } else { 1 }, ..base }
+    Look {
+        width: if run == 0 { base.width } else { 1 },
+        ..base
+    }
 }
 
 fn each_design(runs: &[Run]) -> impl Iterator<Item = (usize, &Run, &String, &DesignResults)> {
-    runs.iter()
-        .enumerate()
-        .flat_map(|(i, run)| text::ordered(&run.results).into_iter().map(move |(name, d)| (i, run, name, d)))
+    runs.iter().enumerate().flat_map(|(i, run)| {
+        text::ordered(&run.results)
+            .into_iter()
+            .map(move |(name, d)| (i, run, name, d))
+    })
 }
 
 fn telemetry<'a>(run: &'a Run, design: &str) -> Option<&'a DesignTelemetry> {
-    run.telemetry.as_ref()?.designs.get(design).filter(|t| !t.samples.is_empty())
+    run.telemetry
+        .as_ref()?
+        .designs
+        .get(design)
+        .filter(|t| !t.samples.is_empty())
 }
 
 fn chart(svg: String, explain: &str) -> String {
@@ -60,7 +77,10 @@ pub fn render(id: &str, runs: &[Run]) -> (&'static str, String) {
         "latency-over-time" => ("Latency over time", latency_over_time(runs)),
         "errors-over-time" => ("503s and errors over time", errors_over_time(runs)),
         "time-breakdown" => ("Where the time goes", time_breakdown(runs)),
-        "pool-and-postgres" => ("Connection pool and PostgreSQL waits", pool_and_postgres(runs)),
+        "pool-and-postgres" => (
+            "Connection pool and PostgreSQL waits",
+            pool_and_postgres(runs),
+        ),
         "queue" => ("The async queue", queue(runs)),
         "delivery" => ("Delivery latency per channel", delivery(runs)),
         _ => ("Scenario, settings and environment", run_details(runs)),
@@ -68,7 +88,11 @@ pub fn render(id: &str, runs: &[Run]) -> (&'static str, String) {
 }
 
 fn ms(v: f64) -> String {
-    if v >= 1000.0 { format!("{:.2} s", v / 1000.0) } else { format!("{v:.1} ms") }
+    if v >= 1000.0 {
+        format!("{:.2} s", v / 1000.0)
+    } else {
+        format!("{v:.1} ms")
+    }
 }
 
 /// The verdict in plain words, one line per design, then the comparison.
@@ -86,7 +110,12 @@ pub fn verdict_lines(r: &RunResults) -> Vec<String> {
             refused as f64 * 100.0 / sent as f64
         );
         if let Some(rec) = &d.reconciliation {
-            let worst = d.delivery.values().filter(|c| c.delivered > 0).map(|c| c.p99_ms).fold(0.0, f64::max);
+            let worst = d
+                .delivery
+                .values()
+                .filter(|c| c.delivered > 0)
+                .map(|c| c.p99_ms)
+                .fold(0.0, f64::max);
             line.push_str(&format!(
                 "; {} notifications lost, {} users never notified; delivery p99 {}",
                 rec.lost,
@@ -127,11 +156,21 @@ fn verdict(runs: &[Run]) -> String {
                 format!("<li>{s}</li>")
             })
             .collect();
-        let prefix = if runs.len() > 1 { format!("<p>{}</p>", escape(&run.results.run_id)) } else { String::new() };
-        out.push_str(&format!("<div class=\"verdict\">{prefix}<ul>{items}</ul></div>\n"));
+        let prefix = if runs.len() > 1 {
+            format!("<p>{}</p>", escape(&run.results.run_id))
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "<div class=\"verdict\">{prefix}<ul>{items}</ul></div>\n"
+        ));
         for (name, d) in text::ordered(&run.results) {
             for w in &d.warnings {
-                out.push_str(&format!("<p class=\"warning\"><strong>{}:</strong> {}</p>\n", escape(name), escape(w)));
+                out.push_str(&format!(
+                    "<p class=\"warning\"><strong>{}:</strong> {}</p>\n",
+                    escape(name),
+                    escape(w)
+                ));
             }
         }
     }
@@ -173,7 +212,11 @@ fn latency_percentiles(runs: &[Run]) -> String {
         .map(|(i, _, name, d)| Series {
             label: label(runs, i, name, ""),
             look: look(name, i),
-            points: d.latency_spectrum.iter().map(|p| (charts::percentile_x(p.percentile), p.ms.max(0.001))).collect(),
+            points: d
+                .latency_spectrum
+                .iter()
+                .map(|p| (charts::percentile_x(p.percentile), p.ms.max(0.001)))
+                .collect(),
         })
         .collect();
     let svg = charts::line_chart(&LineChart {
@@ -184,45 +227,96 @@ fn latency_percentiles(runs: &[Run]) -> String {
         series,
         secondary: None,
     });
-    chart(svg, "Each line is one design's whole latency distribution, HdrHistogram style: the further right, the rarer the request. A flat line far above another is a design that is slow for everyone.")
+    chart(
+        svg,
+        "Each line is one design's whole latency distribution, HdrHistogram style: the further right, the rarer the request. A flat line far above another is a design that is slow for everyone.",
+    )
 }
 
 fn latency_over_time(runs: &[Run]) -> String {
     let mut series = Vec::new();
     for (i, _, name, d) in each_design(runs) {
         let points = |f: fn(&results::Second) -> f64| -> Vec<(f64, f64)> {
-            d.timeline.iter().filter(|s| f(s) > 0.0).map(|s| (f64::from(s.t), f(s))).collect()
+            d.timeline
+                .iter()
+                .filter(|s| f(s) > 0.0)
+                .map(|s| (f64::from(s.t), f(s)))
+                .collect()
         };
-        series.push(Series { label: label(runs, i, name, "p99"), look: look(name, i), points: points(|s| s.p99_ms) });
-        let thin = Look { width: 1, ..look(name, i) };
-        series.push(Series { label: label(runs, i, name, "p50"), look: thin, points: points(|s| s.p50_ms) });
+        series.push(Series {
+            label: label(runs, i, name, "p99"),
+            look: look(name, i),
+            points: points(|s| s.p99_ms),
+        });
+        let thin = Look {
+            width: 1,
+            ..look(name, i)
+        };
+        series.push(Series {
+            label: label(runs, i, name, "p50"),
+            look: thin,
+            points: points(|s| s.p50_ms),
+        });
     }
     let offered = runs
         .first()
         .and_then(|r| text::ordered(&r.results).first().map(|(_, d)| (*d).clone()))
-        .map(|d| d.timeline.iter().map(|s| (f64::from(s.t), s.offered as f64)).collect())
+        .map(|d| {
+            d.timeline
+                .iter()
+                .map(|s| (f64::from(s.t), s.offered as f64))
+                .collect()
+        })
         .unwrap_or_default();
-    let grey = Look { color: RGBColor(110, 110, 110), dashed: false, width: 1 };
+    let grey = Look {
+        color: RGBColor(110, 110, 110),
+        dashed: false,
+        width: 1,
+    };
     let svg = charts::line_chart(&LineChart {
         title: "p50 and p99 per second, with the offered rate".into(),
         x: XAxis::Seconds,
         y_label: "latency (ms, log)".into(),
         y_scale: Scale::Log,
         series,
-        secondary: Some(("offered (sign-ups/s)".into(), vec![Series { label: "offered/s".into(), look: grey, points: offered }])),
+        secondary: Some((
+            "offered (sign-ups/s)".into(),
+            vec![Series {
+                label: "offered/s".into(),
+                look: grey,
+                points: offered,
+            }],
+        )),
     });
-    chart(svg, "Latency of the requests scheduled in each second (left axis), against the sign-ups offered per second (grey, right axis).")
+    chart(
+        svg,
+        "Latency of the requests scheduled in each second (left axis), against the sign-ups offered per second (grey, right axis).",
+    )
 }
 
 fn errors_over_time(runs: &[Run]) -> String {
     let mut series = Vec::new();
     for (i, _, name, d) in each_design(runs) {
         let points = |f: fn(&results::Second) -> u64| -> Vec<(f64, f64)> {
-            d.timeline.iter().map(|s| (f64::from(s.t), f(s) as f64)).collect()
+            d.timeline
+                .iter()
+                .map(|s| (f64::from(s.t), f(s) as f64))
+                .collect()
         };
-        series.push(Series { label: label(runs, i, name, "503/s"), look: look(name, i), points: points(|s| s.status_503) });
-        let thin = Look { width: 1, ..look(name, i) };
-        series.push(Series { label: label(runs, i, name, "other errors/s"), look: thin, points: points(|s| s.errors) });
+        series.push(Series {
+            label: label(runs, i, name, "503/s"),
+            look: look(name, i),
+            points: points(|s| s.status_503),
+        });
+        let thin = Look {
+            width: 1,
+            ..look(name, i)
+        };
+        series.push(Series {
+            label: label(runs, i, name, "other errors/s"),
+            look: thin,
+            points: points(|s| s.errors),
+        });
     }
     let svg = charts::line_chart(&LineChart {
         title: "503s and other errors per second".into(),
@@ -232,12 +326,21 @@ fn errors_over_time(runs: &[Run]) -> String {
         series,
         secondary: None,
     });
-    chart(svg, "Refusals (503: no database connection within the acquire timeout) and every other failure, by the second they arrived. A 503 here is a user who never got in.")
+    chart(
+        svg,
+        "Refusals (503: no database connection within the acquire timeout) and every other failure, by the second they arrived. A 503 here is a user who never got in.",
+    )
 }
 
 /// The mean of a phase (ms) between two samples, from the histogram's sum and count.
 fn phase_mean(t: &DesignTelemetry, phase: &str, from: f64, to: f64) -> Option<f64> {
-    let at = |when: f64| t.samples.iter().filter(|s| s.t <= when).last().or(t.samples.first());
+    let at = |when: f64| {
+        t.samples
+            .iter()
+            .rev()
+            .find(|s| s.t <= when)
+            .or(t.samples.first())
+    };
     let (a, b) = (at(from)?, at(to)?);
     let sum = format!("fanbench_phase_seconds_sum{{phase=\"{phase}\"}}");
     let count = format!("fanbench_phase_seconds_count{{phase=\"{phase}\"}}");
@@ -248,13 +351,18 @@ fn phase_mean(t: &DesignTelemetry, phase: &str, from: f64, to: f64) -> Option<f6
 
 /// The baseline (the first phase, at most ten seconds) and the ten seconds with the most offered load.
 fn windows(r: &RunResults, d: &DesignResults) -> [(&'static str, f64, f64); 2] {
-    let first_phase = r.scenario.definition["arrivals"]["phases"][0]["duration"].as_str().and_then(seconds);
+    let first_phase = r.scenario.definition["arrivals"]["phases"][0]["duration"]
+        .as_str()
+        .and_then(seconds);
     let baseline = first_phase.unwrap_or(10.0).min(10.0);
     let offered: Vec<u64> = d.timeline.iter().map(|s| s.offered).collect();
     let busiest = (0..offered.len().saturating_sub(9).max(1))
         .max_by_key(|i| offered.iter().skip(*i).take(10).sum::<u64>())
         .unwrap_or(0) as f64;
-    [("baseline", 0.0, baseline), ("spike", busiest, busiest + 10.0)]
+    [
+        ("baseline", 0.0, baseline),
+        ("spike", busiest, busiest + 10.0),
+    ]
 }
 
 /// Seconds in a duration written like the scenario files do (`3s`, `500ms`, `2m`).
@@ -275,7 +383,9 @@ fn seconds(text: &str) -> Option<f64> {
 fn time_breakdown(runs: &[Run]) -> String {
     let mut bars = Vec::new();
     for (i, run, name, d) in each_design(runs) {
-        let Some(t) = telemetry(run, name) else { continue };
+        let Some(t) = telemetry(run, name) else {
+            continue;
+        };
         let phases: &[(&str, &str)] = if name == "sync" {
             &[
                 ("pool_acquire", "waiting for a connection"),
@@ -285,52 +395,98 @@ fn time_breakdown(runs: &[Run]) -> String {
                 ("db", "database work"),
             ]
         } else {
-            &[("pool_acquire", "waiting for a connection"), ("db", "database work")]
+            &[
+                ("pool_acquire", "waiting for a connection"),
+                ("db", "database work"),
+            ]
         };
         for (window, from, to) in windows(&run.results, d) {
-            let segments: Vec<(String, f64)> =
-                phases.iter().filter_map(|(p, text)| phase_mean(t, p, from, to).map(|v| (text.to_string(), v))).collect();
+            let segments: Vec<(String, f64)> = phases
+                .iter()
+                .filter_map(|(p, text)| phase_mean(t, p, from, to).map(|v| (text.to_string(), v)))
+                .collect();
             if !segments.is_empty() {
-                bars.push(Bar { label: format!("{} · {window}", label(runs, i, name, "")), segments });
+                bars.push(Bar {
+                    label: format!("{} · {window}", label(runs, i, name, "")),
+                    segments,
+                });
             }
         }
     }
     let svg = if bars.is_empty() {
-        charts::note_svg("Where the time goes", "no server telemetry in this run (telemetry.json is missing or empty)")
+        charts::note_svg(
+            "Where the time goes",
+            "no server telemetry in this run (telemetry.json is missing or empty)",
+        )
     } else {
-        charts::stacked_bars("Mean time per sign-up, by phase", "milliseconds per sign-up", &bars)
+        charts::stacked_bars(
+            "Mean time per sign-up, by phase",
+            "milliseconds per sign-up",
+            &bars,
+        )
     };
-    chart(svg, "The mean time a sign-up spent in each phase, in the first ten seconds and in the busiest ten. The sync design waits for each provider in turn while holding its connection; at the spike most of its time is spent waiting for a connection another sign-up holds.")
+    chart(
+        svg,
+        "The mean time a sign-up spent in each phase, in the first ten seconds and in the busiest ten. The sync design waits for each provider in turn while holding its connection; at the spike most of its time is spent waiting for a connection another sign-up holds.",
+    )
 }
 
 fn pool_and_postgres(runs: &[Run]) -> String {
     let mut series = Vec::new();
     for (i, run, name, _) in each_design(runs) {
-        let Some(t) = telemetry(run, name) else { continue };
+        let Some(t) = telemetry(run, name) else {
+            continue;
+        };
         let get = |s: &results::TelemetrySample, k: &str| s.server.get(k).copied().unwrap_or(0.0);
         let in_use: Vec<(f64, f64)> = t
             .samples
             .iter()
             .map(|s| {
-                (s.t, get(s, "fanbench_pool_connections{state=\"open\"}") - get(s, "fanbench_pool_connections{state=\"idle\"}"))
+                (
+                    s.t,
+                    get(s, "fanbench_pool_connections{state=\"open\"}")
+                        - get(s, "fanbench_pool_connections{state=\"idle\"}"),
+                )
             })
             .collect();
-        let waiting = t.samples.iter().map(|s| (s.t, get(s, "fanbench_pool_waiting"))).collect();
-        let locks = t.samples.iter().map(|s| (s.t, s.postgres.locks_waiting as f64)).collect();
-        series.push(Series { label: label(runs, i, name, "pool in use"), look: look(name, i), points: in_use });
+        let waiting = t
+            .samples
+            .iter()
+            .map(|s| (s.t, get(s, "fanbench_pool_waiting")))
+            .collect();
+        let locks = t
+            .samples
+            .iter()
+            .map(|s| (s.t, s.postgres.locks_waiting as f64))
+            .collect();
+        series.push(Series {
+            label: label(runs, i, name, "pool in use"),
+            look: look(name, i),
+            points: in_use,
+        });
         series.push(Series {
             label: label(runs, i, name, "waiting for a connection"),
-            look: Look { width: 1, ..look(name, i) },
+            look: Look {
+                width: 1,
+                ..look(name, i)
+            },
             points: waiting,
         });
         series.push(Series {
             label: label(runs, i, name, "PostgreSQL lock waits"),
-            look: Look { color: RGBColor(90, 90, 90), width: 1, ..look(name, i) },
+            look: Look {
+                color: RGBColor(90, 90, 90),
+                width: 1,
+                ..look(name, i)
+            },
             points: locks,
         });
     }
     let svg = if series.is_empty() {
-        charts::note_svg("Connection pool and PostgreSQL waits", "no server telemetry in this run")
+        charts::note_svg(
+            "Connection pool and PostgreSQL waits",
+            "no server telemetry in this run",
+        )
     } else {
         charts::line_chart(&LineChart {
             title: "Pool connections in use, requests waiting for one, and lock waits".into(),
@@ -341,29 +497,57 @@ fn pool_and_postgres(runs: &[Run]) -> String {
             secondary: None,
         })
     };
-    chart(svg, "Sampled every second from each server's /metrics and from pg_stat_activity and pg_locks. A pool pinned at its size with requests queueing behind it is the sync design's collapse; lock waits are sign-ups queueing on the shared per-day counter row.")
+    chart(
+        svg,
+        "Sampled every second from each server's /metrics and from pg_stat_activity and pg_locks. A pool pinned at its size with requests queueing behind it is the sync design's collapse; lock waits are sign-ups queueing on the shared per-day counter row.",
+    )
 }
 
 fn queue(runs: &[Run]) -> String {
     let mut series = Vec::new();
     let mut secondary = Vec::new();
     for (i, run, name, _) in each_design(runs) {
-        let Some(t) = telemetry(run, name) else { continue };
-        if !t.samples.iter().any(|s| s.server.keys().any(|k| k.starts_with("fanbench_queue_depth"))) {
+        let Some(t) = telemetry(run, name) else {
+            continue;
+        };
+        if !t.samples.iter().any(|s| {
+            s.server
+                .keys()
+                .any(|k| k.starts_with("fanbench_queue_depth"))
+        }) {
             continue;
         }
         for channel in ["email", "sms", "push"] {
             let depth_key = format!("fanbench_queue_depth{{channel=\"{channel}\"}}");
             let age_key = format!("fanbench_queue_oldest_due_seconds{{channel=\"{channel}\"}}");
-            let depth = t.samples.iter().map(|s| (s.t, s.server.get(&depth_key).copied().unwrap_or(0.0))).collect();
-            let age = t.samples.iter().map(|s| (s.t, s.server.get(&age_key).copied().unwrap_or(0.0))).collect();
+            let depth = t
+                .samples
+                .iter()
+                .map(|s| (s.t, s.server.get(&depth_key).copied().unwrap_or(0.0)))
+                .collect();
+            let age = t
+                .samples
+                .iter()
+                .map(|s| (s.t, s.server.get(&age_key).copied().unwrap_or(0.0)))
+                .collect();
             let look = charts::channel_look(channel, name);
-            series.push(Series { label: label(runs, i, channel, "depth"), look, points: depth });
-            secondary.push(Series { label: label(runs, i, channel, "oldest due (s)"), look: Look { width: 1, ..look }, points: age });
+            series.push(Series {
+                label: label(runs, i, channel, "depth"),
+                look,
+                points: depth,
+            });
+            secondary.push(Series {
+                label: label(runs, i, channel, "oldest due (s)"),
+                look: Look { width: 1, ..look },
+                points: age,
+            });
         }
     }
     let svg = if series.is_empty() {
-        charts::note_svg("The async queue", "no async design with queue telemetry in this run")
+        charts::note_svg(
+            "The async queue",
+            "no async design with queue telemetry in this run",
+        )
     } else {
         charts::line_chart(&LineChart {
             title: "Queue depth and oldest-due age per channel (async)".into(),
@@ -374,7 +558,10 @@ fn queue(runs: &[Run]) -> String {
             secondary: Some(("oldest due (s)".into(), secondary)),
         })
     };
-    chart(svg, "Pending deliveries per channel (left axis) and how long the oldest one has been due (right axis). A provider outage shows as one channel's backlog growing and draining while the others stay flat.")
+    chart(
+        svg,
+        "Pending deliveries per channel (left axis) and how long the oldest one has been due (right axis). A provider outage shows as one channel's backlog growing and draining while the others stay flat.",
+    )
 }
 
 fn delivery(runs: &[Run]) -> String {
@@ -387,12 +574,19 @@ fn delivery(runs: &[Run]) -> String {
             series.push(Series {
                 label: label(runs, i, name, channel),
                 look: charts::channel_look(channel, name),
-                points: c.spectrum.iter().map(|p| (charts::percentile_x(p.percentile), p.ms.max(0.001))).collect(),
+                points: c
+                    .spectrum
+                    .iter()
+                    .map(|p| (charts::percentile_x(p.percentile), p.ms.max(0.001)))
+                    .collect(),
             });
         }
     }
     let svg = if series.is_empty() {
-        charts::note_svg("Delivery latency per channel", "no reconciliation in this run (the target was not started by fanbench)")
+        charts::note_svg(
+            "Delivery latency per channel",
+            "no reconciliation in this run (the target was not started by fanbench)",
+        )
     } else {
         charts::line_chart(&LineChart {
             title: "Sign-up (intended send) to provider receipt, by percentile".into(),
@@ -403,7 +597,10 @@ fn delivery(runs: &[Run]) -> String {
             secondary: None,
         })
     };
-    chart(svg, "How long a user waited for each notification, from the moment the sign-up was meant to be sent to the provider's receipt, for the sign-ups that got in. Dashed lines are the sync design, solid the async design.")
+    chart(
+        svg,
+        "How long a user waited for each notification, from the moment the sign-up was meant to be sent to the provider's receipt, for the sign-ups that got in. Dashed lines are the sync design, solid the async design.",
+    )
 }
 
 fn run_details(runs: &[Run]) -> String {
@@ -435,7 +632,10 @@ fn run_details(runs: &[Run]) -> String {
             ));
         }
         let definition = serde_json::to_string_pretty(&r.scenario.definition).unwrap_or_default();
-        out.push_str(&format!("<details><summary>The scenario as run</summary><pre>{}</pre></details>", escape(&definition)));
+        out.push_str(&format!(
+            "<details><summary>The scenario as run</summary><pre>{}</pre></details>",
+            escape(&definition)
+        ));
     }
     out.push_str("<p class=\"explain\">Gates: none evaluated for this run.</p>");
     out

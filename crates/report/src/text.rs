@@ -89,7 +89,9 @@ pub fn ordered(results: &RunResults) -> Vec<(&String, &DesignResults)> {
 
 /// The rows of the table: a label and one cell per design.
 pub fn rows(designs: &[(&String, &DesignResults)]) -> Vec<(&'static str, Vec<String>)> {
-    ROWS.iter().map(|(label, f)| (*label, designs.iter().map(|(_, d)| f(d)).collect())).collect()
+    ROWS.iter()
+        .map(|(label, f)| (*label, designs.iter().map(|(_, d)| f(d)).collect()))
+        .collect()
 }
 
 /// The table as Markdown, followed by every warning.

@@ -215,7 +215,10 @@ pub fn spectrum(h: &Histogram<u64>) -> Vec<SpectrumPoint> {
         return Vec::new();
     }
     h.iter_quantiles(5)
-        .map(|v| SpectrumPoint { percentile: v.quantile_iterated_to() * 100.0, ms: v.value_iterated_to() as f64 / 1000.0 })
+        .map(|v| SpectrumPoint {
+            percentile: v.quantile_iterated_to() * 100.0,
+            ms: v.value_iterated_to() as f64 / 1000.0,
+        })
         .collect()
 }
 

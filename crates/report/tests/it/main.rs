@@ -15,9 +15,17 @@ fn fixture_dir() -> PathBuf {
 /// A copy of the fixture run folder, optionally without its telemetry.
 fn run_folder(telemetry: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture_dir().join("results.json"), dir.path().join("results.json")).unwrap();
+    std::fs::copy(
+        fixture_dir().join("results.json"),
+        dir.path().join("results.json"),
+    )
+    .unwrap();
     if telemetry {
-        std::fs::copy(fixture_dir().join("telemetry.json"), dir.path().join("telemetry.json")).unwrap();
+        std::fs::copy(
+            fixture_dir().join("telemetry.json"),
+            dir.path().join("telemetry.json"),
+        )
+        .unwrap();
     }
     dir
 }
@@ -28,16 +36,26 @@ fn sel(s: &str) -> Selector {
 
 fn check_page(html: &str) -> Html {
     let doc = Html::parse_document(html);
-    assert!(doc.errors.is_empty(), "the HTML has parse errors: {:?}", doc.errors);
+    assert!(
+        doc.errors.is_empty(),
+        "the HTML has parse errors: {:?}",
+        doc.errors
+    );
     for (id, has_chart) in SECTIONS {
-        let section = doc.select(&sel(&format!("section#{id}"))).next().unwrap_or_else(|| panic!("no section {id}"));
+        let section = doc
+            .select(&sel(&format!("section#{id}")))
+            .next()
+            .unwrap_or_else(|| panic!("no section {id}"));
         let charts = section.select(&sel("svg")).count();
         if has_chart {
             assert_eq!(charts, 1, "section {id} should hold exactly one chart");
         } else {
             assert_eq!(charts, 0, "section {id} is text");
         }
-        assert!(section.select(&sel("h2")).next().is_some(), "section {id} has a heading");
+        assert!(
+            section.select(&sel("h2")).next().is_some(),
+            "section {id} has a heading"
+        );
     }
     // Self-contained: no script at all, and nothing that points off the page.
     assert_eq!(doc.select(&sel("script")).count(), 0);
@@ -52,8 +70,14 @@ fn check_page(html: &str) -> Html {
             }
         }
     }
-    assert!(!html.contains("<link"), "no stylesheets or fonts are linked");
-    assert!(!html.contains("url(http") && !html.contains("@import"), "no CSS fetches");
+    assert!(
+        !html.contains("<link"),
+        "no stylesheets or fonts are linked"
+    );
+    assert!(
+        !html.contains("url(http") && !html.contains("@import"),
+        "no CSS fetches"
+    );
     doc
 }
 
@@ -64,19 +88,57 @@ fn the_report_of_a_run_holds_every_section_and_fetches_nothing() {
     let html = report::render_html(&[run]);
     let doc = check_page(&html);
 
-    let verdict = doc.select(&sel("section#verdict")).next().unwrap().text().collect::<String>();
-    assert!(verdict.contains("sync") && verdict.contains("async") && verdict.contains("p99"), "{verdict}");
-    let table = doc.select(&sel("section#summary-table table")).next().unwrap().text().collect::<String>();
-    for row in ["latency p99", "503", "lost", "delivery p99 sms", "send lag p99"] {
+    let verdict = doc
+        .select(&sel("section#verdict"))
+        .next()
+        .unwrap()
+        .text()
+        .collect::<String>();
+    assert!(
+        verdict.contains("sync") && verdict.contains("async") && verdict.contains("p99"),
+        "{verdict}"
+    );
+    let table = doc
+        .select(&sel("section#summary-table table"))
+        .next()
+        .unwrap()
+        .text()
+        .collect::<String>();
+    for row in [
+        "latency p99",
+        "503",
+        "lost",
+        "delivery p99 sms",
+        "send lag p99",
+    ] {
         assert!(table.contains(row), "the table lacks {row}");
     }
     // Charts are labelled: titles, axis descriptions and legends.
-    let over_time = doc.select(&sel("section#latency-over-time svg")).next().unwrap().html();
-    for text in ["p50 and p99 per second", "time since start (s)", "sync p99", "async p99", "offered/s"] {
+    let over_time = doc
+        .select(&sel("section#latency-over-time svg"))
+        .next()
+        .unwrap()
+        .html();
+    for text in [
+        "p50 and p99 per second",
+        "time since start (s)",
+        "sync p99",
+        "async p99",
+        "offered/s",
+    ] {
         assert!(over_time.contains(text), "latency-over-time lacks {text}");
     }
-    let breakdown = doc.select(&sel("section#time-breakdown svg")).next().unwrap().html();
-    for text in ["waiting for a connection", "SMS provider", "sync · spike", "async · baseline"] {
+    let breakdown = doc
+        .select(&sel("section#time-breakdown svg"))
+        .next()
+        .unwrap()
+        .html();
+    for text in [
+        "waiting for a connection",
+        "SMS provider",
+        "sync · spike",
+        "async · baseline",
+    ] {
         assert!(breakdown.contains(text), "time-breakdown lacks {text}");
     }
 }
@@ -95,7 +157,10 @@ fn several_runs_render_one_comparison_page() {
     let (a, b) = (run_folder(true), run_folder(true));
     let runs = vec![Run::load(a.path()).unwrap(), Run::load(b.path()).unwrap()];
     let (html_path, md_path) = report::write(&runs).unwrap();
-    assert!(html_path.starts_with(a.path()), "written to the first run's folder");
+    assert!(
+        html_path.starts_with(a.path()),
+        "written to the first run's folder"
+    );
     let html = std::fs::read_to_string(html_path).unwrap();
     check_page(&html);
     assert!(html.contains("2 runs compared"));
