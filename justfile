@@ -32,3 +32,12 @@ serve-sync *ARGS:
 # The queue-backed async server on 127.0.0.1:7003
 serve-async *ARGS:
     cargo run --release -p fanbench -- serve async --providers-url http://127.0.0.1:7001 {{ARGS}}
+
+# The smoke comparison and its gates, as CI runs them (exit 1 when a gate fails); JUnit in reports/junit.xml
+gate *ARGS:
+    cargo build --release -p fanbench
+    target/release/fanbench compare --quiet --scenario scenarios/smoke.toml --junit reports/junit.xml {{ARGS}}
+
+# Promote a run to the committed baseline for regression gates
+baseline RUN_DIR:
+    target/release/fanbench baseline update {{RUN_DIR}}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, runs every test against real PostgreSQL (a
-# throwaway cluster per test process, or DATABASE_URL), checks the HTML report in headless
-# Chromium, checks that no cluster was left running, then lints. `.ci/run` calls exactly this.
+# throwaway cluster per test process, or DATABASE_URL), runs the smoke comparison with its gates,
+# checks its HTML report in headless Chromium, checks that no cluster was left running, then lints. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,8 +12,12 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 
-echo "==> browser check of the HTML report (headless Chromium, smoke comparison)"
-FANBENCH=target/debug/fanbench scripts/check-report.sh
+echo "==> smoke comparison with its gates (scenarios/smoke.toml [gates])"
+smoke=$(mktemp -d)
+target/debug/fanbench compare --quiet --scenario scenarios/smoke.toml --out "$smoke" --junit "$smoke/junit.xml"
+echo "==> browser check of its HTML report (headless Chromium)"
+FANBENCH=target/debug/fanbench scripts/check-report.sh "$smoke"
+rm -rf "$smoke"
 
 # Each test process's cluster is removed by its guard once the process exits; give the guards a
 # moment, then fail if any throwaway server is still up.

@@ -25,6 +25,9 @@ pub struct Scenario {
     pub providers: SimConfig,
     #[serde(default)]
     pub servers: Servers,
+    /// CI gates: thresholds, design invariants, regressions against a baseline.
+    #[serde(default, skip_serializing_if = "gates::GateSpecs::is_empty")]
+    pub gates: gates::GateSpecs,
     /// Where the file was read from; relative trace paths resolve against its folder.
     #[serde(skip)]
     pub source: PathBuf,
@@ -396,6 +399,9 @@ impl Scenario {
         self.providers
             .validate()
             .map_err(|m| ("[providers".to_string(), format!("providers.{m}")))?;
+        if let Err((text, e)) = self.gates.check() {
+            return Err((text, format!("gates: {e}")));
+        }
         if self.driver.users == Some(0) {
             return Err(("users".into(), "driver.users must be at least 1".into()));
         }
@@ -413,6 +419,33 @@ impl Scenario {
 /// toml's message already has the line and column and a caret; keep it, minus its leading
 /// "TOML parse error" noise.
 fn format_toml_error(e: &toml::de::Error, text: &str) -> String {
+    // Inside an inline table in an array, toml points at the array; an unknown key or variant can
+    // be found by its name, so point at it instead.
+    let message = e.message();
+    for (prefix, suffix) in [("unknown field `", "="), ("unknown variant `", "")] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let name = rest.split('`').next().unwrap_or_default();
+            let needle = if suffix.is_empty() {
+                format!("\"{name}\"")
+            } else {
+                name.to_string()
+            };
+            let hit = text.lines().enumerate().find_map(|(i, line)| {
+                let col = line.find(&needle).or_else(|| {
+                    if suffix.is_empty() {
+                        line.find(&format!("'{name}'"))
+                    } else {
+                        None
+                    }
+                })?;
+                let after = line[col + needle.len()..].trim_start();
+                (suffix.is_empty() || after.starts_with(suffix)).then_some((i + 1, col + 1))
+            });
+            if let Some((line, col)) = hit {
+                return format!("line {line}, column {col}: {message}");
+            }
+        }
+    }
     match e.span() {
         Some(span) => {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -506,6 +539,39 @@ phases = [{ kind = "constant", duration = "2s", rate = 10 }]
             assert!(err.contains(line), "want {line} in: {err}");
             assert!(err.contains(what), "want {what:?} in: {err}");
         }
+    }
+
+    #[test]
+    fn a_typo_inside_a_phase_points_at_its_own_line() {
+        let text = "name = 't'\n[arrivals]\nphases = [\n  { kind = 'constant', duration = '2s', rate = 1 },\n  { kind = 'constant', duraton = '2s', rate = 1 },\n]\n";
+        let err = parse(text).unwrap_err();
+        assert!(
+            err.contains("line 5, column 24") && err.contains("unknown field `duraton`"),
+            "{err}"
+        );
+        let text = "name = 't'\n[arrivals]\nphases = [\n  { kind = 'constant', duration = '2s', rate = 1 },\n  { kind = \"constnat\", duration = '2s', rate = 1 },\n]\n";
+        let err = parse(text).unwrap_err();
+        assert!(
+            err.contains("line 5") && err.contains("unknown variant `constnat`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn gates_with_unknown_metrics_name_their_line() {
+        let text = format!(
+            "{MINIMAL}[gates]\nrules = [\n  \"async.latency_ms.p99 < 100\",\n  \"async.latency_ms.p98 < 100\",\n]\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.contains("line 8:") && err.contains("no metric `async.latency_ms.p98`"),
+            "{err}"
+        );
+        let ok = format!(
+            "{MINIMAL}[gates]\nrules = [\"async.latency_ms.p99 < 100\"]\nregressions = [{{ metric = \"async.latency_ms.p99\", tolerance = \"25%\" }}]\n"
+        );
+        let s = parse(&ok).unwrap();
+        assert_eq!(s.gates.regressions[0].tolerance.0, 0.25);
     }
 
     #[test]

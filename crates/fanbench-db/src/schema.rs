@@ -127,18 +127,19 @@ fn quote_ident(name: &str) -> String {
 /// throwaway cluster that lives as long as this value.
 #[derive(Debug)]
 pub enum Database {
-    /// A database someone else runs; we only migrate it.
+    /// A database someone else runs; we create it if missing and migrate it.
     External { url: String },
     /// A database on our own cluster; dropping this stops the cluster and deletes it.
     Throwaway { url: String, cluster: Cluster },
 }
 
 impl Database {
-    /// Opens the database: migrates `database_url` when given, else starts a throwaway cluster and
+    /// Opens the database: creates (when missing) and migrates `database_url` when given, else starts a throwaway cluster and
     /// creates and migrates database `name` on it.
     pub async fn open(database_url: Option<&str>, name: &str) -> Result<Self, DbError> {
         match database_url {
             Some(url) => {
+                ensure_database(url).await?;
                 let pool = connect_pool(url, 1, Duration::from_secs(30)).await?;
                 migrate(&pool).await?;
                 pool.close().await;

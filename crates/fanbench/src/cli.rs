@@ -51,6 +51,13 @@ pub enum Command {
     /// table. Several folders render one comparison page in the first folder (e.g. before and
     /// after a change). `compare` runs this at its end.
     Report(ReportArgs),
+    /// Evaluate a run's gates (declared in its scenario's [gates]): exit 0 when all pass, 1 when
+    /// any fails, 2 on an error. Prints each gate with its value, limit and margin; writes
+    /// RUN_DIR/gates.json, RUN_DIR/gates.md (or --markdown) and, with --junit, JUnit XML.
+    Gate(GateArgs),
+    /// Manage the committed baseline that regression gates compare against.
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
     /// Write the seeded launch-day trace (`scenarios/traces/launch-day.csv`) to standard output.
     Trace(TraceArgs),
     /// Run one piece of the system until Ctrl-C or SIGTERM.
@@ -302,6 +309,14 @@ pub struct CompareArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "sync,async")]
     pub designs: Vec<Design>,
 
+    /// Run every design this many times (into r1/, r2/, …); gates then decide on medians and the
+    /// spread of the repeats.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub repeat: u32,
+
+    #[command(flatten)]
+    pub gates: GateOutputArgs,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -326,6 +341,53 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GateOutputArgs {
+    /// Compare against this run folder for regression gates (default for compare:
+    /// reports/baseline/<scenario name> when it exists).
+    #[arg(long, value_name = "DIR")]
+    pub baseline: Option<PathBuf>,
+
+    /// Also write the gate results as JUnit XML (one test case per gate).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// The run folder (with results.json, or repeats r1/, r2/, …).
+    #[arg(value_name = "RUN_DIR")]
+    pub run: PathBuf,
+
+    /// The baseline run folder for regression gates.
+    #[arg(long, value_name = "DIR")]
+    pub baseline: Option<PathBuf>,
+
+    /// Write JUnit XML here (one test case per gate).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
+    /// Write the Markdown summary here (default RUN_DIR/gates.md).
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BaselineCommand {
+    /// Promote a run to reports/baseline/<scenario name>/ (results and histograms only).
+    Update(BaselineUpdateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BaselineUpdateArgs {
+    #[arg(value_name = "RUN_DIR")]
+    pub run: PathBuf,
+
+    /// Where baselines live.
+    #[arg(long, default_value = "reports/baseline", value_name = "DIR")]
+    pub root: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{CompareArgs, Design, LoadArgs, RunArgs};
 use crate::harness::{self, ChildServer, Keys, Providers};
-use crate::{shutdown, telemetry};
+use crate::{gating, shutdown, telemetry};
 
 /// A loaded scenario and where its run goes.
+#[derive(Clone)]
 struct Plan {
     scenario: Scenario,
     shape: Shape,
@@ -52,6 +53,19 @@ impl Plan {
         })
     }
 
+    /// The plan of repeat `k` of `n`: its own subfolder, databases and emails.
+    fn repeat(&self, k: u32, n: u32) -> Self {
+        if n == 1 {
+            return self.clone();
+        }
+        Self {
+            out: self.out.join(format!("r{k}")),
+            tag: format!("{}r{k}", self.tag),
+            run_id: format!("{}-r{k}", self.run_id),
+            ..self.clone()
+        }
+    }
+
     fn users(&self) -> usize {
         let d = &self.scenario.driver;
         d.users
@@ -73,18 +87,57 @@ impl Plan {
     }
 }
 
+/// How many times, and what the gates compare against.
+struct Gating {
+    repeat: u32,
+    baseline: Option<PathBuf>,
+    junit: Option<PathBuf>,
+}
+
 pub async fn compare(args: CompareArgs) -> Result<()> {
     let plan = Plan::new(&args.load)?;
     let mut designs = args.designs.clone();
     designs.dedup();
-    run_designs(&plan, &designs, args.database.database_url.as_deref()).await
+    let baseline = args.gates.baseline.clone().or_else(|| {
+        let default = PathBuf::from("reports/baseline").join(&plan.scenario.name);
+        default.is_dir().then(|| {
+            eprintln!(
+                "fanbench: regression gates compare against {}",
+                default.display()
+            );
+            default
+        })
+    });
+    let gating = Gating {
+        repeat: args.repeat,
+        baseline,
+        junit: args.gates.junit.clone(),
+    };
+    run_designs(
+        &plan,
+        &designs,
+        args.database.database_url.as_deref(),
+        &gating,
+    )
+    .await
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let plan = Plan::new(&args.load)?;
     match (args.design, &args.target) {
         (Some(design), _) => {
-            run_designs(&plan, &[design], args.database.database_url.as_deref()).await
+            let gating = Gating {
+                repeat: 1,
+                baseline: None,
+                junit: None,
+            };
+            run_designs(
+                &plan,
+                &[design],
+                args.database.database_url.as_deref(),
+                &gating,
+            )
+            .await
         }
         (None, Some(target)) => run_target(&plan, target, args.allow_remote).await,
         (None, None) => bail!("give --design or --target"),
@@ -112,52 +165,100 @@ fn cancellation() -> CancellationToken {
     cancel
 }
 
-async fn run_designs(plan: &Plan, designs: &[Design], database_url: Option<&str>) -> Result<()> {
+async fn run_designs(
+    plan: &Plan,
+    designs: &[Design],
+    database_url: Option<&str>,
+    gating: &Gating,
+) -> Result<()> {
     let cancel = cancellation();
     let server = DatabaseServer::start(database_url).await?;
-    let out = &plan.out;
+    let names: Vec<&str> = designs.iter().map(|d| d.name()).collect();
     eprintln!(
-        "fanbench: {} ({:.0} s, peak {:.0}/s) against {}; run folder {}",
+        "fanbench: {} ({:.0} s, peak {:.0}/s) against {}{}; run folder {}",
         plan.scenario.name,
         plan.shape.duration.as_secs_f64(),
         plan.shape.peak_rps,
-        designs
-            .iter()
-            .map(|d| d.name())
-            .collect::<Vec<_>>()
-            .join(", "),
-        out.display()
+        names.join(", "),
+        if gating.repeat > 1 {
+            format!(", {} times each", gating.repeat)
+        } else {
+            String::new()
+        },
+        plan.out.display()
     );
     let providers_child = spawn(
         "providers",
         vec!["serve".into(), "providers".into()],
-        out.join("providers.log"),
+        plan.out.join("providers.log"),
     )
     .await?;
     let providers = Providers::new(&providers_child.url);
 
-    let mut designs_out = BTreeMap::new();
-    let mut telemetry = results::Telemetry {
-        schema_version: results::SCHEMA_VERSION,
-        designs: BTreeMap::new(),
-    };
-    for design in designs {
+    let mut runs = Vec::new();
+    for k in 1..=gating.repeat {
         if cancel.is_cancelled() {
             break;
         }
-        let (results, samples) = run_one(plan, *design, &server, &providers, &cancel)
-            .await
-            .with_context(|| format!("the {} design's run failed", design.name()))?;
-        designs_out.insert(design.name().to_string(), results);
-        telemetry.designs.insert(design.name().to_string(), samples);
+        let plan = plan.repeat(k, gating.repeat);
+        std::fs::create_dir_all(&plan.out)?;
+        let mut designs_out = BTreeMap::new();
+        let mut telemetry = results::Telemetry {
+            schema_version: results::SCHEMA_VERSION,
+            designs: BTreeMap::new(),
+        };
+        for design in designs {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let (results, samples) = run_one(&plan, *design, &server, &providers, &cancel)
+                .await
+                .with_context(|| format!("the {} design's run failed", design.name()))?;
+            designs_out.insert(design.name().to_string(), results);
+            telemetry.designs.insert(design.name().to_string(), samples);
+        }
+        if designs_out.is_empty() {
+            break;
+        }
+        let path = plan.out.join("telemetry.json");
+        std::fs::write(&path, serde_json::to_string(&telemetry)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        write_results(&plan, designs_out, environment(&server).await)?;
+        runs.push(plan.out.clone());
     }
-    let path = out.join("telemetry.json");
-    std::fs::write(&path, serde_json::to_string(&telemetry)?)
-        .with_context(|| format!("writing {}", path.display()))?;
     let _ = tokio::task::spawn_blocking(move || providers_child.stop(Duration::from_secs(5))).await;
+    if runs.is_empty() {
+        bail!("stopped before anything was measured");
+    }
 
-    let environment = environment(&server).await;
-    finish(plan, designs_out, environment, cancel.is_cancelled())
+    // Gates first, so the report shows their verdicts.
+    let outputs = gating::Outputs {
+        junit: gating.junit.clone(),
+        markdown: None,
+    };
+    let verdicts = if cancel.is_cancelled() {
+        None
+    } else {
+        gating::evaluate(&plan.out, gating.baseline.as_deref(), &outputs)?
+    };
+    let loaded = runs
+        .iter()
+        .map(|d| report::Run::load(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    if loaded.len() > 1 {
+        for run in &loaded {
+            report::write(std::slice::from_ref(run))?;
+        }
+    }
+    let (html, _) = report::write_to(&plan.out, &loaded)?;
+    println!("\nreport: {}", html.display());
+    if cancel.is_cancelled() {
+        bail!(
+            "stopped early; what was measured is in {}",
+            plan.out.display()
+        );
+    }
+    gating::outcome(verdicts.as_deref())
 }
 
 async fn run_one(
@@ -253,8 +354,17 @@ async fn run_target(plan: &Plan, target: &str, allow_remote: bool) -> Result<()>
     write_histograms(plan, "target", &measurement)?;
     let mut designs = BTreeMap::new();
     designs.insert("target".to_string(), results);
-    let environment = environment_without_database();
-    finish(plan, designs, environment, cancel.is_cancelled())
+    write_results(plan, designs, environment_without_database())?;
+    let run = report::Run::load(&plan.out)?;
+    let (html, _) = report::write(&[run])?;
+    println!("\nreport: {}", html.display());
+    if cancel.is_cancelled() {
+        bail!(
+            "stopped early; what was measured is in {}",
+            plan.out.display()
+        );
+    }
+    Ok(())
 }
 
 /// Refuses targets outside the loopback range unless allowed: a load test sent somewhere by a typo
@@ -400,11 +510,11 @@ fn write_histograms(plan: &Plan, name: &str, m: &Measurement) -> Result<()> {
     Ok(())
 }
 
-fn finish(
+/// Writes `results.json` into the plan's folder and prints the table.
+fn write_results(
     plan: &Plan,
     designs: BTreeMap<String, DesignResults>,
     environment: Environment,
-    cancelled: bool,
 ) -> Result<()> {
     let results = RunResults {
         schema_version: results::SCHEMA_VERSION,
@@ -425,12 +535,6 @@ fn finish(
     std::fs::write(&path, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("writing {}", path.display()))?;
     print!("{}", report::text::table(&results));
-    let run = report::Run::load(&plan.out).context("reading the run back for its report")?;
-    let (html, _) = report::write(&[run])?;
-    println!("\nreport: {}", html.display());
-    if cancelled {
-        bail!("stopped early; what was measured is in {}", path.display());
-    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@ mod cli;
 mod compare;
 mod demo;
 mod dlq;
+mod gating;
 mod harness;
 mod serve;
 mod shutdown;
@@ -37,6 +38,19 @@ fn main() -> ExitCode {
             Command::Compare(args) => compare::compare(args).await,
             Command::Run(args) => compare::run(args).await,
             Command::Report(args) => compare::report(&args.runs),
+            Command::Gate(args) => gating::gate(
+                &args.run,
+                args.baseline.as_deref(),
+                &gating::Outputs {
+                    junit: args.junit,
+                    markdown: args.markdown,
+                },
+            ),
+            Command::Baseline(cli::BaselineCommand::Update(args)) => {
+                let target = gating::update_baseline(&args.run, &args.root)?;
+                println!("baseline: {} (commit it)", target.display());
+                Ok(())
+            }
             Command::Trace(args) => {
                 let mut out = std::io::stdout().lock();
                 driver::trace::write_launch_day(args.seed, &mut out).map_err(anyhow::Error::from)
@@ -45,6 +59,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<gating::GatesFailed>().is_some() => {
+            eprintln!("fanbench: {e}");
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

@@ -79,6 +79,18 @@ pub fn write(runs: &[Run]) -> Result<(PathBuf, PathBuf), ReportError> {
     let dir = runs
         .first()
         .map_or_else(|| PathBuf::from("."), |r| r.dir.clone());
+    write_to(&dir, runs)
+}
+
+/// Gate results written next to a run (`gates.json`), if any.
+pub fn load_gates(dir: &Path) -> Option<Vec<gates::GateResult>> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("gates.json")).ok()?).ok()
+}
+
+/// Writes `index.html` and `summary.md` into `dir`, with the gate results of `dir/gates.json` when
+/// there are any; returns their paths.
+pub fn write_to(dir: &Path, runs: &[Run]) -> Result<(PathBuf, PathBuf), ReportError> {
+    let evaluated = load_gates(dir);
     let html = dir.join("index.html");
     let md = dir.join("summary.md");
     let write = |path: &Path, body: String| {
@@ -87,8 +99,13 @@ pub fn write(runs: &[Run]) -> Result<(PathBuf, PathBuf), ReportError> {
             source,
         })
     };
-    write(&html, render_html(runs))?;
-    write(&md, render_markdown(runs))?;
+    write(&html, render_page(runs, evaluated.as_deref()))?;
+    let mut summary = render_markdown(runs);
+    if let Some(g) = &evaluated {
+        summary.push('\n');
+        summary.push_str(&gates::markdown(g));
+    }
+    write(&md, summary)?;
     Ok((html, md))
 }
 
@@ -108,6 +125,11 @@ pub const SECTIONS: [(&str, bool); 10] = [
 
 /// The whole page.
 pub fn render_html(runs: &[Run]) -> String {
+    render_page(runs, None)
+}
+
+/// The whole page, with gate results when there are any.
+pub fn render_page(runs: &[Run], gates: Option<&[gates::GateResult]>) -> String {
     let title = match runs {
         [one] => format!(
             "fanbench: {} ({})",
@@ -122,7 +144,7 @@ pub fn render_html(runs: &[Run]) -> String {
         sections::subtitle(runs)
     ));
     for (id, _) in SECTIONS {
-        let (heading, content) = sections::render(id, runs);
+        let (heading, content) = sections::render(id, runs, gates);
         body.push_str(&format!(
             "<section id=\"{id}\">\n<h2>{}</h2>\n{content}\n</section>\n",
             escape(heading)

@@ -69,7 +69,11 @@ fn chart(svg: String, explain: &str) -> String {
     format!("<div class=\"chart\">{svg}</div>\n<p class=\"explain\">{explain}</p>")
 }
 
-pub fn render(id: &str, runs: &[Run]) -> (&'static str, String) {
+pub fn render(
+    id: &str,
+    runs: &[Run],
+    gates: Option<&[gates::GateResult]>,
+) -> (&'static str, String) {
     match id {
         "verdict" => ("Verdict", verdict(runs)),
         "summary-table" => ("Side by side", summary_table(runs)),
@@ -83,7 +87,10 @@ pub fn render(id: &str, runs: &[Run]) -> (&'static str, String) {
         ),
         "queue" => ("The async queue", queue(runs)),
         "delivery" => ("Delivery latency per channel", delivery(runs)),
-        _ => ("Scenario, settings and environment", run_details(runs)),
+        _ => (
+            "Scenario, settings, environment and gates",
+            run_details(runs, gates),
+        ),
     }
 }
 
@@ -603,7 +610,35 @@ fn delivery(runs: &[Run]) -> String {
     )
 }
 
-fn run_details(runs: &[Run]) -> String {
+fn gate_table(gates: Option<&[gates::GateResult]>) -> String {
+    let Some(gates) = gates else {
+        return "<p class=\"explain\">Gates: none evaluated for this run.</p>".into();
+    };
+    let failed = gates.iter().filter(|g| !g.passed).count();
+    let mut out = format!(
+        "<h3>Gates: {}</h3><table><thead><tr><th>gate</th><th>value</th><th>limit</th><th>margin</th><th>result</th></tr></thead><tbody>",
+        if failed == 0 {
+            "all passed".to_string()
+        } else {
+            format!("{failed} of {} failed", gates.len())
+        }
+    );
+    for g in gates {
+        out.push_str(&format!(
+            "<tr><td><code>{}</code>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
+            escape(&g.name),
+            if g.detail.is_empty() { String::new() } else { format!("<br><small>{}</small>", escape(&g.detail)) },
+            g.value,
+            g.limit,
+            g.margin,
+            if g.passed { "pass" } else { "<strong>FAIL</strong>" }
+        ));
+    }
+    out.push_str("</tbody></table>");
+    out
+}
+
+fn run_details(runs: &[Run], gates: Option<&[gates::GateResult]>) -> String {
     let mut out = String::new();
     for run in runs {
         let r = &run.results;
@@ -637,6 +672,6 @@ fn run_details(runs: &[Run]) -> String {
             escape(&definition)
         ));
     }
-    out.push_str("<p class=\"explain\">Gates: none evaluated for this run.</p>");
+    out.push_str(&gate_table(gates));
     out
 }

@@ -525,3 +525,147 @@ fn a_bad_scenario_names_the_file_line_and_column() {
     assert!(err.contains("bad.toml: line 3, column"), "{err}");
     assert!(err.contains("rat"), "{err}");
 }
+
+fn gated_scenario(dir: &Path, name: &str, email_latency: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name = 'gated'\n[arrivals]\nprocess = 'uniform'\nphases = [{{ kind = 'constant', duration = '4s', rate = 20 }}]\n\
+             [providers.email]\nlatency = {{ dist = 'fixed', value = '{email_latency}' }}\n\
+             [gates]\nrules = [\n  'sync.reconciliation.lost == 0',\n  'sync.requests.status.503 == 0',\n]\n\
+             regressions = [{{ metric = 'sync.latency_ms.p50', tolerance = '100%' }}]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The sync design answers only after every provider did, so a slower provider shows in its
+/// latency at once: the natural place to inject a regression.
+fn compare_sync(scenario: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    fanbench()
+        .args(["compare", "--quiet", "--designs", "sync", "--scenario"])
+        .arg(scenario)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_injected_regression_fails_the_gates_and_the_same_build_against_itself_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let normal = gated_scenario(dir.path(), "normal", "5ms");
+    let slowed = gated_scenario(dir.path(), "slowed", "300ms");
+    let (base, again, slow) = (
+        dir.path().join("base"),
+        dir.path().join("again"),
+        dir.path().join("slow"),
+    );
+
+    let run = compare_sync(&normal, &base, &[]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("regression gate(s) skipped: no baseline")
+    );
+
+    // A/A: the same build and scenario against itself passes.
+    let junit = dir.path().join("aa.xml");
+    let run = compare_sync(
+        &normal,
+        &again,
+        &[
+            "--baseline",
+            base.to_str().unwrap(),
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "A/A failed:\n{stdout}");
+    assert!(stdout.contains("gates: 3 passed, 0 failed"), "{stdout}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(
+        xml.matches("<testcase ").count(),
+        3,
+        "one JUnit case per gate:\n{xml}"
+    );
+
+    // The email provider 300 ms slower: the regression gate fails and compare exits 1.
+    let run = compare_sync(&slowed, &slow, &["--baseline", base.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "the regression was not caught:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL sync.latency_ms.p50 may not get worse than 100 %"),
+        "{stdout}"
+    );
+    let gates: Value =
+        serde_json::from_str(&std::fs::read_to_string(slow.join("gates.json")).unwrap()).unwrap();
+    assert_eq!(
+        gates
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["passed"] == false)
+            .count(),
+        1
+    );
+    let page = std::fs::read_to_string(slow.join("index.html")).unwrap();
+    assert!(
+        page.contains("Gates: 1 of 3 failed"),
+        "the report shows the verdicts"
+    );
+
+    // `fanbench gate` decides the same way on the stored runs, and errors are exit 2.
+    let gate = |args: &[&str]| fanbench().arg("gate").args(args).output().unwrap();
+    assert_eq!(
+        gate(&[slow.to_str().unwrap(), "--baseline", base.to_str().unwrap()])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        gate(&[
+            again.to_str().unwrap(),
+            "--baseline",
+            base.to_str().unwrap()
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
+    let missing = gate(&[
+        again.to_str().unwrap(),
+        "--baseline",
+        dir.path().join("nope").to_str().unwrap(),
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+
+    // The baseline is promoted without its HTML or logs.
+    let root = dir.path().join("baseline");
+    let out = fanbench()
+        .args(["baseline", "update"])
+        .arg(&base)
+        .arg("--root")
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let promoted = root.join("gated");
+    assert!(promoted.join("results.json").is_file() && promoted.join("sync.hlog").is_file());
+    assert!(!promoted.join("index.html").exists() && !promoted.join("sync.server.log").exists());
+}

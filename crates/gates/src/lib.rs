@@ -1,0 +1,297 @@
+//! CI performance gates over results: absolute thresholds (`async.latency_ms.p99 < 100`), design
+//! invariants (`sync.latency_ms.p99 / async.latency_ms.p99 > 10`) and regressions against a
+//! baseline run, decided so that noise on a small runner does not cry wolf.
+//!
+//! A gate reads `results.json` documents (one per repeat of a run) and nothing else: not the
+//! driver, not the servers.
+//!
+//! **Noise.** With repeats, every value a gate compares is the *median* over the repeats. A
+//! regression fails only when the median got worse by more than its tolerance *and* every
+//! candidate repeat is worse than every baseline repeat (the repeat ranges do not overlap): with
+//! three repeats a side, a difference of pure noise separates that way with probability 1/20, and
+//! must also clear the tolerance. docs/PERFORMANCE.md records the false-alarm rate measured with
+//! A/A runs and the smallest regression caught.
+
+mod expr;
+mod output;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use expr::{Metric, Rule, parse_rule};
+pub use output::{junit, markdown, text};
+
+/// A problem with a gate itself (not a failed gate): exit code 2.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GateError {
+    #[error("`{rule}`: {message}")]
+    Syntax { rule: String, message: String },
+    #[error("`{rule}`: no metric `{metric}`: {message}")]
+    UnknownMetric {
+        rule: String,
+        metric: String,
+        message: String,
+    },
+    #[error("`{rule}`: the run has no `{design}` design (it has {have})")]
+    MissingDesign {
+        rule: String,
+        design: String,
+        have: String,
+    },
+    #[error("`{rule}`: `{metric}` has no value in this run ({message})")]
+    MissingValue {
+        rule: String,
+        metric: String,
+        message: String,
+    },
+    #[error("invalid regression gate: {0}")]
+    Regression(String),
+}
+
+/// Which direction of change is a regression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Worse {
+    /// Latencies, errors: a higher value is worse.
+    #[default]
+    Higher,
+    /// Throughput: a lower value is worse.
+    Lower,
+}
+
+/// "This metric may not get worse than `tolerance` against the baseline."
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegressionSpec {
+    pub metric: String,
+    /// `"20%"` or a fraction (`0.2`).
+    #[serde(default = "default_tolerance")]
+    pub tolerance: Tolerance,
+    #[serde(default)]
+    pub worse: Worse,
+}
+
+fn default_tolerance() -> Tolerance {
+    Tolerance(0.10)
+}
+
+/// A relative tolerance, written `"20%"` or `0.2`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Tolerance(pub f64);
+
+impl<'de> Deserialize<'de> for Tolerance {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Fraction(f64),
+            Text(String),
+        }
+        let value = match Raw::deserialize(d)? {
+            Raw::Fraction(f) => f,
+            Raw::Text(t) => {
+                let number = t.trim().strip_suffix('%').ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "tolerance `{t}`: write a percentage like \"20%\""
+                    ))
+                })?;
+                number
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|e| serde::de::Error::custom(format!("tolerance `{t}`: {e}")))?
+                    / 100.0
+            }
+        };
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(serde::de::Error::custom(format!(
+                "tolerance must be zero or more, not {value}"
+            )));
+        }
+        Ok(Tolerance(value))
+    }
+}
+
+/// Parsed gates: the rules, and each regression with its metric.
+pub type Checked = (Vec<Rule>, Vec<(RegressionSpec, Metric)>);
+
+/// The gates of a scenario (`[gates]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSpecs {
+    /// Thresholds and design invariants, e.g. `"async.latency_ms.p99 < 100"`.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Regressions against a baseline run.
+    #[serde(default)]
+    pub regressions: Vec<RegressionSpec>,
+}
+
+impl GateSpecs {
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.regressions.is_empty()
+    }
+
+    /// Parses every gate and checks every metric name against the results schema; the first
+    /// problem is returned with the text it is in, so the caller can point at its line.
+    pub fn check(&self) -> Result<Checked, (String, GateError)> {
+        let mut rules = Vec::new();
+        for text in &self.rules {
+            let rule = parse_rule(text).map_err(|e| (text.clone(), e))?;
+            rule.check_names().map_err(|e| (text.clone(), e))?;
+            rules.push(rule);
+        }
+        let mut regressions = Vec::new();
+        for spec in &self.regressions {
+            let metric = Metric::parse(&spec.metric).map_err(|m| {
+                (
+                    spec.metric.clone(),
+                    GateError::Syntax {
+                        rule: spec.metric.clone(),
+                        message: m,
+                    },
+                )
+            })?;
+            metric
+                .check_name(&spec.metric)
+                .map_err(|e| (spec.metric.clone(), e))?;
+            regressions.push((spec.clone(), metric));
+        }
+        Ok((rules, regressions))
+    }
+}
+
+/// What kind of gate a result is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Threshold,
+    Invariant,
+    Regression,
+}
+
+/// One evaluated gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateResult {
+    pub name: String,
+    pub kind: Kind,
+    /// The measured value (median over repeats).
+    pub value: f64,
+    /// What it was held against.
+    pub limit: f64,
+    /// Headroom: positive when passing, negative by how much it failed (in the value's units).
+    pub margin: f64,
+    pub passed: bool,
+    /// How the verdict was reached, in words.
+    pub detail: String,
+}
+
+/// The median of some numbers (the mean of the middle two for an even count).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Evaluates threshold and invariant rules on the repeats of a run.
+pub fn evaluate_rules(rules: &[Rule], repeats: &[Value]) -> Result<Vec<GateResult>, GateError> {
+    rules.iter().map(|rule| rule.evaluate(repeats)).collect()
+}
+
+/// Evaluates regression gates: candidate repeats against baseline repeats.
+pub fn evaluate_regressions(
+    regressions: &[(RegressionSpec, Metric)],
+    candidate: &[Value],
+    baseline: &[Value],
+) -> Result<Vec<GateResult>, GateError> {
+    let mut out = Vec::new();
+    for (spec, metric) in regressions {
+        let values = |docs: &[Value]| -> Result<Vec<f64>, GateError> {
+            docs.iter().map(|d| metric.value(d, &spec.metric)).collect()
+        };
+        let (c, b) = (values(candidate)?, values(baseline)?);
+        let (cm, bm) = (median(&c), median(&b));
+        let tol = spec.tolerance.0;
+        // Express "worse" as a positive number whichever direction is bad.
+        let sign = match spec.worse {
+            Worse::Higher => 1.0,
+            Worse::Lower => -1.0,
+        };
+        let limit = bm * (1.0 + sign * tol);
+        let change = if bm != 0.0 {
+            (cm - bm) / bm.abs()
+        } else if cm == bm {
+            0.0
+        } else {
+            f64::INFINITY * (cm - bm).signum()
+        };
+        let worse_by = sign * change;
+        let c_best = c
+            .iter()
+            .copied()
+            .map(|v| sign * v)
+            .fold(f64::INFINITY, f64::min);
+        let b_worst = b
+            .iter()
+            .copied()
+            .map(|v| sign * v)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let separated = c_best > b_worst;
+        let beyond_tolerance = worse_by > tol || (worse_by.is_nan() && cm.is_nan() != bm.is_nan());
+        let passed = !(beyond_tolerance && separated);
+        let detail = format!(
+            "median {} → {} ({:+.1} %), tolerance {:.1} %, {} repeat(s) against {}; {}",
+            num(bm),
+            num(cm),
+            change * 100.0,
+            tol * 100.0,
+            c.len(),
+            b.len(),
+            match (beyond_tolerance, separated) {
+                (true, true) =>
+                    "worse beyond the tolerance, and every repeat worse than every baseline repeat",
+                (true, false) =>
+                    "beyond the tolerance, but the repeats overlap the baseline's: noise",
+                (false, _) => "within the tolerance",
+            }
+        );
+        out.push(GateResult {
+            name: format!(
+                "{} may not get worse than {:.0} % ({} is worse)",
+                spec.metric,
+                tol * 100.0,
+                match spec.worse {
+                    Worse::Higher => "higher",
+                    Worse::Lower => "lower",
+                }
+            ),
+            kind: Kind::Regression,
+            value: cm,
+            limit,
+            margin: sign * (limit - cm),
+            passed,
+            detail,
+        });
+    }
+    Ok(out)
+}
+
+fn num(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// 0 when every gate passed, 1 when any failed.
+pub fn exit_code(results: &[GateResult]) -> i32 {
+    if results.iter().all(|r| r.passed) {
+        0
+    } else {
+        1
+    }
+}
