@@ -238,6 +238,12 @@ pub async fn drive(
         })
     };
 
+    if options.progress {
+        eprintln!(
+            "{}: {} users, all started at once, each sending when the schedule says (goose counts them as it launches them)",
+            options.label, options.users
+        );
+    }
     let progress = options.progress.then(|| {
         let shared = shared.clone();
         Progress::start(&options.label, shape, move || snapshot(&shared))

@@ -316,7 +316,7 @@ impl Default for AsyncSettings {
 /// A scenario that could not be read; the message names the file and, where it can, the line.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("could not read {path}: {source}")]
+    #[error("could not read {path}")]
     Read {
         path: String,
         #[source]

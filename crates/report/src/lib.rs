@@ -24,7 +24,7 @@ pub struct Run {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("could not read {path}: {source}")]
+    #[error("could not read {path}")]
     Read {
         path: String,
         #[source]
@@ -32,7 +32,7 @@ pub enum ReportError {
     },
     #[error("{path} is not a fanbench results file: {message}")]
     Invalid { path: String, message: String },
-    #[error("could not write {path}: {source}")]
+    #[error("could not write {path}")]
     Write {
         path: String,
         #[source]
