@@ -228,8 +228,9 @@ impl Service {
 }
 
 async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
-    let requests = &state.metrics.requests;
-    requests.pool_size.set(f64::from(state.pool.size()));
-    requests.pool_idle.set(state.pool.num_idle() as f64);
+    state
+        .metrics
+        .requests
+        .set_pool(state.pool.size(), state.pool.num_idle());
     state.registry.response()
 }

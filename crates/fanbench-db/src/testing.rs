@@ -31,15 +31,20 @@ fn server_url() -> Result<String, DbError> {
     }
 }
 
-/// A new, migrated, empty database; returns its URL. Each call gets its own database, copied from a
-/// migrated template, so tests never see each other's rows.
-pub async fn fresh_database() -> Result<String, DbError> {
-    let server = tokio::task::spawn_blocking(server_url)
+/// The server URL, starting the cluster off the async runtime's threads when needed.
+async fn server() -> Result<String, DbError> {
+    tokio::task::spawn_blocking(server_url)
         .await
         .map_err(|e| DbError::Command {
             program: "cluster start".into(),
             output: e.to_string(),
-        })??;
+        })?
+}
+
+/// A new, migrated, empty database; returns its URL. Each call gets its own database, copied from a
+/// migrated template, so tests never see each other's rows.
+pub async fn fresh_database() -> Result<String, DbError> {
+    let server = server().await?;
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     // The template is made once per process; on a shared server, each process makes its own.
     let template = TEMPLATE
@@ -62,12 +67,7 @@ pub fn cluster() -> Option<&'static Cluster> {
 
 /// A new, empty database with no schema (for stores that bring their own, like the log store).
 pub async fn fresh_empty_database() -> Result<String, DbError> {
-    let server = tokio::task::spawn_blocking(server_url)
-        .await
-        .map_err(|e| DbError::Command {
-            program: "cluster start".into(),
-            output: e.to_string(),
-        })??;
+    let server = server().await?;
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     create_database(&server, &format!("empty_{suffix}"), None).await
 }

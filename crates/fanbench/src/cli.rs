@@ -345,8 +345,9 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct GateOutputArgs {
-    /// Compare against this run folder for regression gates (default for compare:
-    /// reports/baseline/<scenario name> when it exists).
+    /// Compare against this run folder for regression gates (e.g. the committed
+    /// reports/baseline/<scenario name>, measured on the reference machine). Without it,
+    /// regression gates are skipped.
     #[arg(long, value_name = "DIR")]
     pub baseline: Option<PathBuf>,
 

@@ -14,6 +14,7 @@
 
 mod config;
 mod ledger;
+pub mod testing;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};

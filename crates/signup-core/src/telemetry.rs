@@ -145,6 +145,12 @@ impl RequestMetrics {
         registry.register(|| metrics::histogram!("fanbench_phase_seconds", "phase" => phase))
     }
 
+    /// Records the pool's state (read at scrape time).
+    pub fn set_pool(&self, size: u32, idle: usize) {
+        self.pool_size.set(f64::from(size));
+        self.pool_idle.set(idle as f64);
+    }
+
     pub fn count_status(&self, status: axum::http::StatusCode) {
         match STATUSES.iter().position(|s| *s == status.as_u16()) {
             Some(i) => self.statuses[i].increment(1),

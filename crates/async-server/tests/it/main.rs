@@ -11,31 +11,13 @@ use std::time::{Duration, Instant};
 use async_server::queue::Backoff;
 use async_server::{Config, Endpoints, Role, Service, WorkerConfig, dlq};
 use chrono::{DateTime, Utc};
-use provider_sim::{ChannelBehaviour, Latency, Outage, SimConfig, Simulator, Summary};
+use provider_sim::testing::{all, fixed};
+use provider_sim::{ChannelBehaviour, Outage, SimConfig, Summary};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-fn fixed(ms: u64) -> ChannelBehaviour {
-    ChannelBehaviour {
-        latency: Latency::Fixed {
-            value: Duration::from_millis(ms),
-        },
-        error_rate: 0.0,
-        rate_limit: None,
-        outages: vec![],
-    }
-}
-
-fn all(behaviour: ChannelBehaviour) -> SimConfig {
-    SimConfig {
-        email: behaviour.clone(),
-        sms: behaviour.clone(),
-        push: behaviour,
-    }
-}
 
 /// Quick retries so that tests of failure finish in seconds.
 fn quick() -> Config {
@@ -69,11 +51,7 @@ struct Stack {
 }
 
 async fn start_providers(providers: SimConfig) -> String {
-    let sim = Simulator::new(providers).unwrap();
-    let sim_listener = listener().await;
-    let url = format!("http://{}", sim_listener.local_addr().unwrap());
-    tokio::spawn(provider_sim::run(sim_listener, sim, std::future::pending()));
-    url
+    provider_sim::testing::spawn(providers).await
 }
 
 async fn serve(

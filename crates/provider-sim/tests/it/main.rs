@@ -3,29 +3,17 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot set up should panic, loudly
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use provider_sim::{ChannelBehaviour, Latency, Outage, SimConfig, Simulator, Summary};
+use provider_sim::testing::{all, fixed};
+use provider_sim::{ChannelBehaviour, Latency, Outage, SimConfig, Summary};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use uuid::Uuid;
 
 struct Sim {
     url: String,
     http: reqwest::Client,
-}
-
-fn fixed(ms: u64) -> ChannelBehaviour {
-    ChannelBehaviour {
-        latency: Latency::Fixed {
-            value: Duration::from_millis(ms),
-        },
-        error_rate: 0.0,
-        rate_limit: None,
-        outages: vec![],
-    }
 }
 
 async fn start(config: SimConfig) -> Sim {
@@ -61,14 +49,6 @@ impl Sim {
             .json()
             .await
             .unwrap()
-    }
-}
-
-fn all(behaviour: ChannelBehaviour) -> SimConfig {
-    SimConfig {
-        email: behaviour.clone(),
-        sms: behaviour.clone(),
-        push: behaviour,
     }
 }
 

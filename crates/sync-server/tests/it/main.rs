@@ -5,7 +5,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use provider_sim::{ChannelBehaviour, Latency, SimConfig, Simulator, Summary};
+use provider_sim::testing::{all, fixed};
+use provider_sim::{ChannelBehaviour, SimConfig, Summary};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -17,25 +18,6 @@ struct Stack {
     db: PgPool,
 }
 
-fn fixed(ms: u64) -> ChannelBehaviour {
-    ChannelBehaviour {
-        latency: Latency::Fixed {
-            value: Duration::from_millis(ms),
-        },
-        error_rate: 0.0,
-        rate_limit: None,
-        outages: vec![],
-    }
-}
-
-fn all(behaviour: ChannelBehaviour) -> SimConfig {
-    SimConfig {
-        email: behaviour.clone(),
-        sms: behaviour.clone(),
-        push: behaviour,
-    }
-}
-
 async fn listener() -> TcpListener {
     TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .await
@@ -43,10 +25,7 @@ async fn listener() -> TcpListener {
 }
 
 async fn start(providers: SimConfig, config: sync_server::Config) -> Stack {
-    let sim = Simulator::new(providers).unwrap();
-    let sim_listener = listener().await;
-    let providers_url = format!("http://{}", sim_listener.local_addr().unwrap());
-    tokio::spawn(provider_sim::run(sim_listener, sim, std::future::pending()));
+    let providers_url = provider_sim::testing::spawn(providers).await;
 
     let database_url = fanbench_db::testing::fresh_database().await.unwrap();
     let state = sync_server::AppState::connect(&config, &database_url, &providers_url)

@@ -1,0 +1,38 @@
+//! Helpers for tests that need providers: fixed behaviours and a simulator on a free port.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::{ChannelBehaviour, Latency, SimConfig, Simulator};
+
+/// A provider that always takes `ms` milliseconds and never fails.
+pub fn fixed(ms: u64) -> ChannelBehaviour {
+    ChannelBehaviour {
+        latency: Latency::Fixed {
+            value: Duration::from_millis(ms),
+        },
+        error_rate: 0.0,
+        rate_limit: None,
+        outages: vec![],
+    }
+}
+
+/// The same behaviour on every channel.
+pub fn all(behaviour: ChannelBehaviour) -> SimConfig {
+    SimConfig {
+        email: behaviour.clone(),
+        sms: behaviour.clone(),
+        push: behaviour,
+    }
+}
+
+/// Starts a simulator on a free loopback port for the rest of the runtime; returns its base URL.
+pub async fn spawn(config: SimConfig) -> String {
+    let sim = Simulator::new(config).expect("a valid provider configuration");
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .expect("a free loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("a bound address"));
+    tokio::spawn(crate::run(listener, sim, std::future::pending()));
+    url
+}
