@@ -17,14 +17,8 @@ struct Sim {
 }
 
 async fn start(config: SimConfig) -> Sim {
-    let sim = Simulator::new(config).unwrap();
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(provider_sim::run(listener, sim, std::future::pending()));
     Sim {
-        url,
+        url: provider_sim::testing::spawn(config).await,
         http: reqwest::Client::new(),
     }
 }
