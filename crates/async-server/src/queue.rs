@@ -121,10 +121,11 @@ pub async fn finish(pool: &PgPool, worker: Uuid, outcomes: &[Outcome]) -> Result
 }
 
 /// Gives back the leases `worker` still holds, due now, so another worker picks them up at once
-/// instead of waiting out the lease. Used on shutdown.
+/// instead of waiting out the lease. Used on shutdown. The attempt stays counted: an abandoned
+/// send may have reached the provider, and attempt numbers must never repeat.
 pub async fn release(pool: &PgPool, worker: Uuid) -> Result<u64, sqlx::Error> {
     let released = sqlx::query(
-        "UPDATE deliveries SET locked_by = NULL, run_at = now(), attempt = attempt - 1
+        "UPDATE deliveries SET locked_by = NULL, run_at = now()
           WHERE locked_by = $1 AND state = 'pending'",
     )
     .bind(worker)

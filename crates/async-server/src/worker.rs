@@ -115,6 +115,20 @@ async fn channel_loop(ctx: Arc<Ctx>, channel: Channel, stop: CancellationToken) 
             }
             continue;
         }
+        // Under saturation slots free up one at a time; gather half a batch (or wait a poll
+        // interval) rather than run a claim query per finished send.
+        let half_batch = ctx.config.batch.min(concurrency).div_ceil(2);
+        if free < half_batch && sends.len() >= half_batch {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(ctx.config.poll_interval) => {}
+                _ = sends.join_next() => {}
+            }
+            while sends.try_join_next().is_some() {}
+            if slots.available_permits() < half_batch && !stop.is_cancelled() {
+                continue;
+            }
+        }
         let limit = free.min(ctx.config.batch.max(1));
         let claimed = queue::claim(
             &ctx.pool,

@@ -116,7 +116,8 @@ fn lock(m: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
 /// Waits until `deadline` to well under a millisecond: tokio's timer wakes on millisecond ticks, so
 /// sleep to just before and yield the rest of the way.
 async fn wait_until(deadline: Instant) {
-    let early = Duration::from_micros(1500);
+    // tokio wakes a sleeper at most about a millisecond late; the yields cover that millisecond.
+    let early = Duration::from_millis(1);
     if let Some(coarse) = deadline.checked_sub(early) {
         if coarse > Instant::now() {
             tokio::time::sleep_until(coarse.into()).await;
@@ -287,8 +288,13 @@ pub async fn drive(
         p.finish();
     }
     executed.map_err(|e| DriverError::Goose(e.to_string()))?;
-    if let Ok(Err(e)) = dispatched {
-        return Err(e.into());
+    match dispatched {
+        Ok(Err(e)) => return Err(e.into()),
+        // Aborted above once the users were done: expected. Anything else cut the schedule short.
+        Err(join) if !join.is_cancelled() => {
+            return Err(DriverError::Goose(format!("the dispatcher failed: {join}")));
+        }
+        _ => {}
     }
 
     let elapsed = t0.elapsed();

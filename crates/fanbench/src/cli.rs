@@ -163,6 +163,10 @@ pub struct WorkerArgs {
     /// On shutdown, how long in-flight sends may take to finish.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
+
+    /// How long delivered rows stay in the outbox before the pruner deletes them.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub prune_after: Duration,
 }
 
 #[derive(Debug, Subcommand)]

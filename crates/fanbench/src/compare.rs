@@ -296,6 +296,9 @@ async fn run_one(
         Design::Sync => None,
     };
     let samples = sampler.finish(measurement.started_at).await;
+    // Stop the server before reconciling: a graceful stop lets requests it is still working on
+    // (ones the driver already gave up on) finish or roll back, so the database is final.
+    let _ = tokio::task::spawn_blocking(move || child.stop(Duration::from_secs(30))).await;
     let keys = match design {
         Design::Sync => Keys::Users,
         Design::Async => Keys::Outbox,
@@ -316,7 +319,6 @@ async fn run_one(
     )
     .await?;
     pool.close().await;
-    let _ = tokio::task::spawn_blocking(move || child.stop(Duration::from_secs(30))).await;
 
     let mut results = design_results(plan, &measurement, options.target.clone(), settings);
     if let Some(d) = &drain {
@@ -454,11 +456,22 @@ async fn server_args(
                 secs(s.lease),
                 "--max-attempts".into(),
                 s.max_attempts.to_string(),
+                // Reconciliation reads the outbox after the run: keep finished rows until then.
+                "--prune-after".into(),
+                secs(scenario_span(scenario) + s.drain_timeout + Duration::from_secs(600)),
             ]);
             serde_json::to_value(s)?
         }
     };
     Ok((args, settings))
+}
+
+/// How long a design's run can last: the schedule plus the longest a request may take.
+fn scenario_span(scenario: &Scenario) -> Duration {
+    let shape = Schedule::shape(scenario)
+        .map(|s| s.duration)
+        .unwrap_or(Duration::from_secs(3600));
+    shape + scenario.driver.request_timeout
 }
 
 fn design_results(
@@ -468,7 +481,14 @@ fn design_results(
     settings: serde_json::Value,
 ) -> DesignResults {
     let r = &m.recorder;
-    let duration_s = plan.shape.duration.as_secs_f64().max(1e-9);
+    // A run stopped early offered load only for as long as it ran.
+    let planned = plan.shape.duration.as_secs_f64();
+    let duration_s = if m.cancelled {
+        m.elapsed.as_secs_f64().min(planned)
+    } else {
+        planned
+    }
+    .max(1e-9);
     let mut warnings = m.warnings.clone();
     if !m.trustworthy {
         warnings.insert(

@@ -78,6 +78,7 @@ async fn serve_async(args: AsyncArgs) -> Result<()> {
             lease: w.lease,
             max_attempts: w.max_attempts,
             grace: w.grace,
+            prune_after: w.prune_after,
             ..Default::default()
         },
         ..Default::default()

@@ -5,6 +5,7 @@ use plotters::style::RGBColor;
 use results::{DesignResults, DesignTelemetry, RunResults};
 
 use crate::charts::{self, Bar, LineChart, Look, Scale, Series, XAxis};
+use crate::text::ms;
 use crate::{Run, escape, text};
 
 /// Under the title: what was run, where and when.
@@ -91,14 +92,6 @@ pub fn render(
             "Scenario, settings, environment and gates",
             run_details(runs, gates),
         ),
-    }
-}
-
-fn ms(v: f64) -> String {
-    if v >= 1000.0 {
-        format!("{:.2} s", v / 1000.0)
-    } else {
-        format!("{v:.1} ms")
     }
 }
 

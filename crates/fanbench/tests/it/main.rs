@@ -693,27 +693,54 @@ fn ctrl_c_stops_compare_and_keeps_what_was_measured() {
     // Wait until the sync design's load is under way, then press Ctrl-C.
     let started = Instant::now();
     while !out.join("sync.server.log").exists() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the run never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never started"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(4));
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let stopped = Instant::now();
-    let mut server = Server { child, url: String::new(), stderr };
+    let mut server = Server {
+        child,
+        url: String::new(),
+        stderr,
+    };
     let status = wait_exit(&mut server, Duration::from_secs(45));
     assert_eq!(status.code(), Some(2), "stopping early is not a success");
-    assert!(stopped.elapsed() < Duration::from_secs(40), "Ctrl-C took {:?}", stopped.elapsed());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(40),
+        "Ctrl-C took {:?}",
+        stopped.elapsed()
+    );
 
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     results::validate(&doc).unwrap();
     let sync = &doc["designs"]["sync"];
     let sent = sync["requests"]["sent"].as_u64().unwrap();
     assert!(sent > 10 && sent < 600, "part of the schedule ran: {sent}");
-    assert!(doc["designs"].get("async").is_none(), "the next design never started");
+    assert!(
+        doc["designs"].get("async").is_none(),
+        "the next design never started"
+    );
     assert!(sync["warnings"].to_string().contains("stopped early"));
-    assert!(out.join("index.html").is_file(), "the report of what was measured is written");
+    assert!(
+        out.join("index.html").is_file(),
+        "the report of what was measured is written"
+    );
     let log: Vec<String> = server.stderr.try_iter().collect();
     let cluster = cluster_dir(&log);
-    assert!(!cluster.exists() && !postgres_running_in(&cluster), "the cluster went with it");
+    assert!(
+        !cluster.exists() && !postgres_running_in(&cluster),
+        "the cluster went with it"
+    );
 }
