@@ -14,9 +14,12 @@ fn pct(part: u64, whole: u64) -> String {
     }
 }
 
-fn ms(v: f64) -> String {
+/// Milliseconds for people: seconds past one, two decimals under one millisecond.
+pub(crate) fn ms(v: f64) -> String {
     if v >= 1000.0 {
         format!("{:.2} s", v / 1000.0)
+    } else if v < 1.0 {
+        format!("{v:.2} ms")
     } else {
         format!("{v:.1} ms")
     }
