@@ -98,16 +98,9 @@ pub async fn compare(args: CompareArgs) -> Result<()> {
     let plan = Plan::new(&args.load)?;
     let mut designs = args.designs.clone();
     designs.dedup();
-    let baseline = args.gates.baseline.clone().or_else(|| {
-        let default = PathBuf::from("reports/baseline").join(&plan.scenario.name);
-        default.is_dir().then(|| {
-            eprintln!(
-                "fanbench: regression gates compare against {}",
-                default.display()
-            );
-            default
-        })
-    });
+    // The baseline is explicit: a committed one was measured on some machine, and comparing
+    // another machine's run against it would call the difference a regression.
+    let baseline = args.gates.baseline.clone();
     let gating = Gating {
         repeat: args.repeat,
         baseline,

@@ -36,3 +36,14 @@ pub async fn spawn(config: SimConfig) -> String {
     tokio::spawn(crate::run(listener, sim, std::future::pending()));
     url
 }
+
+/// The ledger summary of the simulator at `url`.
+pub async fn summary(http: &reqwest::Client, url: &str) -> crate::Summary {
+    http.get(format!("{url}/ledger/summary"))
+        .send()
+        .await
+        .expect("the simulator answers")
+        .json()
+        .await
+        .expect("a ledger summary")
+}

@@ -133,14 +133,7 @@ impl Stack {
     }
 
     async fn summary(&self) -> Summary {
-        self.http
-            .get(format!("{}/ledger/summary", self.providers_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        provider_sim::testing::summary(&self.http, &self.providers_url).await
     }
 
     async fn ledger(&self) -> Vec<Value> {

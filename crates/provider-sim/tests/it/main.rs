@@ -35,14 +35,7 @@ impl Sim {
     }
 
     async fn summary(&self) -> Summary {
-        self.http
-            .get(format!("{}/ledger/summary", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        provider_sim::testing::summary(&self.http, &self.url).await
     }
 }
 

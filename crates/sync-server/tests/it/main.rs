@@ -76,14 +76,7 @@ impl Stack {
     }
 
     async fn summary(&self) -> Summary {
-        self.http
-            .get(format!("{}/ledger/summary", self.providers_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        provider_sim::testing::summary(&self.http, &self.providers_url).await
     }
 
     async fn count(&self, table: &str) -> i64 {
