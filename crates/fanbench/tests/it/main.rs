@@ -744,3 +744,66 @@ fn ctrl_c_stops_compare_and_keeps_what_was_measured() {
         "the cluster went with it"
     );
 }
+
+#[tokio::test]
+async fn dlq_lists_and_replays_dead_letters() {
+    let url = fanbench_db::testing::fresh_database().await.unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let user = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO users (id, email, name, phone) VALUES ($1, 'd@example.com', 'D', '+441234567890')")
+        .bind(user)
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (channel, state) in [("sms", "dead"), ("email", "done")] {
+        sqlx::query(
+            "INSERT INTO deliveries (event_id, user_id, channel, address, state, attempt, last_error)
+             VALUES ($1, $2, $3, 'x', $4, 8, 'sms provider answered 503')",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(user)
+        .bind(channel)
+        .bind(state)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let run = |args: &[&str]| {
+        fanbench()
+            .arg("dlq")
+            .args(args)
+            .args(["--database-url", &url])
+            .output()
+            .unwrap()
+    };
+
+    let list = run(&["list"]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "only the dead one: {lines:?}");
+    assert_eq!(lines[0]["channel"], "sms");
+    assert_eq!(lines[0]["last_error"], "sms provider answered 503");
+    assert!(run(&["list", "--channel", "email"]).stdout.is_empty());
+
+    let replay = run(&["replay", "--channel", "sms"]);
+    assert!(String::from_utf8_lossy(&replay.stdout).contains("replayed 1 dead letter(s)"));
+    let (state, attempt): (String, i32) =
+        sqlx::query_as("SELECT state, attempt FROM deliveries WHERE channel = 'sms'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (state.as_str(), attempt),
+        ("pending", 0),
+        "back in the queue with a fresh budget"
+    );
+    assert!(run(&["list"]).stdout.is_empty());
+}
