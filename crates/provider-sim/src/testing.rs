@@ -47,3 +47,18 @@ pub async fn summary(http: &reqwest::Client, url: &str) -> crate::Summary {
         .await
         .expect("a ledger summary")
 }
+
+/// Every delivery in the ledger of the simulator at `url`, read from its NDJSON.
+pub async fn ledger(http: &reqwest::Client, url: &str) -> Vec<crate::Delivery> {
+    let text = http
+        .get(format!("{url}/ledger"))
+        .send()
+        .await
+        .expect("the simulator answers")
+        .text()
+        .await
+        .expect("a ledger");
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("a ledger line"))
+        .collect()
+}

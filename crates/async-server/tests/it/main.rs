@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use async_server::queue::Backoff;
 use async_server::{Config, Endpoints, Role, Service, WorkerConfig, dlq};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use provider_sim::testing::{all, fixed};
-use provider_sim::{ChannelBehaviour, Outage, SimConfig, Summary};
+use provider_sim::{ChannelBehaviour, Delivery, Outage, SimConfig, Summary};
 use serde_json::{Value, json};
+use signup_core::Channel;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -136,27 +137,12 @@ impl Stack {
         provider_sim::testing::summary(&self.http, &self.providers_url).await
     }
 
-    async fn ledger(&self) -> Vec<Value> {
-        let text = self
-            .http
-            .get(format!("{}/ledger", self.providers_url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+    async fn ledger(&self) -> Vec<Delivery> {
+        provider_sim::testing::ledger(&self.http, &self.providers_url).await
     }
 
     async fn delivered_keys(&self) -> BTreeSet<String> {
-        self.ledger()
-            .await
-            .iter()
-            .map(|d| d["key"].as_str().unwrap().to_string())
-            .collect()
+        self.ledger().await.into_iter().map(|d| d.key).collect()
     }
 
     /// Waits until the ledger holds exactly `keys`, or fails after `limit` naming what is missing.
@@ -432,10 +418,6 @@ async fn an_outage_grows_a_backlog_that_drains_afterwards() {
     stack.shutdown().await;
 }
 
-fn received_at(delivery: &Value) -> DateTime<Utc> {
-    delivery["received_at"].as_str().unwrap().parse().unwrap()
-}
-
 #[tokio::test]
 async fn a_slow_sms_provider_does_not_delay_email() {
     // SMS takes 2 s a send with only 4 slots: 30 SMS take about 15 s to get through.
@@ -465,11 +447,11 @@ async fn a_slow_sms_provider_does_not_delay_email() {
     let ledger = stack.ledger().await;
     let slowest_email = ledger
         .iter()
-        .filter(|d| d["channel"] == "email")
-        .map(|d| (received_at(d) - sent_at).to_std().unwrap())
+        .filter(|d| d.channel == Channel::Email)
+        .map(|d| (d.received_at - sent_at).to_std().unwrap())
         .max()
         .unwrap();
-    let sms_done = ledger.iter().filter(|d| d["channel"] == "sms").count();
+    let sms_done = ledger.iter().filter(|d| d.channel == Channel::Sms).count();
     // The bound: the sign-up burst itself, a poll interval and a few batches of 5 ms sends with
     // 4 slots — well under a second — while SMS has barely started.
     assert!(
