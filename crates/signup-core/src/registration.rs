@@ -83,6 +83,15 @@ impl Registration {
 
     /// Checks the values; the error names the field and what was expected.
     pub fn validate(&self) -> Result<(), ApiError> {
+        // Every field must be storable before anything else is said about it.
+        storable("email", &self.email)?;
+        storable("name", &self.name)?;
+        if let Some(phone) = &self.phone {
+            storable("phone", phone)?;
+        }
+        if let Some(token) = &self.device_token {
+            storable("device_token", token)?;
+        }
         validate_email(&self.email)?;
         let name = self.name.trim();
         if name.is_empty() || name.chars().count() > 200 {
@@ -105,6 +114,25 @@ impl Registration {
         }
         Ok(())
     }
+}
+
+/// Whether PostgreSQL can store `value` in a `text` column of a UTF8 database; the error names the
+/// field.
+///
+/// NUL (U+0000) is the one character it cannot: PostgreSQL's text types are NUL-terminated inside
+/// the server and reject the byte, as `\u0000` in JSON easily sends it. Nothing else a Rust `String`
+/// can hold is refused: a `String` is valid UTF-8, so it holds only Unicode scalar values (lone
+/// surrogates, which PostgreSQL would reject, cannot reach one; serde_json refuses them as malformed
+/// JSON), and a UTF8 database stores every scalar value up to U+10FFFF, noncharacters included.
+/// Lengths are bounded by the body limit and the per-field checks, far below any column or index
+/// limit.
+fn storable(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::invalid(format!(
+            "`{field}` must not contain NUL (U+0000), which cannot be stored"
+        )));
+    }
+    Ok(())
 }
 
 fn validate_email(email: &str) -> Result<(), ApiError> {
@@ -220,6 +248,37 @@ mod tests {
         r.name = "Ada".into();
         r.device_token = Some(String::new());
         assert!(r.validate().is_err());
+    }
+
+    #[test]
+    fn nul_is_refused_in_every_field_naming_it() {
+        let valid = || Registration {
+            phone: Some("+4915112345678".into()),
+            device_token: Some("tok".into()),
+            ..reg("a@b.co")
+        };
+        assert!(valid().validate().is_ok());
+        let cases: [(&str, fn(&mut Registration)); 4] = [
+            ("email", |r| r.email = "a\0@b.co".into()),
+            ("name", |r| r.name = "A\0da".into()),
+            ("phone", |r| r.phone = Some("+49151\0".into())),
+            ("device_token", |r| r.device_token = Some("to\0k".into())),
+        ];
+        for (field, spoil) in cases {
+            let mut r = valid();
+            spoil(&mut r);
+            let err = r.validate().unwrap_err();
+            assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+            assert!(
+                err.message.contains(&format!("`{field}`")),
+                "{field}: {err:?}"
+            );
+            assert!(err.message.contains("NUL"), "{field}: {err:?}");
+        }
+        // Everything else a String holds is storable, oddities included.
+        let mut r = valid();
+        r.name = "\u{feff}\u{202e}e\u{301}\u{fffe}\u{10ffff}\u{1f600}\u{7f}".into();
+        assert!(r.validate().is_ok());
     }
 
     #[test]

@@ -70,3 +70,38 @@ pub fn bad_inputs() -> Vec<BadInput> {
         case("no content type", None, valid, 415),
     ]
 }
+
+/// A sign-up whose one field holds a NUL (sent as the JSON escape `\u0000`): well-formed JSON that
+/// PostgreSQL could not store, so it must be answered 422 naming `field`.
+#[derive(Debug, Clone)]
+pub struct NulInput {
+    pub field: &'static str,
+    pub body: String,
+}
+
+/// One [`NulInput`] per text field; each is otherwise a valid sign-up of `a@example.com`.
+pub fn nul_inputs() -> Vec<NulInput> {
+    let fields = ["email", "name", "phone", "device_token"];
+    fields
+        .into_iter()
+        .map(|field| {
+            let mut body = serde_json::json!({
+                "email": "a@example.com",
+                "name": "Ada",
+                "phone": "+441234567890",
+                "device_token": "dev-1",
+            });
+            let spoilt = match field {
+                "email" => "a\u{0}b@example.com",
+                "phone" => "+44123\u{0}4567890",
+                _ => "a\u{0}b",
+            };
+            body[field] = serde_json::Value::from(spoilt);
+            // serde_json writes U+0000 as the escape `\u0000`, as a client would.
+            NulInput {
+                field,
+                body: body.to_string(),
+            }
+        })
+        .collect()
+}
