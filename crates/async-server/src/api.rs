@@ -32,11 +32,11 @@ pub async fn register(
     let mut conn = match acquired {
         Ok(conn) => conn,
         Err(sqlx::Error::PoolTimedOut) => return Err(ApiError::overloaded(1)),
-        Err(e) => return Err(internal("acquire a connection", &e)),
+        Err(e) => return Err(db_failure("acquire a connection", &e)),
     };
 
     let started = Instant::now();
-    let mut tx = conn.begin().await.map_err(|e| internal("begin", &e))?;
+    let mut tx = conn.begin().await.map_err(|e| db_failure("begin", &e))?;
     let r = &registration;
     let user = NewUser::new(
         user_id,
@@ -51,7 +51,7 @@ pub async fn register(
             let _ = tx.rollback().await;
             return Err(ApiError::duplicate_email());
         }
-        Err(e) => return Err(internal("insert the user", &e)),
+        Err(e) => return Err(db_failure("insert the user", &e)),
     }
 
     let channels = registration.channels();
@@ -70,21 +70,29 @@ pub async fn register(
     .bind(&addresses)
     .execute(&mut *tx)
     .await
-    .map_err(|e| internal("insert the deliveries", &e))?;
+    .map_err(|e| db_failure("insert the deliveries", &e))?;
 
     // The same hot row the sync design bumps; here its lock lives for milliseconds, not for three
     // provider round trips.
     signup::bump_signup_counter(&mut tx)
         .await
-        .map_err(|e| internal("bump the sign-up counter", &e))?;
-    tx.commit().await.map_err(|e| internal("commit", &e))?;
+        .map_err(|e| db_failure("bump the sign-up counter", &e))?;
+    tx.commit().await.map_err(|e| db_failure("commit", &e))?;
     metrics.db.record(started.elapsed().as_secs_f64());
 
     let body = json!({ "user_id": user_id, "event_id": event_id });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-fn internal(what: &str, e: &sqlx::Error) -> ApiError {
-    tracing::error!(error = %e, "could not {what}");
-    ApiError::internal()
+/// The answer to a failed statement: 503 with `Retry-After` when the database went away or was
+/// overloaded mid-request (the sign-up may or may not have committed; a retry with the same email
+/// is safe), 500 for anything else.
+fn db_failure(what: &str, e: &sqlx::Error) -> ApiError {
+    if fanbench_db::is_transient(e) {
+        tracing::warn!(error = %e, "could not {what}: the database is unavailable");
+        ApiError::database_unavailable(1)
+    } else {
+        tracing::error!(error = %e, "could not {what}");
+        ApiError::internal()
+    }
 }

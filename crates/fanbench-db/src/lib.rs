@@ -7,12 +7,14 @@
 
 mod cluster;
 mod error;
+mod failure;
 mod schema;
 pub mod signup;
 pub mod testing;
 
 pub use cluster::{Cluster, ClusterOptions, find_pg_bin};
 pub use error::DbError;
+pub use failure::{is_transient, is_transient_sqlstate};
 pub use schema::{
     Database, MIGRATOR, connect_pool, create_database, database_url_with_name, ensure_database,
     migrate,

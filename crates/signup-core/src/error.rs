@@ -59,6 +59,23 @@ impl ApiError {
         }
     }
 
+    /// 503: the database failed while the sign-up was under way (it went away, was restarting, or
+    /// ran out of resources). The sign-up may or may not have been stored, since a failure at
+    /// `COMMIT` cannot tell; retrying with the same email is safe either way, because a stored one
+    /// answers 409. The caller logs the cause.
+    pub fn database_unavailable(retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database failed while handling this sign-up, which may or may not have been \
+                 stored; retrying with the same email is safe: if it was stored, the retry answers \
+                 409 duplicate_email",
+            )
+        }
+    }
+
     /// 500: something failed that the client cannot fix. The cause is logged by the caller.
     pub fn internal() -> Self {
         Self::new(

@@ -17,6 +17,10 @@
 //! gets a new registration id and so sends them again. That is one more flaw of the design, recorded
 //! by the provider ledger, not hidden.
 //!
+//! A database that fails mid-request (gone, restarting, out of resources) answers 503 with
+//! `Retry-After`, as in the async design: the sign-up may or may not have committed, and a retry
+//! with the same email is safe (a committed one answers 409).
+//!
 //! This crate is a library plus the `fanbench serve sync` command; it knows nothing of the driver or
 //! the report.
 
@@ -188,12 +192,12 @@ async fn fan_out(
             tracing::debug!("no connection within the acquire timeout");
             return Err(ApiError::overloaded(1));
         }
-        Err(e) => return Err(internal("acquire a connection", &e)),
+        Err(e) => return Err(db_failure("acquire a connection", &e)),
     };
 
     let mut db_time = Duration::ZERO;
     let t = Instant::now();
-    let mut tx = conn.begin().await.map_err(|e| internal("begin", &e))?;
+    let mut tx = conn.begin().await.map_err(|e| db_failure("begin", &e))?;
     let r = registration;
     let user = NewUser::new(
         user_id,
@@ -210,7 +214,7 @@ async fn fan_out(
             let _ = tx.rollback().await;
             return Err(ApiError::duplicate_email());
         }
-        Err(e) => return Err(internal("insert the user", &e)),
+        Err(e) => return Err(db_failure("insert the user", &e)),
     }
 
     let mut notified = Vec::with_capacity(3);
@@ -244,7 +248,7 @@ async fn fan_out(
         .bind(i64::try_from(took.as_micros()).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await
-        .map_err(|e| internal("insert a notification log", &e))?;
+        .map_err(|e| db_failure("insert a notification log", &e))?;
         db_time += t.elapsed();
         notified.push(channel);
     }
@@ -253,8 +257,8 @@ async fn fan_out(
     let t = Instant::now();
     signup::bump_signup_counter(&mut tx)
         .await
-        .map_err(|e| internal("bump the sign-up counter", &e))?;
-    tx.commit().await.map_err(|e| internal("commit", &e))?;
+        .map_err(|e| db_failure("bump the sign-up counter", &e))?;
+    tx.commit().await.map_err(|e| db_failure("commit", &e))?;
     db_time += t.elapsed();
     metrics.observe(Phase::Db, db_time);
     span.record("db_ms", db_time.as_millis() as u64);
@@ -272,7 +276,15 @@ fn phase_field(channel: Channel) -> &'static str {
     }
 }
 
-fn internal(what: &str, e: &sqlx::Error) -> ApiError {
-    tracing::error!(error = %e, "could not {what}");
-    ApiError::internal()
+/// The answer to a failed statement: 503 with `Retry-After` when the database went away or was
+/// overloaded mid-request (the sign-up may or may not have committed; a retry with the same email
+/// is safe), 500 for anything else.
+fn db_failure(what: &str, e: &sqlx::Error) -> ApiError {
+    if fanbench_db::is_transient(e) {
+        tracing::warn!(error = %e, "could not {what}: the database is unavailable");
+        ApiError::database_unavailable(1)
+    } else {
+        tracing::error!(error = %e, "could not {what}");
+        ApiError::internal()
+    }
 }

@@ -564,6 +564,75 @@ async fn a_nul_in_any_text_field_gets_422_naming_the_field() {
 }
 
 #[tokio::test]
+async fn a_database_failing_mid_request_gets_503_with_retry_after_and_a_retry_is_safe() {
+    let stack = start(all(fixed(0)), Config::default()).await;
+    sqlx::query("INSERT INTO signup_counter (day, count) VALUES (current_date, 0)")
+        .execute(&stack.db)
+        .await
+        .unwrap();
+    // Holding today's counter row makes the sign-up wait at its bump, inside its transaction; then
+    // its backend is ended the way a crashing or restarting server would end it.
+    let mut lock = stack.db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM signup_counter WHERE day = current_date FOR UPDATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let request = stack
+        .http
+        .post(format!("{}/register", stack.url))
+        .json(&registration(0))
+        .send();
+    let killer = async {
+        let started = Instant::now();
+        loop {
+            let killed: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_all(&stack.db)
+            .await
+            .unwrap();
+            if !killed.is_empty() {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the sign-up never waited"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (r, ()) = tokio::join!(request, killer);
+    lock.rollback().await.unwrap();
+    let r = r.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("may or may not"), "{message}");
+    let (users, deliveries): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM deliveries)")
+            .fetch_one(&stack.db)
+            .await
+            .unwrap();
+    assert_eq!((users, deliveries), (0, 0), "this one had not committed");
+
+    // The server carries on, and the retry the answer invites is accepted and delivered.
+    let keys = stack.sign_up(0, 1).await;
+    let r = stack
+        .http
+        .post(format!("{}/register", stack.url))
+        .json(&registration(0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    stack.wait_delivered(&keys, Duration::from_secs(10)).await;
+    stack.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_finishes_in_flight_sends_and_releases_what_it_holds() {
     // 300 ms sends and 2 slots a channel: at shutdown most rows are still waiting, a few in flight.
     let config = Config {

@@ -144,3 +144,55 @@ fn a_killed_owner_leaves_nothing_behind() {
     child.wait().unwrap();
     assert_gone(pid, &dir);
 }
+
+#[tokio::test]
+async fn real_database_errors_are_classified_by_sqlstate() {
+    let url = testing::fresh_database().await.unwrap();
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let raise = |code: &str| {
+        format!("DO $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '{code}'; END $$")
+    };
+    for (code, transient) in [
+        ("08006", true),
+        ("57P01", true),
+        ("57P03", true),
+        ("53300", true),
+        ("40001", true),
+        ("40P01", true),
+        ("23505", false),
+        ("22021", false),
+        ("57014", false),
+    ] {
+        let e = sqlx::raw_sql(&raise(code))
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        let got = e.as_database_error().and_then(|d| d.code()).unwrap();
+        assert_eq!(got, code);
+        assert_eq!(fanbench_db::is_transient(&e), transient, "{code}: {e}");
+    }
+    // A NUL in text is refused by the server, and is no reason to retry.
+    let e = sqlx::query("SELECT $1::text")
+        .bind("a\0b")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(!fanbench_db::is_transient(&e), "{e}");
+
+    // A connection the server ends is transient, whichever way sqlx reports it.
+    let mut victim = PgConnection::connect(&url).await.unwrap();
+    let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+        .fetch_one(&mut victim)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let e = sqlx::query("SELECT 1")
+        .execute(&mut victim)
+        .await
+        .unwrap_err();
+    assert!(fanbench_db::is_transient(&e), "{e:?}");
+}
