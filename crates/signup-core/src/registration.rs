@@ -258,7 +258,8 @@ mod tests {
             ..reg("a@b.co")
         };
         assert!(valid().validate().is_ok());
-        let cases: [(&str, fn(&mut Registration)); 4] = [
+        type Spoil = fn(&mut Registration);
+        let cases: [(&str, Spoil); 4] = [
             ("email", |r| r.email = "a\0@b.co".into()),
             ("name", |r| r.name = "A\0da".into()),
             ("phone", |r| r.phone = Some("+49151\0".into())),
