@@ -12,5 +12,7 @@ pub mod telemetry;
 pub mod testing;
 
 pub use error::{ApiError, not_found};
-pub use provider::{ProviderClient, ProviderError, SendRequest, idempotency_key};
+pub use provider::{
+    MAX_RETRY_AFTER, ProviderClient, ProviderError, SendRequest, idempotency_key, parse_retry_after,
+};
 pub use registration::{Channel, MAX_BODY_BYTES, Registration, ValidRegistration, body_limit};

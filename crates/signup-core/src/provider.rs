@@ -1,4 +1,4 @@
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -64,6 +64,28 @@ impl ProviderError {
     }
 }
 
+/// The longest wait a provider's `Retry-After` can ask for. A broken or hostile value (a date years
+/// ahead, twenty digits of seconds) must not push a delivery out of reach or overflow the queue's
+/// timestamps; a provider that wants more than a day gets asked again after one.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Reads a `Retry-After` value as RFC 9110 (section 10.2.3) defines it: delay-seconds or an
+/// HTTP-date (IMF-fixdate, or the obsolete RFC 850 and asctime forms), as seen at `now`. A date in
+/// the past means retry now. `None` for anything else; capped at [`MAX_RETRY_AFTER`].
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits but too many for a u64 is still a number of seconds: a very long one.
+        value
+            .parse::<u64>()
+            .map_or(MAX_RETRY_AFTER, Duration::from_secs)
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
 /// An HTTP client for the providers at `base_url` (`POST {base_url}/send/{channel}`).
 #[derive(Debug, Clone)]
 pub struct ProviderClient {
@@ -124,8 +146,7 @@ impl ProviderClient {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
         // Reading the (small) body to its end lets the connection go back to the pool.
         let _ = response.bytes().await;
         if status.is_success() {
@@ -136,5 +157,70 @@ impl ProviderClient {
             status,
             retry_after,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sun, 06 Nov 1994 08:49:37 GMT, RFC 9110's example date.
+    fn example_date() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777)
+    }
+
+    #[test]
+    fn retry_after_as_seconds() {
+        let now = example_date();
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(parse_retry_after("120", now), secs(120));
+        assert_eq!(parse_retry_after(" 0 ", now), secs(0));
+        assert_eq!(parse_retry_after("86400", now), secs(86_400));
+        assert_eq!(parse_retry_after("86401", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        for bad in ["", "-1", "+5", "1.5", "soon", "5 s"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date() {
+        let date = example_date();
+        let before = date - Duration::from_secs(90);
+        for form in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(
+                parse_retry_after(form, before),
+                Some(Duration::from_secs(90)),
+                "{form}"
+            );
+            // A date in the past, or now, means retry now.
+            assert_eq!(
+                parse_retry_after(form, date),
+                Some(Duration::ZERO),
+                "{form}"
+            );
+            assert_eq!(
+                parse_retry_after(form, date + Duration::from_secs(3600)),
+                Some(Duration::ZERO),
+                "{form}"
+            );
+        }
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", before - MAX_RETRY_AFTER),
+            Some(MAX_RETRY_AFTER),
+            "capped"
+        );
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37", before), None);
+        assert_eq!(
+            parse_retry_after("Sun, 32 Nov 1994 08:49:37 GMT", before),
+            None
+        );
     }
 }
