@@ -40,6 +40,10 @@ pub async fn list(
 
 /// Puts dead letters back in the queue, due now with a fresh attempt budget: all of them, those of
 /// one channel, or the given ids. Returns how many.
+///
+/// `attempt` is kept, since attempt numbers must never repeat (the delivery log records every
+/// attempt by number); the fresh budget is `attempt_base` moved up to it, from where the workers
+/// count `max_attempts` and the backoff anew.
 pub async fn replay(
     pool: &PgPool,
     channel: Option<Channel>,
@@ -47,7 +51,8 @@ pub async fn replay(
 ) -> Result<u64, sqlx::Error> {
     let replayed = sqlx::query(
         "UPDATE deliveries
-            SET state = 'pending', attempt = 0, run_at = now(), locked_by = NULL, finished_at = NULL
+            SET state = 'pending', attempt_base = attempt, run_at = now(), locked_by = NULL,
+                finished_at = NULL
           WHERE state = 'dead'
             AND ($1::text IS NULL OR channel = $1)
             AND (cardinality($2::bigint[]) = 0 OR id = ANY($2))",

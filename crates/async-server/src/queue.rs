@@ -1,5 +1,6 @@
-//! The durable per-channel queue in PostgreSQL: the `deliveries` table (migration 0002), claimed with
-//! `FOR UPDATE SKIP LOCKED` under a lease, finished only by the lease's owner and attempt.
+//! The durable per-channel queue in PostgreSQL: the `deliveries` table (migrations 0002, 0003),
+//! claimed with `FOR UPDATE SKIP LOCKED` under a lease, finished only by the lease's owner and
+//! attempt.
 
 use std::time::Duration;
 
@@ -16,7 +17,18 @@ pub struct Claimed {
     pub event_id: Uuid,
     pub address: String,
     pub attempt: i32,
+    /// Attempts made before the row's last dead-letter replay (0 if never replayed); the attempt
+    /// budget and the backoff count from here.
+    pub attempt_base: i32,
     pub created_at: DateTime<Utc>,
+}
+
+impl Claimed {
+    /// Which attempt this is since the row was queued or last replayed (1-based): what the budget
+    /// and the backoff go by, while `attempt` itself keeps growing across replays.
+    pub fn attempt_in_budget(&self) -> i32 {
+        self.attempt.saturating_sub(self.attempt_base)
+    }
 }
 
 /// How an attempt ended, to be written back in a batch.
@@ -46,7 +58,7 @@ pub async fn claim(
     limit: i64,
     lease: Duration,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    let rows: Vec<(i64, Uuid, String, i32, DateTime<Utc>)> = sqlx::query_as(
+    let rows: Vec<(i64, Uuid, String, i32, i32, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE deliveries d
             SET attempt = d.attempt + 1,
                 run_at = now() + make_interval(secs => $4),
@@ -57,7 +69,7 @@ pub async fn claim(
                   LIMIT $3
                   FOR UPDATE SKIP LOCKED) due
           WHERE d.id = due.id
-      RETURNING d.id, d.event_id, d.address, d.attempt, d.created_at",
+      RETURNING d.id, d.event_id, d.address, d.attempt, d.attempt_base, d.created_at",
     )
     .bind(channel.as_str())
     .bind(worker)
@@ -67,13 +79,16 @@ pub async fn claim(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, event_id, address, attempt, created_at)| Claimed {
-            id,
-            event_id,
-            address,
-            attempt,
-            created_at,
-        })
+        .map(
+            |(id, event_id, address, attempt, attempt_base, created_at)| Claimed {
+                id,
+                event_id,
+                address,
+                attempt,
+                attempt_base,
+                created_at,
+            },
+        )
         .collect())
 }
 

@@ -209,12 +209,13 @@ async fn send(ctx: &Ctx, channel: Channel, row: Claimed) -> Outcome {
                 signup_core::ProviderError::Status { status, .. } => Some(status.as_u16()),
                 _ => None,
             };
-            if e.is_retryable() && row.attempt < ctx.config.max_attempts {
+            if e.is_retryable() && row.attempt_in_budget() < ctx.config.max_attempts {
                 m.retried.increment(1);
-                let delay =
-                    ctx.config
-                        .backoff
-                        .delay(row.attempt, e.retry_after(), &mut rand::rng());
+                let delay = ctx.config.backoff.delay(
+                    row.attempt_in_budget(),
+                    e.retry_after(),
+                    &mut rand::rng(),
+                );
                 (
                     Finish::Retry {
                         delay,

@@ -380,6 +380,109 @@ async fn permanent_failure_dead_letters_after_max_attempts_and_replay_delivers()
 }
 
 #[tokio::test]
+async fn a_replay_keeps_attempt_numbers_growing_with_a_fresh_budget() {
+    let failing = ChannelBehaviour {
+        error_rate: 1.0,
+        ..fixed(1)
+    };
+    let providers = SimConfig {
+        sms: failing.clone(),
+        ..all(fixed(1))
+    };
+    let config = Config {
+        workers: WorkerConfig {
+            max_attempts: 3,
+            ..quick().workers
+        },
+        ..quick()
+    };
+    let stack = start(providers, config).await;
+    // user1 has email and SMS only: one SMS delivery to follow.
+    let keys = stack.sign_up(1, 1).await;
+    let sms_key = keys.iter().find(|k| k.ends_with(":sms")).unwrap().clone();
+    let event_id = sms_key.split(':').next().unwrap().to_string();
+
+    let wait_dead = |attempt: i32| {
+        let db = &stack.db;
+        async move {
+            let start = Instant::now();
+            loop {
+                let dead = dlq::list(db, Some(Channel::Sms), 10).await.unwrap();
+                if let [d] = dead.as_slice() {
+                    assert_eq!(d.attempt, attempt, "{d:?}");
+                    return;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "not dead-lettered"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_dead(3).await;
+    assert_eq!(stack.summary().await.sms.rejected, 3);
+
+    // Still failing: the replay gets a whole new budget of three attempts, numbered 4 to 6.
+    assert_eq!(
+        dlq::replay(&stack.db, Some(Channel::Sms), &[])
+            .await
+            .unwrap(),
+        1
+    );
+    let (attempt, base): (i32, i32) =
+        sqlx::query_as("SELECT attempt, attempt_base FROM deliveries WHERE channel = 'sms'")
+            .fetch_one(&stack.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        (attempt, base),
+        (3, 3),
+        "the number is kept, the budget restarts"
+    );
+    wait_dead(6).await;
+    assert_eq!(
+        stack.summary().await.sms.rejected,
+        6,
+        "exactly three more tries"
+    );
+
+    // Recovered: the second replay delivers, with attempt 7.
+    let r = stack
+        .http
+        .put(format!("{}/admin/channels/sms", stack.providers_url))
+        .json(&fixed(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(dlq::replay(&stack.db, None, &[]).await.unwrap(), 1);
+    stack.wait_delivered(&keys, Duration::from_secs(20)).await;
+
+    // The delivery log saw every attempt once, numbered 1 to 7.
+    let logs = PgPool::connect(&stack.endpoints.log_database_url)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let attempts = loop {
+        let attempts: Vec<i32> = sqlx::query_scalar(
+            "SELECT attempt FROM delivery_log WHERE event_id::text = $1 AND channel = 'sms'
+              ORDER BY attempt",
+        )
+        .bind(&event_id)
+        .fetch_all(&logs)
+        .await
+        .unwrap_or_default();
+        if attempts.len() >= 7 || start.elapsed() > Duration::from_secs(10) {
+            break attempts;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(attempts, (1..=7).collect::<Vec<i32>>());
+    stack.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_outage_grows_a_backlog_that_drains_afterwards() {
     let down = ChannelBehaviour {
         outages: vec![Outage {
