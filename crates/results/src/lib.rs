@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any change a reader of `results.json` must know about.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The histograms' range, in microseconds: 1 µs to 10 minutes, 3 significant digits.
 pub const HISTOGRAM_MAX_US: u64 = 600_000_000;
@@ -73,8 +73,13 @@ pub struct DesignResults {
     /// The server settings the design ran with.
     pub settings: serde_json::Value,
     pub requests: Requests,
-    /// From the *intended* send time: corrected for coordinated omission.
+    /// From the *intended* send time: corrected for coordinated omission. Every answer, whatever
+    /// its outcome.
     pub latency_ms: Percentiles,
+    /// The same latency split by outcome, the way k6 separates expected responses: keys
+    /// [`LATENCY_CLASSES`] (`2xx` is how long an accepted sign-up took, `503` how long a refusal
+    /// took); classes nothing fell into are left out.
+    pub latency_ms_by_class: BTreeMap<String, ClassLatency>,
     /// From the actual send time.
     pub service_time_ms: Percentiles,
     /// The corrected latency's whole percentile spectrum, for percentile plots.
@@ -96,6 +101,10 @@ pub struct DesignResults {
     pub drain: Option<Drain>,
     /// False when the driver could not keep to the schedule: the numbers then understate latency.
     pub trustworthy: bool,
+    /// False when the run measured something other than the design under load: its server died,
+    /// too many requests never got an answer, or nothing was accepted. `invalid_reasons` says why.
+    pub valid: bool,
+    pub invalid_reasons: Vec<String>,
     /// Everything a reader must know before trusting the numbers.
     pub warnings: Vec<String>,
 }
@@ -108,6 +117,94 @@ pub struct Requests {
     pub sent: u64,
     pub completed: u64,
     pub status: BTreeMap<String, u64>,
+    /// Each class of `status` as a share of the requests sent (0 to 1; 0 when nothing was sent),
+    /// so a gate can say `async.requests.share.503 < 0.01`.
+    pub share: BTreeMap<String, f64>,
+    /// Requests that got no HTTP answer, by what went wrong (`connection refused`, `timeout`, …).
+    pub transport_errors: BTreeMap<String, u64>,
+}
+
+impl Requests {
+    /// Requests that got no answer at all: timeouts and connection errors.
+    pub fn unanswered(&self) -> u64 {
+        self.status.get("timeout").copied().unwrap_or(0)
+            + self.status.get("connection_error").copied().unwrap_or(0)
+    }
+
+    /// The shares of `status` in `sent`.
+    pub fn shares(status: &BTreeMap<String, u64>, sent: u64) -> BTreeMap<String, f64> {
+        status
+            .iter()
+            .map(|(k, v)| {
+                let share = if sent == 0 {
+                    0.0
+                } else {
+                    *v as f64 / sent as f64
+                };
+                (k.clone(), share)
+            })
+            .collect()
+    }
+}
+
+/// The outcome classes latency is split by, in report order: `2xx` (accepted), `503` (refused),
+/// `4xx` (every other 4xx, 409 included), `5xx` (every other 5xx), `error` (no answer: transport
+/// errors and timeouts, timed to when the driver gave up).
+pub const LATENCY_CLASSES: [&str; 5] = ["2xx", "503", "4xx", "5xx", "error"];
+
+/// Latency of the requests of one outcome class, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ClassLatency {
+    pub count: u64,
+    #[serde(flatten)]
+    pub latency: Percentiles,
+}
+
+/// When a design's run counts as invalid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ValidityRules {
+    /// Largest share of sent requests that may end without an answer (timeouts and connection
+    /// errors) before the run is invalid.
+    pub max_unanswered_share: f64,
+}
+
+/// Why a run is invalid, from its request counts alone; empty when it is valid on that count. The
+/// caller adds what only it can see (the server process exiting).
+pub fn invalid_reasons(requests: &Requests, rules: ValidityRules) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let unanswered = requests.unanswered();
+    if requests.sent > 0 {
+        let share = unanswered as f64 / requests.sent as f64;
+        if share > rules.max_unanswered_share {
+            let kinds: Vec<String> = requests
+                .transport_errors
+                .iter()
+                .map(|(k, n)| format!("{k} ×{n}"))
+                .collect();
+            reasons.push(format!(
+                "{unanswered} of {} requests sent ({:.1} %) got no answer{}, more than the {:.1} % allowed \
+                 (driver.max_unanswered_share)",
+                requests.sent,
+                share * 100.0,
+                if kinds.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", kinds.join(", "))
+                },
+                rules.max_unanswered_share * 100.0
+            ));
+        }
+    }
+    if requests.status.get("2xx").copied().unwrap_or(0) == 0 {
+        reasons.push(if requests.sent == 0 {
+            "no request was sent".to_string()
+        } else {
+            "no request was answered 2xx: nothing was accepted, so no latency or delivery figure \
+             describes the design"
+                .to_string()
+        });
+    }
+    reasons
 }
 
 /// The status classes, in report order.
@@ -258,27 +355,38 @@ pub struct PgSample {
     pub locks_waiting: u64,
 }
 
-/// Set arithmetic over what was accepted and what the providers received.
+/// Set arithmetic over what was accepted and what the providers received. Notification counts
+/// add up: `expected = delivered + lost + dead + undelivered`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Reconciliation {
     /// Sign-ups answered 2xx.
     pub accepted: u64,
-    /// Notifications owed: one per channel of every sign-up the database committed.
+    /// Sign-ups the database committed (more than `accepted` when some committed after the driver
+    /// stopped waiting for their answer).
+    pub committed: u64,
+    /// Notifications owed: one per channel of every sign-up the database committed, plus one for
+    /// each accepted sign-up the database does not hold.
     pub expected: u64,
     /// Of those, delivered (each counted once).
     pub delivered: u64,
-    /// Owed and never delivered: must be zero.
+    /// Owed, not delivered, and not held anywhere that would still deliver it: a sign-up with no
+    /// delivery row, a row that says done while the provider has nothing, or an accepted sign-up
+    /// the database lost (counted as one notification, its email). Zero means nothing was lost.
     pub lost: u64,
+    /// Owed and dead-lettered after the last attempt: given up on, visible, replayable.
+    pub dead: u64,
+    /// Owed and still queued when the drain deadline passed: backlog, not loss.
+    pub undelivered: u64,
     /// Sends the providers received again for a key already delivered (absorbed, not re-delivered).
     pub duplicates: u64,
     /// Deliveries for sign-ups the database does not hold (e.g. the sync design's emails sent
     /// before a rolled-back failure).
     pub unexpected: u64,
-    /// Sign-ups refused (503 or other 5xx, timeouts, connection errors): users who were never
-    /// notified because they never got in.
+    /// Sign-ups refused (503 or other 5xx, timeouts, connection errors) whose user the database
+    /// does not hold: users never notified because they never got in. A refused or timed-out
+    /// sign-up that committed anyway is counted as committed (and its notifications as owed), not
+    /// here.
     pub never_notified: u64,
-    /// Dead letters left (async): owed, given up on, replayable.
-    pub dead_lettered: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
