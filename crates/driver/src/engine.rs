@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::{Progress, Snapshot};
-use crate::record::{Outcome, Recorder};
+use crate::record::{Outcome, Recorder, Transport, classify_error};
 use crate::schedule::{Schedule, Shape, Slot, TraceError};
 
 /// How one run is driven.
@@ -152,16 +152,16 @@ async fn user_loop(user: &mut GooseUser, shared: Arc<Shared>) {
                     // The answer is complete when its body has arrived.
                     match response.bytes().await {
                         Ok(_) => Outcome::Status(status),
-                        Err(e) if e.is_timeout() => Outcome::Timeout,
-                        Err(_) => Outcome::ConnectionError,
+                        Err(e) => classify_error(e.is_timeout(), e.is_connect(), true, &e),
                     }
                 }
-                Err(e) if e.is_timeout() => Outcome::Timeout,
-                Err(_) => Outcome::ConnectionError,
+                Err(e) => classify_error(e.is_timeout(), e.is_connect(), e.is_body(), &e),
             },
             Err(e) => match *e {
-                TransactionError::Reqwest(ref r) if r.is_timeout() => Outcome::Timeout,
-                _ => Outcome::ConnectionError,
+                TransactionError::Reqwest(ref r) => {
+                    classify_error(r.is_timeout(), r.is_connect(), r.is_body(), r)
+                }
+                _ => Outcome::ConnectionError(Transport::Other),
             },
         };
         let done = shared.t0.elapsed();
@@ -357,6 +357,10 @@ fn judge(recorder: &Recorder, options: &DriveOptions, cancelled: bool) -> (bool,
             recorder.sent_count(),
             recorder.intended()
         ));
+    }
+    // One line per kind of transport error, never one per request.
+    for (kind, n) in recorder.requests().transport_errors {
+        warnings.push(format!("{n} request(s) got no answer: {kind}"));
     }
     if recorder.completed_count() < recorder.sent_count() && !cancelled {
         warnings.push(format!(

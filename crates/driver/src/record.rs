@@ -7,14 +7,101 @@ use std::time::{Duration, SystemTime};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
-use results::{Lag, Percentiles, Requests, STATUS_CLASSES, Second, new_histogram};
+use results::{
+    ClassLatency, LATENCY_CLASSES, Lag, Percentiles, Requests, STATUS_CLASSES, Second,
+    new_histogram,
+};
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Status(u16),
     Timeout,
-    ConnectionError,
+    ConnectionError(Transport),
+}
+
+/// What kind of connection error ended a request without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Nothing listens there.
+    Refused,
+    /// The server closed or reset the connection.
+    Reset,
+    /// Any other failure to connect.
+    Connect,
+    /// The answer started but did not arrive whole.
+    CutOff,
+    Other,
+}
+
+impl Transport {
+    /// How a summary names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Transport::Refused => "connection refused",
+            Transport::Reset => "connection closed or reset by the server",
+            Transport::Connect => "could not connect",
+            Transport::CutOff => "answer cut off",
+            Transport::Other => "other transport error",
+        }
+    }
+
+    const ALL: [Transport; 5] = [
+        Transport::Refused,
+        Transport::Reset,
+        Transport::Connect,
+        Transport::CutOff,
+        Transport::Other,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The outcome of an HTTP client error, from what the client says of it (`timeout`, `connect`,
+/// `body`) and its chain of causes.
+pub fn classify_error(
+    timeout: bool,
+    connect: bool,
+    body: bool,
+    error: &(dyn std::error::Error + 'static),
+) -> Outcome {
+    if timeout {
+        return Outcome::Timeout;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            match io.kind() {
+                ConnectionRefused => return Outcome::ConnectionError(Transport::Refused),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+                    return Outcome::ConnectionError(Transport::Reset);
+                }
+                TimedOut => return Outcome::Timeout,
+                _ => {}
+            }
+        }
+        cause = e.source();
+    }
+    Outcome::ConnectionError(if connect {
+        Transport::Connect
+    } else if body {
+        Transport::CutOff
+    } else {
+        // hyper's "connection closed before message completed" has no io::Error beneath it.
+        let text = error.to_string()
+            + &std::iter::successors(error.source(), |e| e.source())
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
+        if text.contains("closed") {
+            Transport::Reset
+        } else {
+            Transport::Other
+        }
+    })
 }
 
 impl Outcome {
@@ -27,7 +114,18 @@ impl Outcome {
             Outcome::Status(400..=499) => 2,
             Outcome::Status(_) => 4,
             Outcome::Timeout => 5,
-            Outcome::ConnectionError => 6,
+            Outcome::ConnectionError(_) => 6,
+        }
+    }
+
+    /// The index into [`LATENCY_CLASSES`].
+    pub fn latency_class(self) -> usize {
+        match self.class() {
+            0 => 0,
+            3 => 1,
+            1 | 2 => 2,
+            4 => 3,
+            _ => 4,
         }
     }
 
@@ -73,9 +171,13 @@ impl SecondBucket {
 #[derive(Debug)]
 pub struct Recorder {
     latency: Histogram<u64>,
+    /// The same latency by [`LATENCY_CLASSES`].
+    by_class: [Histogram<u64>; 5],
     service: Histogram<u64>,
     lag: Histogram<u64>,
     status: [u64; 7],
+    /// Connection errors by [`Transport`].
+    transport: [u64; 5],
     intended: u64,
     sent: u64,
     completed: u64,
@@ -96,9 +198,11 @@ impl Recorder {
     pub fn new() -> Self {
         Self {
             latency: new_histogram(),
+            by_class: std::array::from_fn(|_| new_histogram()),
             service: new_histogram(),
             lag: new_histogram(),
             status: [0; 7],
+            transport: [0; 5],
             intended: 0,
             sent: 0,
             completed: 0,
@@ -138,8 +242,12 @@ impl Recorder {
     ) {
         self.completed += 1;
         self.status[outcome.class()] += 1;
+        if let Outcome::ConnectionError(kind) = outcome {
+            self.transport[kind.index()] += 1;
+        }
         let latency = us(done.saturating_sub(intended));
         self.latency.saturating_record(latency);
+        self.by_class[outcome.latency_class()].saturating_record(latency);
         self.service
             .saturating_record(us(done.saturating_sub(actual)));
         self.second(intended).latency.saturating_record(latency);
@@ -183,20 +291,55 @@ impl Recorder {
     }
 
     pub fn requests(&self) -> Requests {
+        let status = STATUS_CLASSES
+            .iter()
+            .zip(self.status)
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let mut transport_errors: std::collections::BTreeMap<String, u64> = Transport::ALL
+            .iter()
+            .zip(self.transport)
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.describe().to_string(), n))
+            .collect();
+        if self.status[5] > 0 {
+            transport_errors.insert("timeout".into(), self.status[5]);
+        }
         Requests {
             intended: self.intended,
             sent: self.sent,
             completed: self.completed,
-            status: STATUS_CLASSES
-                .iter()
-                .zip(self.status)
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            share: Requests::shares(&status, self.sent),
+            status,
+            transport_errors,
         }
     }
 
     pub fn latency_ms(&self) -> Percentiles {
         Percentiles::from_histogram(&self.latency)
+    }
+
+    /// Latency by outcome class; empty classes left out.
+    pub fn latency_ms_by_class(&self) -> std::collections::BTreeMap<String, ClassLatency> {
+        LATENCY_CLASSES
+            .iter()
+            .zip(&self.by_class)
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(k, h)| {
+                (
+                    k.to_string(),
+                    ClassLatency {
+                        count: h.len(),
+                        latency: Percentiles::from_histogram(h),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The corrected latency of the requests of one [`LATENCY_CLASSES`] class.
+    pub fn class_latency(&self, class: usize) -> &Histogram<u64> {
+        &self.by_class[class]
     }
     pub fn service_time_ms(&self) -> Percentiles {
         Percentiles::from_histogram(&self.service)
@@ -358,7 +501,7 @@ mod tests {
             Outcome::Status(503),
             Outcome::Status(502),
             Outcome::Timeout,
-            Outcome::ConnectionError,
+            Outcome::ConnectionError(Transport::Refused),
         ];
         for o in outcomes {
             r.offered(ms(10));
@@ -370,6 +513,72 @@ mod tests {
         assert_eq!(got, vec![2, 1, 1, 1, 1, 1, 1]);
         let second = &r.timeline()[0];
         assert_eq!((second.ok, second.status_503, second.errors), (2, 1, 5));
+        let requests = r.requests();
+        assert_eq!(requests.share["2xx"], 0.25);
+        assert_eq!(
+            requests.transport_errors,
+            [
+                ("connection refused".to_string(), 1),
+                ("timeout".to_string(), 1)
+            ]
+            .into_iter()
+            .collect()
+        );
+    }
+
+    #[test]
+    fn latency_is_also_kept_by_outcome() {
+        let mut r = Recorder::new();
+        let mut answer = |latency_ms: u64, outcome: Outcome| {
+            r.offered(ms(0));
+            r.sent(ms(0), ms(0));
+            r.completed(ms(0), ms(0), ms(latency_ms), outcome);
+        };
+        for _ in 0..9 {
+            answer(5, Outcome::Status(201));
+        }
+        for _ in 0..3 {
+            answer(5000, Outcome::Status(503));
+        }
+        answer(40, Outcome::Status(409));
+        answer(15000, Outcome::Timeout);
+        let by_class = r.latency_ms_by_class();
+        assert_eq!(
+            by_class.keys().collect::<Vec<_>>(),
+            vec!["2xx", "4xx", "503", "error"],
+            "empty classes are left out"
+        );
+        assert_eq!(by_class["2xx"].count, 9);
+        assert!((by_class["2xx"].latency.p99 - 5.0).abs() < 0.01);
+        assert_eq!(by_class["503"].count, 3);
+        assert!((by_class["503"].latency.p50 - 5000.0).abs() < 5.0);
+        assert!((by_class["error"].latency.max - 15000.0).abs() < 15.0);
+        // All answers together still mix them.
+        assert!(r.latency_ms().p90 >= 5000.0 - 5.0);
+    }
+
+    #[test]
+    fn connection_errors_are_classified_by_their_cause() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            classify_error(false, true, false, &refused),
+            Outcome::ConnectionError(Transport::Refused)
+        );
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            classify_error(false, false, true, &reset),
+            Outcome::ConnectionError(Transport::Reset)
+        );
+        let other = std::io::Error::other("tls handshake");
+        assert_eq!(
+            classify_error(false, true, false, &other),
+            Outcome::ConnectionError(Transport::Connect)
+        );
+        assert_eq!(
+            classify_error(false, false, true, &other),
+            Outcome::ConnectionError(Transport::CutOff)
+        );
+        assert_eq!(classify_error(true, true, false, &other), Outcome::Timeout);
     }
 
     #[test]

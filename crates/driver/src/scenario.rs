@@ -190,6 +190,11 @@ pub struct DriverSettings {
     /// Send lag (p99) past which the driver counts as the bottleneck and the run is untrustworthy.
     #[serde(default = "default_lag_threshold", with = "humantime_serde")]
     pub lag_threshold: Duration,
+    /// The largest share of sent requests that may get no answer (timeouts and connection
+    /// errors) before a design's run is invalid: past it, the run measured a broken connection,
+    /// not the design.
+    #[serde(default = "default_max_unanswered_share")]
+    pub max_unanswered_share: f64,
 }
 
 fn default_max_latency() -> Duration {
@@ -201,6 +206,9 @@ fn default_request_timeout() -> Duration {
 fn default_lag_threshold() -> Duration {
     Duration::from_millis(10)
 }
+fn default_max_unanswered_share() -> f64 {
+    0.01
+}
 
 impl Default for DriverSettings {
     fn default() -> Self {
@@ -209,6 +217,7 @@ impl Default for DriverSettings {
             max_latency: default_max_latency(),
             request_timeout: default_request_timeout(),
             lag_threshold: default_lag_threshold(),
+            max_unanswered_share: default_max_unanswered_share(),
         }
     }
 }
@@ -404,6 +413,13 @@ impl Scenario {
         }
         if self.driver.users == Some(0) {
             return Err(("users".into(), "driver.users must be at least 1".into()));
+        }
+        let share = self.driver.max_unanswered_share;
+        if !(0.0..=1.0).contains(&share) {
+            return Err((
+                "max_unanswered_share".into(),
+                format!("driver.max_unanswered_share must be between 0 and 1, not {share}"),
+            ));
         }
         Ok(())
     }
