@@ -456,6 +456,7 @@ impl Rule {
             margin,
             passed,
             detail,
+            skipped: None,
         })
     }
 }

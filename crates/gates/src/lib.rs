@@ -183,6 +183,69 @@ pub struct GateResult {
     pub passed: bool,
     /// How the verdict was reached, in words.
     pub detail: String,
+    /// Set when the gate was not evaluated, saying why (it names a design the run did not run):
+    /// a skipped gate neither passes nor fails, and `value`, `limit` and `margin` are 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+impl GateResult {
+    /// A gate that was not evaluated, and why.
+    pub fn skipped(name: String, kind: Kind, reason: String) -> Self {
+        Self {
+            name,
+            kind,
+            value: 0.0,
+            limit: 0.0,
+            margin: 0.0,
+            passed: false,
+            detail: String::new(),
+            skipped: Some(reason),
+        }
+    }
+
+    /// Evaluated and failed.
+    pub fn failed(&self) -> bool {
+        !self.passed && self.skipped.is_none()
+    }
+}
+
+/// Counts of a set of gate results: passed, failed, skipped.
+pub fn tally(results: &[GateResult]) -> (usize, usize, usize) {
+    let skipped = results.iter().filter(|r| r.skipped.is_some()).count();
+    let failed = results.iter().filter(|r| r.failed()).count();
+    (results.len() - skipped - failed, failed, skipped)
+}
+
+/// Why a gate naming `designs` cannot be evaluated on `doc`: the designs it names that the run
+/// did not run. `None` when every one is there.
+fn absent_designs<'a>(designs: impl IntoIterator<Item = &'a str>, doc: &Value) -> Option<String> {
+    let mut absent: Vec<&str> = designs
+        .into_iter()
+        .filter(|d| doc["designs"].get(*d).is_none())
+        .collect();
+    absent.sort_unstable();
+    absent.dedup();
+    if absent.is_empty() {
+        return None;
+    }
+    let have: Vec<String> = doc["designs"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    Some(format!(
+        "the run has no {} design (it ran {})",
+        absent
+            .iter()
+            .map(|d| format!("`{d}`"))
+            .collect::<Vec<_>>()
+            .join(" or "),
+        if have.is_empty() {
+            "none".into()
+        } else {
+            have.join(", ")
+        }
+    ))
 }
 
 /// The median of some numbers (the mean of the middle two for an even count).
@@ -196,9 +259,19 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// Evaluates threshold and invariant rules on the repeats of a run.
+/// Evaluates threshold and invariant rules on the repeats of a run. A rule naming a design the
+/// run did not run is skipped, saying so.
 pub fn evaluate_rules(rules: &[Rule], repeats: &[Value]) -> Result<Vec<GateResult>, GateError> {
-    rules.iter().map(|rule| rule.evaluate(repeats)).collect()
+    rules
+        .iter()
+        .map(|rule| {
+            let designs = rule.metrics().into_iter().map(|m| m.design.as_str());
+            match repeats.first().and_then(|doc| absent_designs(designs, doc)) {
+                Some(reason) => Ok(GateResult::skipped(rule.text.clone(), rule.kind(), reason)),
+                None => rule.evaluate(repeats),
+            }
+        })
+        .collect()
 }
 
 /// Evaluates regression gates: candidate repeats against baseline repeats.
@@ -209,6 +282,24 @@ pub fn evaluate_regressions(
 ) -> Result<Vec<GateResult>, GateError> {
     let mut out = Vec::new();
     for (spec, metric) in regressions {
+        let design = [metric.design.as_str()];
+        let absent = candidate
+            .first()
+            .and_then(|doc| absent_designs(design, doc))
+            .or_else(|| {
+                baseline
+                    .first()
+                    .and_then(|doc| absent_designs(design, doc))
+                    .map(|r| format!("baseline: {r}"))
+            });
+        if let Some(reason) = absent {
+            out.push(GateResult::skipped(
+                regression_name(spec),
+                Kind::Regression,
+                reason,
+            ));
+            continue;
+        }
         let values = |docs: &[Value]| -> Result<Vec<f64>, GateError> {
             docs.iter().map(|d| metric.value(d, &spec.metric)).collect()
         };
@@ -259,24 +350,92 @@ pub fn evaluate_regressions(
             }
         );
         out.push(GateResult {
-            name: format!(
-                "{} may not get worse than {:.0} % ({} is worse)",
-                spec.metric,
-                tol * 100.0,
-                match spec.worse {
-                    Worse::Higher => "higher",
-                    Worse::Lower => "lower",
-                }
-            ),
+            name: regression_name(spec),
             kind: Kind::Regression,
             value: cm,
             limit,
             margin: sign * (limit - cm),
             passed,
             detail,
+            skipped: None,
         });
     }
     Ok(out)
+}
+
+fn regression_name(spec: &RegressionSpec) -> String {
+    format!(
+        "{} may not get worse than {:.0} % ({} is worse)",
+        spec.metric,
+        spec.tolerance.0 * 100.0,
+        match spec.worse {
+            Worse::Higher => "higher",
+            Worse::Lower => "lower",
+        }
+    )
+}
+
+/// The default tolerances of [`default_regressions`], checked against the A/A noise in
+/// docs/PERFORMANCE.md: accepted-latency p99 moved up to 18 % between runs of the same build
+/// (50 % is 2.8× that), the 503 share about 2 % (20 % is 10×), throughput 0 % (5 %), and delivery
+/// p99 up to 2.5 % (50 % leaves room for the tail of a slower machine).
+pub const DEFAULT_TOLERANCES: DefaultTolerances = DefaultTolerances {
+    accepted_p99: 0.50,
+    share_503: 0.20,
+    throughput: 0.05,
+    delivery_p99: 0.50,
+};
+
+/// See [`DEFAULT_TOLERANCES`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DefaultTolerances {
+    pub accepted_p99: f64,
+    pub share_503: f64,
+    pub throughput: f64,
+    pub delivery_p99: f64,
+}
+
+/// The regressions compared against a baseline when a scenario declares none, so that
+/// `--baseline` never compares nothing: for each design in both runs, its accepted-sign-up latency
+/// p99, its 503 share, its throughput and each channel's delivery p99 — each only where both
+/// runs measured it.
+pub fn default_regressions(candidate: &Value, baseline: &Value) -> Vec<RegressionSpec> {
+    let t = DEFAULT_TOLERANCES;
+    let has = |doc: &Value, pointer: &str| doc.pointer(pointer).is_some_and(Value::is_number);
+    let mut out = Vec::new();
+    let Some(designs) = candidate["designs"].as_object() else {
+        return out;
+    };
+    for (name, design) in designs {
+        if baseline["designs"].get(name).is_none() {
+            continue;
+        }
+        let mut add = |path: &str, tolerance: f64, worse: Worse| {
+            let pointer = format!("/designs/{name}/{}", path.replace('.', "/"));
+            if has(candidate, &pointer) && has(baseline, &pointer) {
+                out.push(RegressionSpec {
+                    metric: format!("{name}.{path}"),
+                    tolerance: Tolerance(tolerance),
+                    worse,
+                });
+            }
+        };
+        add("latency_ms_by_class.2xx.p99", t.accepted_p99, Worse::Higher);
+        add("requests.share.503", t.share_503, Worse::Higher);
+        add("throughput_rps", t.throughput, Worse::Lower);
+        let channels: Vec<String> = design["delivery"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        for channel in channels {
+            add(
+                &format!("delivery.{channel}.p99_ms"),
+                t.delivery_p99,
+                Worse::Higher,
+            );
+        }
+    }
+    out
 }
 
 fn num(v: f64) -> String {
@@ -287,9 +446,9 @@ fn num(v: f64) -> String {
     }
 }
 
-/// 0 when every gate passed, 1 when any failed.
+/// 0 when no gate failed (skipped ones do not count), 1 when any failed.
 pub fn exit_code(results: &[GateResult]) -> i32 {
-    if results.iter().all(|r| r.passed) {
+    if !results.iter().any(GateResult::failed) {
         0
     } else {
         1

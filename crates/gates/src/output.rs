@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::GateResult;
+use crate::{GateResult, tally};
 
 fn num(v: f64) -> String {
     if !v.is_finite() {
@@ -24,6 +24,10 @@ fn num(v: f64) -> String {
 pub fn text(results: &[GateResult]) -> String {
     let mut out = String::new();
     for r in results {
+        if let Some(reason) = &r.skipped {
+            let _ = writeln!(out, "SKIP {}: {reason}", r.name);
+            continue;
+        }
         let _ = writeln!(
             out,
             "{} {}  (value {}, limit {}, margin {}){}",
@@ -39,11 +43,15 @@ pub fn text(results: &[GateResult]) -> String {
             }
         );
     }
-    let failed = results.iter().filter(|r| !r.passed).count();
+    let (passed, failed, skipped) = tally(results);
     let _ = writeln!(
         out,
-        "gates: {} passed, {failed} failed",
-        results.len() - failed
+        "gates: {passed} passed, {failed} failed{}",
+        if skipped > 0 {
+            format!(", {skipped} skipped")
+        } else {
+            String::new()
+        }
     );
     out
 }
@@ -57,16 +65,16 @@ fn xml(s: &str) -> String {
 
 /// JUnit XML: one `<testcase>` per gate, failures carrying value, limit and margin.
 pub fn junit(results: &[GateResult]) -> String {
-    let failures = results.iter().filter(|r| !r.passed).count();
+    let (_, failures, skipped) = tally(results);
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
-        "<testsuites name=\"fanbench\" tests=\"{}\" failures=\"{failures}\">",
+        "<testsuites name=\"fanbench\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">",
         results.len()
     );
     let _ = writeln!(
         out,
-        "  <testsuite name=\"fanbench gates\" tests=\"{}\" failures=\"{failures}\" errors=\"0\">",
+        "  <testsuite name=\"fanbench gates\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\">",
         results.len()
     );
     for r in results {
@@ -76,7 +84,13 @@ pub fn junit(results: &[GateResult]) -> String {
             "    <testcase classname=\"fanbench.gates.{kind}\" name=\"{}\" time=\"0\"",
             xml(&r.name)
         );
-        if r.passed {
+        if let Some(reason) = &r.skipped {
+            let _ = writeln!(
+                out,
+                ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                xml(reason)
+            );
+        } else if r.passed {
             out.push_str("/>\n");
         } else {
             let message = format!(
@@ -99,16 +113,29 @@ pub fn junit(results: &[GateResult]) -> String {
 
 /// A Markdown table for CI job summaries.
 pub fn markdown(results: &[GateResult]) -> String {
-    let failed = results.iter().filter(|r| !r.passed).count();
+    let (passed, failed, skipped) = tally(results);
     let mut out = format!(
-        "### fanbench gates: {}\n\n| | gate | value | limit | margin |\n| --- | --- | ---: | ---: | ---: |\n",
+        "### fanbench gates: {}{}\n\n| | gate | value | limit | margin |\n| --- | --- | ---: | ---: | ---: |\n",
         if failed == 0 {
-            "all passed".to_string()
+            format!("all {passed} evaluated passed")
         } else {
-            format!("{failed} of {} failed", results.len())
+            format!("{failed} of {} failed", passed + failed)
+        },
+        if skipped > 0 {
+            format!(", {skipped} skipped")
+        } else {
+            String::new()
         }
     );
     for r in results {
+        if r.skipped.is_some() {
+            let _ = writeln!(
+                out,
+                "| skipped | `{}` | – | – | – |",
+                r.name.replace('|', "\\|")
+            );
+            continue;
+        }
         let _ = writeln!(
             out,
             "| {} | `{}` | {} | {} | {} |",
@@ -121,6 +148,15 @@ pub fn markdown(results: &[GateResult]) -> String {
     }
     for r in results.iter().filter(|r| !r.detail.is_empty()) {
         let _ = writeln!(out, "\n- `{}`: {}", r.name.replace('|', "\\|"), r.detail);
+    }
+    for r in results {
+        if let Some(reason) = &r.skipped {
+            let _ = writeln!(
+                out,
+                "\n- `{}` skipped: {reason}",
+                r.name.replace('|', "\\|")
+            );
+        }
     }
     out
 }
@@ -140,6 +176,7 @@ mod tests {
                 margin: 95.5,
                 passed: true,
                 detail: String::new(),
+                skipped: None,
             },
             GateResult {
                 name: "sync.latency_ms.p99 / async.latency_ms.p99 > 10 & <stuff>".into(),
@@ -149,16 +186,27 @@ mod tests {
                 margin: -8.0,
                 passed: false,
                 detail: "median of 3 repeats".into(),
+                skipped: None,
             },
+            GateResult::skipped(
+                "broker.latency_ms.p99 < 50".into(),
+                Kind::Threshold,
+                "the run has no `broker` design (it ran sync, async)".into(),
+            ),
         ]
     }
 
     #[test]
     fn junit_has_one_case_per_gate_and_escapes() {
         let x = junit(&results());
-        assert_eq!(x.matches("<testcase ").count(), 2);
+        assert_eq!(x.matches("<testcase ").count(), 3);
         assert_eq!(x.matches("<failure ").count(), 1);
-        assert!(x.contains("tests=\"2\" failures=\"1\""));
+        assert_eq!(
+            x.matches("<skipped message=\"the run has no `broker` design")
+                .count(),
+            1
+        );
+        assert!(x.contains("tests=\"3\" failures=\"1\" skipped=\"1\""));
         assert!(x.contains("&amp; &lt;stuff&gt;"));
         assert!(x.contains("classname=\"fanbench.gates.invariant\""));
     }
@@ -171,13 +219,22 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("FAIL") && t.ends_with("gates: 1 passed, 1 failed\n"),
+            t.contains("FAIL") && t.ends_with("gates: 1 passed, 1 failed, 1 skipped\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("SKIP broker.latency_ms.p99 < 50: the run has no `broker` design"),
             "{t}"
         );
         let m = markdown(&results());
         assert!(
-            m.contains("1 of 2 failed") && m.contains("| **FAIL** |"),
+            m.contains("1 of 2 failed, 1 skipped") && m.contains("| **FAIL** |"),
             "{m}"
         );
+        assert!(
+            m.contains("| skipped | `broker.latency_ms.p99 < 50` |"),
+            "{m}"
+        );
+        assert!(m.contains("skipped: the run has no `broker` design"), "{m}");
     }
 }
