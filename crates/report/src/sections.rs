@@ -98,17 +98,31 @@ pub fn render(
 /// The verdict in plain words, one line per design, then the comparison.
 pub fn verdict_lines(r: &RunResults) -> Vec<String> {
     let mut lines = Vec::new();
+    let accepted_p99 = |d: &DesignResults| d.latency_ms_by_class.get("2xx").map(|c| c.latency.p99);
     for (name, d) in text::ordered(r) {
         let sent = d.requests.sent.max(1);
         let refused = d.requests.status["503"];
-        let mut line = format!(
-            "**{name}**: p99 {} (p50 {}), {} of {} sign-ups refused with 503 ({:.1} %)",
-            ms(d.latency_ms.p99),
-            ms(d.latency_ms.p50),
+        let mut line = match d.latency_ms_by_class.get("2xx") {
+            Some(ok) => format!(
+                "**{name}**: an accepted sign-up took p99 {} (p50 {})",
+                ms(ok.latency.p99),
+                ms(ok.latency.p50)
+            ),
+            None => format!("**{name}**: no sign-up was accepted"),
+        };
+        line.push_str(&format!(
+            "; {} of {} sign-ups refused with 503 ({:.1} %)",
             refused,
             d.requests.sent,
             refused as f64 * 100.0 / sent as f64
-        );
+        ));
+        if let Some(no) = d.latency_ms_by_class.get("503") {
+            line.push_str(&format!(
+                ", told so after p50 {} (p99 {})",
+                ms(no.latency.p50),
+                ms(no.latency.p99)
+            ));
+        }
         if let Some(rec) = &d.reconciliation {
             let worst = d
                 .delivery
@@ -122,18 +136,34 @@ pub fn verdict_lines(r: &RunResults) -> Vec<String> {
                 rec.never_notified,
                 ms(worst)
             ));
+            if rec.undelivered > 0 {
+                line.push_str(&format!(
+                    "; {} still queued at the drain deadline",
+                    rec.undelivered
+                ));
+            }
+            if rec.dead > 0 {
+                line.push_str(&format!("; {} dead-lettered", rec.dead));
+            }
         }
         if !d.trustworthy {
             line.push_str(" — **UNTRUSTWORTHY: the driver fell behind its schedule**");
         }
+        if !d.valid {
+            line.push_str(&format!(" — **INVALID: {}**", d.invalid_reasons.join("; ")));
+        }
         lines.push(line);
     }
     if let (Some(s), Some(a)) = (r.designs.get("sync"), r.designs.get("async")) {
-        if a.latency_ms.p99 > 0.0 {
-            lines.push(format!(
-                "the async design's p99 is **{:.0}x** lower than the sync design's under the same load",
-                s.latency_ms.p99 / a.latency_ms.p99
-            ));
+        match (accepted_p99(s), accepted_p99(a)) {
+            _ if !(s.valid && a.valid) => lines.push(
+                "no comparison: a design's run is invalid, so its numbers do not describe it".into(),
+            ),
+            (Some(sp), Some(ap)) if ap > 0.0 => lines.push(format!(
+                "an accepted sign-up's p99 is **{:.0}x** lower with the async design than with the sync design under the same load",
+                sp / ap
+            )),
+            _ => {}
         }
     }
     lines
@@ -607,16 +637,29 @@ fn gate_table(gates: Option<&[gates::GateResult]>) -> String {
     let Some(gates) = gates else {
         return "<p class=\"explain\">Gates: none evaluated for this run.</p>".into();
     };
-    let failed = gates.iter().filter(|g| !g.passed).count();
+    let (passed, failed, skipped) = gates::tally(gates);
     let mut out = format!(
-        "<h3>Gates: {}</h3><table><thead><tr><th>gate</th><th>value</th><th>limit</th><th>margin</th><th>result</th></tr></thead><tbody>",
+        "<h3>Gates: {}{}</h3><table><thead><tr><th>gate</th><th>value</th><th>limit</th><th>margin</th><th>result</th></tr></thead><tbody>",
         if failed == 0 {
-            "all passed".to_string()
+            format!("all {passed} evaluated passed")
         } else {
-            format!("{failed} of {} failed", gates.len())
+            format!("{failed} of {} failed", passed + failed)
+        },
+        if skipped > 0 {
+            format!(", {skipped} skipped")
+        } else {
+            String::new()
         }
     );
     for g in gates {
+        if let Some(reason) = &g.skipped {
+            out.push_str(&format!(
+                "<tr><td><code>{}</code><br><small>{}</small></td><td>–</td><td>–</td><td>–</td><td>skipped</td></tr>",
+                escape(&g.name),
+                escape(reason)
+            ));
+            continue;
+        }
         out.push_str(&format!(
             "<tr><td><code>{}</code>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
             escape(&g.name),

@@ -31,6 +31,13 @@ fn rec(d: &DesignResults, f: fn(&results::Reconciliation) -> u64) -> String {
         .map_or("-".into(), |r| f(r).to_string())
 }
 
+/// A percentile of one outcome class's latency, with how many fell into it.
+fn class_ms(d: &DesignResults, class: &str, f: fn(&results::Percentiles) -> f64) -> String {
+    d.latency_ms_by_class
+        .get(class)
+        .map_or("-".into(), |c| ms(f(&c.latency)))
+}
+
 fn delivery_p99(d: &DesignResults, channel: &str) -> String {
     d.delivery
         .get(channel)
@@ -50,22 +57,42 @@ const ROWS: &[Row] = &[
             pct(d.requests.status["503"], d.requests.sent)
         )
     }),
-    ("other errors", |d| {
+    ("other 4xx/5xx", |d| {
         let s = &d.requests.status;
-        (s["409"] + s["4xx"] + s["5xx"] + s["timeout"] + s["connection_error"]).to_string()
+        (s["409"] + s["4xx"] + s["5xx"]).to_string()
     }),
-    ("latency p50", |d| ms(d.latency_ms.p50)),
-    ("latency p90", |d| ms(d.latency_ms.p90)),
-    ("latency p99", |d| ms(d.latency_ms.p99)),
-    ("latency p99.9", |d| ms(d.latency_ms.p999)),
-    ("latency max", |d| ms(d.latency_ms.max)),
+    ("no answer (timeout, conn.)", |d| {
+        let s = &d.requests.status;
+        format!(
+            "{} ({})",
+            s["timeout"] + s["connection_error"],
+            pct(s["timeout"] + s["connection_error"], d.requests.sent)
+        )
+    }),
+    ("accepted latency p50", |d| class_ms(d, "2xx", |p| p.p50)),
+    ("accepted latency p99", |d| class_ms(d, "2xx", |p| p.p99)),
+    ("accepted latency max", |d| class_ms(d, "2xx", |p| p.max)),
+    ("refusal (503) latency p50", |d| {
+        class_ms(d, "503", |p| p.p50)
+    }),
+    ("refusal (503) latency p99", |d| {
+        class_ms(d, "503", |p| p.p99)
+    }),
+    ("all answers latency p50", |d| ms(d.latency_ms.p50)),
+    ("all answers latency p90", |d| ms(d.latency_ms.p90)),
+    ("all answers latency p99", |d| ms(d.latency_ms.p99)),
+    ("all answers latency p99.9", |d| ms(d.latency_ms.p999)),
+    ("all answers latency max", |d| ms(d.latency_ms.max)),
     ("service time p99", |d| ms(d.service_time_ms.p99)),
     ("throughput (2xx/s)", |d| format!("{:.1}", d.throughput_rps)),
     ("delivery p99 email", |d| delivery_p99(d, "email")),
     ("delivery p99 sms", |d| delivery_p99(d, "sms")),
     ("delivery p99 push", |d| delivery_p99(d, "push")),
     ("notifications owed", |d| rec(d, |r| r.expected)),
+    ("delivered", |d| rec(d, |r| r.delivered)),
     ("lost", |d| rec(d, |r| r.lost)),
+    ("dead-lettered", |d| rec(d, |r| r.dead)),
+    ("still queued at deadline", |d| rec(d, |r| r.undelivered)),
     ("duplicates absorbed", |d| rec(d, |r| r.duplicates)),
     ("never notified (refused)", |d| rec(d, |r| r.never_notified)),
     ("send lag p99 (driver)", |d| ms(d.send_lag_ms.p99)),
@@ -74,6 +101,13 @@ const ROWS: &[Row] = &[
             "yes".into()
         } else {
             "NO".into()
+        }
+    }),
+    ("valid", |d| {
+        if d.valid {
+            "yes".into()
+        } else {
+            "INVALID".into()
         }
     }),
 ];
@@ -111,6 +145,9 @@ pub fn markdown_table(results: &RunResults) -> String {
         let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
     }
     for (name, d) in &designs {
+        for reason in &d.invalid_reasons {
+            let _ = writeln!(out, "\n> **INVALID ({name}):** {reason}");
+        }
         for w in &d.warnings {
             let _ = writeln!(out, "\n> **Warning ({name}):** {w}");
         }
@@ -123,13 +160,13 @@ pub fn table(results: &RunResults) -> String {
     let designs = ordered(results);
     let mut out = String::new();
     let _ = writeln!(out, "\n{} — {}", results.scenario.name, results.run_id);
-    let _ = write!(out, "{:<26}", "");
+    let _ = write!(out, "{:<28}", "");
     for (name, _) in &designs {
         let _ = write!(out, "{name:>18}");
     }
     out.push('\n');
     for (label, f) in ROWS {
-        let _ = write!(out, "{label:<26}");
+        let _ = write!(out, "{label:<28}");
         for (_, d) in &designs {
             let _ = write!(out, "{:>18}", f(d));
         }
@@ -138,6 +175,9 @@ pub fn table(results: &RunResults) -> String {
     for (name, d) in &designs {
         for w in &d.warnings {
             let _ = writeln!(out, "WARNING [{name}]: {w}");
+        }
+        if !d.valid {
+            let _ = writeln!(out, "INVALID [{name}]: see why above");
         }
     }
     out
