@@ -16,6 +16,6 @@ pub use cluster::{Cluster, ClusterOptions, find_pg_bin};
 pub use error::DbError;
 pub use failure::{is_transient, is_transient_sqlstate};
 pub use schema::{
-    Database, MIGRATOR, connect_pool, create_database, database_url_with_name, ensure_database,
-    migrate,
+    Database, MIGRATOR, connect_pool, create_database, database_url_with_name, drop_database,
+    ensure_database, migrate,
 };

@@ -67,6 +67,21 @@ pub async fn create_database(
     database_url_with_name(server_url, name)
 }
 
+/// Drops database `name` on the server `server_url` points at, if it exists, closing any
+/// connection still open to it (PostgreSQL 13+ `WITH (FORCE)`).
+pub async fn drop_database(server_url: &str, name: &str) -> Result<(), DbError> {
+    let admin = database_url_with_name(server_url, "postgres")?;
+    let mut conn = PgConnection::connect(&admin).await?;
+    sqlx::raw_sql(&format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(name)
+    ))
+    .execute(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(())
+}
+
 /// Makes sure the database `url` names exists, creating it (empty) when it does not.
 pub async fn ensure_database(url: &str) -> Result<(), DbError> {
     let options: PgConnectOptions = url

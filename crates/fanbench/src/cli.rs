@@ -232,6 +232,21 @@ pub struct DatabaseArgs {
     pub database_url: Option<String>,
 }
 
+/// The database server a measured run creates its databases on.
+#[derive(Debug, Args)]
+pub struct RunDatabaseArgs {
+    /// The PostgreSQL server to create each design's databases on (`fanbench_<design>_<time>` and
+    /// its `_logs` store; the database part of the URL is replaced). Without it, a throwaway
+    /// cluster is started and removed on exit.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// With --database-url: keep each design's databases after the run (they are dropped by
+    /// default), e.g. to inspect the outbox or replay dead letters.
+    #[arg(long)]
+    pub keep_databases: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     /// Stop when standard input closes (set by `fanbench compare` for the servers it runs).
@@ -322,7 +337,7 @@ pub struct CompareArgs {
     pub gates: GateOutputArgs,
 
     #[command(flatten)]
-    pub database: DatabaseArgs,
+    pub database: RunDatabaseArgs,
 }
 
 #[derive(Debug, Args)]
@@ -344,7 +359,7 @@ pub struct RunArgs {
     pub allow_remote: bool,
 
     #[command(flatten)]
-    pub database: DatabaseArgs,
+    pub database: RunDatabaseArgs,
 }
 
 #[derive(Debug, Args)]

@@ -10,8 +10,8 @@ use driver::{DriveOptions, Measurement, Scenario, Schedule, Shape};
 use results::{DesignResults, Drain, Environment, RunResults, ScenarioInfo};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{CompareArgs, Design, LoadArgs, RunArgs};
-use crate::harness::{self, ChildServer, Keys, Providers};
+use crate::cli::{CompareArgs, Design, LoadArgs, RunArgs, RunDatabaseArgs};
+use crate::harness::{self, Answered, ChildServer, Keys, Providers};
 use crate::{gating, shutdown, telemetry};
 
 /// A loaded scenario and where its run goes.
@@ -106,13 +106,7 @@ pub async fn compare(args: CompareArgs) -> Result<()> {
         baseline,
         junit: args.gates.junit.clone(),
     };
-    run_designs(
-        &plan,
-        &designs,
-        args.database.database_url.as_deref(),
-        &gating,
-    )
-    .await
+    run_designs(&plan, &designs, &args.database, &gating).await
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -124,13 +118,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 baseline: None,
                 junit: None,
             };
-            run_designs(
-                &plan,
-                &[design],
-                args.database.database_url.as_deref(),
-                &gating,
-            )
-            .await
+            run_designs(&plan, &[design], &args.database, &gating).await
         }
         (None, Some(target)) => run_target(&plan, target, args.allow_remote).await,
         (None, None) => bail!("give --design or --target"),
@@ -161,11 +149,11 @@ fn cancellation() -> CancellationToken {
 async fn run_designs(
     plan: &Plan,
     designs: &[Design],
-    database_url: Option<&str>,
+    database: &RunDatabaseArgs,
     gating: &Gating,
 ) -> Result<()> {
     let cancel = cancellation();
-    let server = DatabaseServer::start(database_url).await?;
+    let server = DatabaseServer::start(database).await?;
     let names: Vec<&str> = designs.iter().map(|d| d.name()).collect();
     eprintln!(
         "fanbench: {} ({:.0} s, peak {:.0}/s) against {}{}; run folder {}",
@@ -189,6 +177,8 @@ async fn run_designs(
     let providers = Providers::new(&providers_child.url);
 
     let mut runs = Vec::new();
+    // "<design> (repeat k)" of every invalid run, for the exit.
+    let mut invalid = Vec::new();
     for k in 1..=gating.repeat {
         if cancel.is_cancelled() {
             break;
@@ -207,6 +197,14 @@ async fn run_designs(
             let (results, samples) = run_one(&plan, *design, &server, &providers, &cancel)
                 .await
                 .with_context(|| format!("the {} design's run failed", design.name()))?;
+            if !results.valid {
+                announce_invalid(design.name(), &results.invalid_reasons);
+                invalid.push(if gating.repeat > 1 {
+                    format!("{} (repeat {k})", design.name())
+                } else {
+                    design.name().to_string()
+                });
+            }
             designs_out.insert(design.name().to_string(), results);
             telemetry.designs.insert(design.name().to_string(), samples);
         }
@@ -251,7 +249,21 @@ async fn run_designs(
             plan.out.display()
         );
     }
+    if !invalid.is_empty() {
+        bail!(
+            "the run is invalid for {} (why: above, and in results.json); no verdict stands on it",
+            invalid.join(", ")
+        );
+    }
     gating::outcome(verdicts.as_deref())
+}
+
+/// Says, once and loudly, why a design's run is invalid.
+fn announce_invalid(design: &str, reasons: &[String]) {
+    eprintln!("\n!!! INVALID RUN: {design} — these numbers do not describe the design under load:");
+    for reason in reasons {
+        eprintln!("!!!   - {reason}");
+    }
 }
 
 async fn run_one(
@@ -269,15 +281,22 @@ async fn run_one(
 
     let (args, settings) =
         server_args(&plan.scenario, design, &database_url, &providers.url).await?;
-    let child = spawn(name, args, plan.out.join(format!("{name}.server.log"))).await?;
+    let log = plan.out.join(format!("{name}.server.log"));
+    let mut child = spawn(name, args, log.clone()).await?;
     providers.prepare(&plan.scenario.providers).await?;
 
     let sampler_pool = fanbench_db::connect_pool(&database_url, 1, Duration::from_secs(30)).await?;
     let sampler = telemetry::Sampler::start(&child.url, &providers.url, sampler_pool, &db_name);
     let options = plan.drive_options(&child.url, name, cancel);
     let measurement = driver::drive(Schedule::new(&plan.scenario)?, &plan.shape, &options).await?;
+    let server_exit = child.exited();
 
     let drain = match design {
+        // A dead server drains nothing: waiting would only run out the clock.
+        Design::Async if server_exit.is_some() => Some(Drain {
+            drained: false,
+            seconds: 0.0,
+        }),
         Design::Async => {
             let timeout = plan.scenario.servers.async_.drain_timeout;
             let (drained, took) = harness::wait_for_drain(&pool, timeout, cancel).await?;
@@ -302,18 +321,26 @@ async fn run_one(
         .iter()
         .map(|k| status[*k])
         .sum();
-    let (reconciliation, delivery) = harness::reconcile(
-        &pool,
-        keys,
-        providers,
-        measurement.started_at,
-        r.ok(),
+    let answered = Answered {
+        accepted: r.ok(),
         refused,
-    )
-    .await?;
+    };
+    let (reconciliation, delivery) =
+        harness::reconcile(&pool, keys, providers, measurement.started_at, answered).await?;
     pool.close().await;
+    server.finished_with(&db_name).await;
 
     let mut results = design_results(plan, &measurement, options.target.clone(), settings);
+    if let Some(status) = server_exit {
+        results.valid = false;
+        results.invalid_reasons.insert(
+            0,
+            format!(
+                "the {name} server exited during the run ({status}); its log: {}",
+                log.display()
+            ),
+        );
+    }
     if let Some(d) = &drain {
         if !d.drained {
             results.warnings.push(format!(
@@ -322,10 +349,23 @@ async fn run_one(
             ));
         }
     }
-    if reconciliation.lost > 0 {
+    let rec = &reconciliation;
+    if rec.lost > 0 {
         results.warnings.push(format!(
-            "{} notifications owed to accepted sign-ups were never delivered",
-            reconciliation.lost
+            "LOST: {} notifications owed to committed sign-ups are neither delivered nor held anywhere",
+            rec.lost
+        ));
+    }
+    if rec.undelivered > 0 {
+        results.warnings.push(format!(
+            "{} notifications were still queued at the drain deadline: backlog, not loss",
+            rec.undelivered
+        ));
+    }
+    if rec.dead > 0 {
+        results.warnings.push(format!(
+            "{} notifications were dead-lettered (`fanbench dlq list` while the database is kept)",
+            rec.dead
         ));
     }
     results.drain = drain;
@@ -346,6 +386,10 @@ async fn run_target(plan: &Plan, target: &str, allow_remote: bool) -> Result<()>
         target.to_string(),
         serde_json::Value::Null,
     );
+    let invalid = (!results.valid).then(|| results.invalid_reasons.clone());
+    if let Some(reasons) = &invalid {
+        announce_invalid("target", reasons);
+    }
     write_histograms(plan, "target", &measurement)?;
     let mut designs = BTreeMap::new();
     designs.insert("target".to_string(), results);
@@ -358,6 +402,9 @@ async fn run_target(plan: &Plan, target: &str, allow_remote: bool) -> Result<()>
             "stopped early; what was measured is in {}",
             plan.out.display()
         );
+    }
+    if invalid.is_some() {
+        bail!("the run against {target} is invalid (why: above, and in results.json)");
     }
     Ok(())
 }
@@ -489,11 +536,21 @@ fn design_results(
             "UNTRUSTWORTHY: the driver did not keep to its schedule (see below)".into(),
         );
     }
+    let requests = r.requests();
+    let rules = results::ValidityRules {
+        max_unanswered_share: plan.scenario.driver.max_unanswered_share,
+    };
+    let mut invalid_reasons = results::invalid_reasons(&requests, rules);
+    if m.cancelled {
+        // A stopped run is reported as stopped; what it lacks is not the design's fault.
+        invalid_reasons.retain(|r| !r.starts_with("no request was sent"));
+    }
     DesignResults {
         target,
         settings,
-        requests: r.requests(),
+        requests,
         latency_ms: r.latency_ms(),
+        latency_ms_by_class: r.latency_ms_by_class(),
         service_time_ms: r.service_time_ms(),
         latency_spectrum: results::spectrum(r.latency()),
         send_lag_ms: r.send_lag_ms(),
@@ -505,6 +562,8 @@ fn design_results(
         reconciliation: None,
         drain: None,
         trustworthy: m.trustworthy,
+        valid: invalid_reasons.is_empty(),
+        invalid_reasons,
         warnings,
     }
 }
@@ -556,14 +615,17 @@ struct DatabaseServer {
     /// A URL on the server (its database part is replaced per design).
     url: String,
     _cluster: Option<fanbench_db::Cluster>,
+    /// Drop each design's databases once reconciled (someone else's server, not kept).
+    drop_after: bool,
 }
 
 impl DatabaseServer {
-    async fn start(database_url: Option<&str>) -> Result<Self> {
-        match database_url {
+    async fn start(args: &RunDatabaseArgs) -> Result<Self> {
+        match &args.database_url {
             Some(url) => Ok(Self {
                 url: url.to_string(),
                 _cluster: None,
+                drop_after: !args.keep_databases,
             }),
             None => {
                 eprintln!(
@@ -576,7 +638,27 @@ impl DatabaseServer {
                 Ok(Self {
                     url: cluster.url("postgres"),
                     _cluster: Some(cluster),
+                    // The cluster goes with everything on it.
+                    drop_after: false,
                 })
+            }
+        }
+    }
+
+    /// A design's databases are reconciled: drop them (and the log store beside them) unless
+    /// they are to be kept. A failure to drop is reported, not fatal: the measurement stands.
+    async fn finished_with(&self, db_name: &str) {
+        if !self.drop_after {
+            if self._cluster.is_none() {
+                eprintln!(
+                    "fanbench: kept databases {db_name} and {db_name}_logs (--keep-databases)"
+                );
+            }
+            return;
+        }
+        for name in [db_name.to_string(), format!("{db_name}_logs")] {
+            if let Err(e) = fanbench_db::drop_database(&self.url, &name).await {
+                eprintln!("fanbench: could not drop database {name}: {e} (drop it by hand)");
             }
         }
     }

@@ -78,21 +78,50 @@ pub fn evaluate(
     outputs: &Outputs,
 ) -> Result<Option<Vec<GateResult>>> {
     let candidate = load_repeats(dir)?;
-    let specs = specs(&candidate[0])?;
-    if specs.is_empty() {
+    let mut specs = specs(&candidate[0])?;
+    if specs.is_empty() && baseline.is_none() {
         return Ok(None);
+    }
+    let baseline = match baseline {
+        Some(base) => Some(
+            load_repeats(base)
+                .with_context(|| format!("reading the baseline {}", base.display()))?,
+        ),
+        None => None,
+    };
+    if let Some(base) = &baseline {
+        if specs.regressions.is_empty() {
+            // A baseline given is a question asked: never answer it by comparing nothing.
+            specs.regressions = gates::default_regressions(&candidate[0], &base[0]);
+            let t = gates::DEFAULT_TOLERANCES;
+            eprintln!(
+                "fanbench: the scenario declares no regressions; comparing the default set against the baseline \
+                 ({} gates: accepted-latency p99 {:.0} %, 503 share {:.0} %, throughput {:.0} % lower, delivery p99 {:.0} %; \
+                 see docs/PERFORMANCE.md)",
+                specs.regressions.len(),
+                t.accepted_p99 * 100.0,
+                t.share_503 * 100.0,
+                t.throughput * 100.0,
+                t.delivery_p99 * 100.0
+            );
+            if specs.regressions.is_empty() {
+                bail!(
+                    "the baseline and this run share no design to compare (this run: {}; baseline: {})",
+                    design_names(&candidate[0]),
+                    design_names(&base[0])
+                );
+            }
+        }
     }
     let (rules, regressions) = specs.check().map_err(|(_, e)| anyhow::anyhow!(e))?;
     let mut results = gates::evaluate_rules(&rules, &candidate)?;
     if !regressions.is_empty() {
-        match baseline {
-            Some(base) => {
-                let baseline = load_repeats(base)
-                    .with_context(|| format!("reading the baseline {}", base.display()))?;
+        match &baseline {
+            Some(baseline) => {
                 results.extend(gates::evaluate_regressions(
                     &regressions,
                     &candidate,
-                    &baseline,
+                    baseline,
                 )?);
             }
             None => eprintln!(
@@ -120,20 +149,52 @@ pub fn evaluate(
     Ok(Some(results))
 }
 
+fn design_names(doc: &Value) -> String {
+    doc["designs"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
 /// Turns gate results into the command's outcome: an error of type [`GatesFailed`] when any failed.
 pub fn outcome(results: Option<&[GateResult]>) -> Result<()> {
     let Some(results) = results else {
         return Ok(());
     };
-    let failed = results.iter().filter(|r| !r.passed).count();
+    let (passed, failed, _) = gates::tally(results);
     if failed > 0 {
         return Err(GatesFailed {
             failed,
-            total: results.len(),
+            total: passed + failed,
         }
         .into());
     }
     Ok(())
+}
+
+/// The designs of a run (any repeat) that are invalid, with why: no gate verdict stands on them.
+fn invalid_designs(repeats: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, doc) in repeats.iter().enumerate() {
+        let Some(designs) = doc["designs"].as_object() else {
+            continue;
+        };
+        for (name, design) in designs {
+            if design["valid"] == Value::Bool(false) {
+                let reasons: Vec<&str> = design["invalid_reasons"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let which = if repeats.len() > 1 {
+                    format!("{name} (repeat {})", k + 1)
+                } else {
+                    name.clone()
+                };
+                out.push(format!("{which}: {}", reasons.join("; ")));
+            }
+        }
+    }
+    out
 }
 
 /// `fanbench gate RUN_DIR`
@@ -141,7 +202,8 @@ pub fn gate(dir: &Path, baseline: Option<&Path>, outputs: &Outputs) -> Result<()
     let results = evaluate(dir, baseline, outputs)?;
     if results.is_none() {
         bail!(
-            "the scenario of {} declares no gates ([gates] rules or regressions)",
+            "the scenario of {} declares no gates ([gates] rules or regressions); \
+             give --baseline DIR to compare the default regression set",
             dir.display()
         );
     }
@@ -150,6 +212,13 @@ pub fn gate(dir: &Path, baseline: Option<&Path>, outputs: &Outputs) -> Result<()
         if let Ok(run) = report::Run::load(dir) {
             report::write(&[run])?;
         }
+    }
+    let invalid = invalid_designs(&load_repeats(dir)?);
+    if !invalid.is_empty() {
+        bail!(
+            "the run is invalid, so no gate verdict stands on it:\n  {}",
+            invalid.join("\n  ")
+        );
     }
     outcome(results.as_deref())
 }

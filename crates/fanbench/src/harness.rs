@@ -83,6 +83,16 @@ impl ChildServer {
         })
     }
 
+    /// How the server ended, if it has ended: a server that exits while it is being measured
+    /// makes the run invalid.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("its state could not be read: {e}")),
+        }
+    }
+
     /// Asks the server to stop (SIGTERM), waits up to `grace`, then kills it.
     pub fn stop(mut self, grace: Duration) -> Result<()> {
         let pid = self.child.id().to_string();
@@ -190,64 +200,119 @@ impl Providers {
 pub enum Keys {
     /// `<user id>:<channel>`, for every committed user (sync).
     Users,
-    /// `<event id>:<channel>`, for every outbox row (async).
+    /// `<event id>:<channel>`, from each user's outbox rows (async).
     Outbox,
 }
 
 const CHANNELS: [&str; 3] = ["email", "sms", "push"];
 
+/// Where an owed notification stands in the design's own records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// Nothing would deliver it any more: a sync sign-up's send (made inside its request or never),
+    /// an outbox row marked done, or no outbox row at all.
+    Nowhere,
+    /// Still queued (pending) when the drain deadline passed.
+    Queued,
+    /// Dead-lettered.
+    Dead,
+}
+
+/// One owed notification: its channel, its sign-up's intended send time, where it stands.
+#[derive(Debug, Clone, Copy)]
+struct Owed {
+    channel: usize,
+    at: Duration,
+    held: Held,
+}
+
+/// What the driver saw of the sign-ups, for reconciliation.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered {
+    /// Answered 2xx.
+    pub accepted: u64,
+    /// Refused (503, other 5xx) or unanswered (timeouts, connection errors).
+    pub refused: u64,
+}
+
 /// Reconciles what the database committed against what the providers received: set arithmetic
-/// over idempotency keys. Delivery latency runs from each sign-up's intended send time (read back
-/// from its email) to the provider's receipt.
+/// over idempotency keys. Every owed notification ends up in exactly one of delivered, lost, dead
+/// or undelivered. Delivery latency runs from each sign-up's intended send time (read back from
+/// its email) to the provider's receipt.
 pub async fn reconcile(
     pool: &PgPool,
     keys: Keys,
     providers: &Providers,
     started_at: SystemTime,
-    accepted: u64,
-    never_notified: u64,
+    answered: Answered,
 ) -> Result<(
     Reconciliation,
     std::collections::BTreeMap<String, ChannelDelivery>,
 )> {
-    // key → (channel index, intended send time since the run's zero)
-    let mut expected: HashMap<String, (usize, Duration)> = HashMap::new();
-    let mut dead_lettered = 0;
-    match keys {
+    // Each committed user and the channels its sign-up asked for; for the async design, the outbox
+    // row of each (absent when the outbox lost it).
+    let rows: Vec<(uuid::Uuid, String, String, Option<uuid::Uuid>, Option<String>)> = match keys {
         Keys::Users => {
-            let rows: Vec<(uuid::Uuid, String, bool, bool)> = sqlx::query_as(
-                "SELECT id, email, phone IS NOT NULL, device_token IS NOT NULL FROM users",
+            sqlx::query_as(
+                "SELECT u.id, u.email, c.channel, NULL::uuid, NULL::text
+                 FROM users u
+                 CROSS JOIN LATERAL (VALUES ('email', true), ('sms', u.phone IS NOT NULL),
+                                            ('push', u.device_token IS NOT NULL)) AS c(channel, wanted)
+                 WHERE c.wanted",
             )
             .fetch_all(pool)
-            .await?;
-            for (id, email, phone, device) in rows {
-                let at = driver::parse_email(&email)
-                    .map(|(_, at)| at)
-                    .unwrap_or_default();
-                for (i, present) in [true, phone, device].into_iter().enumerate() {
-                    if present {
-                        expected.insert(format!("{id}:{}", CHANNELS[i]), (i, at));
-                    }
-                }
-            }
+            .await?
         }
         Keys::Outbox => {
-            let rows: Vec<(uuid::Uuid, String, String, String)> = sqlx::query_as(
-                "SELECT d.event_id, d.channel, d.state, u.email FROM deliveries d JOIN users u ON u.id = d.user_id",
+            sqlx::query_as(
+                "SELECT u.id, u.email, c.channel, d.event_id, d.state
+                 FROM users u
+                 CROSS JOIN LATERAL (VALUES ('email', true), ('sms', u.phone IS NOT NULL),
+                                            ('push', u.device_token IS NOT NULL)) AS c(channel, wanted)
+                 LEFT JOIN deliveries d ON d.user_id = u.id AND d.channel = c.channel
+                 WHERE c.wanted",
             )
             .fetch_all(pool)
-            .await?;
-            for (event, channel, state, email) in rows {
-                let at = driver::parse_email(&email)
-                    .map(|(_, at)| at)
-                    .unwrap_or_default();
-                let i = CHANNELS.iter().position(|c| *c == channel).unwrap_or(0);
-                if state == "dead" {
-                    dead_lettered += 1;
-                }
-                expected.insert(format!("{event}:{channel}"), (i, at));
-            }
+            .await?
         }
+    };
+    let committed: u64 = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users")
+        .fetch_one(pool)
+        .await?
+        .try_into()
+        .unwrap_or(0);
+
+    // key → what is owed. A notification with no outbox row is owed all the same; it cannot be
+    // delivered under any key the providers would see, so it is keyed by its user.
+    let mut owed: HashMap<String, Owed> = HashMap::with_capacity(rows.len());
+    for (user, email, channel, event, state) in rows {
+        let at = driver::parse_email(&email)
+            .map(|(_, at)| at)
+            .unwrap_or_default();
+        let i = CHANNELS.iter().position(|c| *c == channel).unwrap_or(0);
+        let (key, held) = match (keys, event) {
+            (Keys::Users, _) => (format!("{user}:{channel}"), Held::Nowhere),
+            (Keys::Outbox, None) => (
+                format!("missing-outbox-row:{user}:{channel}"),
+                Held::Nowhere,
+            ),
+            (Keys::Outbox, Some(event)) => (
+                format!("{event}:{channel}"),
+                match state.as_deref() {
+                    Some("pending") => Held::Queued,
+                    Some("dead") => Held::Dead,
+                    _ => Held::Nowhere,
+                },
+            ),
+        };
+        owed.insert(
+            key,
+            Owed {
+                channel: i,
+                at,
+                held,
+            },
+        );
     }
 
     let mut latency: [Histogram<u64>; 3] = std::array::from_fn(|_| results::new_histogram());
@@ -255,31 +320,48 @@ pub async fn reconcile(
     let mut unexpected = 0u64;
     let zero: DateTime<Utc> = started_at.into();
     for line in providers.ledger().await? {
-        match expected.get(&line.key) {
-            Some((i, at)) => {
+        match owed.remove(&line.key) {
+            Some(o) => {
                 delivered += 1;
-                let intended = zero + chrono::Duration::from_std(*at).unwrap_or_default();
+                let intended = zero + chrono::Duration::from_std(o.at).unwrap_or_default();
                 let us = (line.received_at - intended)
                     .num_microseconds()
                     .unwrap_or(0)
                     .max(1) as u64;
-                latency[*i].saturating_record(us);
+                latency[o.channel].saturating_record(us);
             }
             None => unexpected += 1,
         }
     }
+    // What is left was not delivered: where does it stand?
+    let (mut lost, mut dead, mut undelivered) = (0u64, 0u64, 0u64);
+    for o in owed.values() {
+        match o.held {
+            Held::Nowhere => lost += 1,
+            Held::Queued => undelivered += 1,
+            Held::Dead => dead += 1,
+        }
+    }
+    // Accepted sign-ups the database does not hold were lost with everything they were owed; the
+    // driver keeps nothing per request, so each is counted as its one certain notification (email).
+    let missing = answered.accepted.saturating_sub(committed);
+    lost += missing;
+    // Sign-ups that committed without a 2xx (the driver gave up first, or the answer was lost) are
+    // owed like any other; the rest of the refused ones never got in.
+    let committed_unanswered = committed.saturating_sub(answered.accepted);
     let summary = providers.summary().await?;
     let duplicates = summary.email.duplicates + summary.sms.duplicates + summary.push.duplicates;
-    let expected_n = expected.len() as u64;
     let reconciliation = Reconciliation {
-        accepted,
-        expected: expected_n,
+        accepted: answered.accepted,
+        committed,
+        expected: delivered + lost + dead + undelivered,
         delivered,
-        lost: expected_n.saturating_sub(delivered),
+        lost,
+        dead,
+        undelivered,
         duplicates,
         unexpected,
-        never_notified,
-        dead_lettered,
+        never_notified: answered.refused.saturating_sub(committed_unanswered),
     };
     let delivery = CHANNELS
         .iter()

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ impl Drop for Server {
 }
 
 /// Collects a child's stderr lines on a thread, so the pipe never fills.
-fn lines_of(stderr: ChildStderr) -> mpsc::Receiver<String> {
+fn lines_of(stderr: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -776,15 +776,343 @@ async fn dlq_lists_and_replays_dead_letters() {
 
     let replay = run(&["replay", "--channel", "sms"]);
     assert!(String::from_utf8_lossy(&replay.stdout).contains("replayed 1 dead letter(s)"));
-    let (state, attempt): (String, i32) =
-        sqlx::query_as("SELECT state, attempt FROM deliveries WHERE channel = 'sms'")
+    let (state, attempt, base): (String, i32, i32) =
+        sqlx::query_as("SELECT state, attempt, attempt_base FROM deliveries WHERE channel = 'sms'")
             .fetch_one(&pool)
             .await
             .unwrap();
     assert_eq!(
-        (state.as_str(), attempt),
-        ("pending", 0),
-        "back in the queue with a fresh budget"
+        (state.as_str(), attempt, base),
+        ("pending", 8, 8),
+        "back in the queue with a fresh budget counted from attempt 8: attempt numbers never repeat"
     );
     assert!(run(&["list"]).stdout.is_empty());
+}
+
+/// A loopback port nothing listens on (bound, then let go).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn read_results(dir: &Path) -> Value {
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    results::validate(&doc).unwrap();
+    doc
+}
+
+#[test]
+fn a_run_against_a_closed_port_is_invalid_exits_2_and_summarises_its_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = tiny_scenario(dir.path());
+    let out = dir.path().join("run");
+    let target = format!("http://127.0.0.1:{}", closed_port());
+    // The user's default logging: no FANBENCH_LOG override.
+    let run = fanbench()
+        .env_remove("FANBENCH_LOG")
+        .args(["run", "--quiet", "--target", &target, "--scenario"])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stderr.contains("INVALID RUN: target"), "{stderr}");
+    assert!(stderr.contains("no request was answered 2xx"), "{stderr}");
+    assert!(stderr.contains("got no answer"), "{stderr}");
+    // One line per kind of error, not one per request (40 were sent).
+    let mentions = format!("{stdout}{stderr}")
+        .lines()
+        .filter(|l| l.contains("refused"))
+        .count();
+    assert!(
+        (1..=4).contains(&mentions),
+        "{mentions} lines mention the refused connections:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("40 request(s) got no answer: connection refused"),
+        "{stdout}"
+    );
+
+    let doc = read_results(&out);
+    let d = &doc["designs"]["target"];
+    assert_eq!(d["valid"], false);
+    assert_eq!(d["requests"]["status"]["connection_error"], 40);
+    assert_eq!(d["requests"]["transport_errors"]["connection refused"], 40);
+    assert_eq!(d["requests"]["share"]["connection_error"], 1.0);
+    assert!(d["latency_ms_by_class"].get("2xx").is_none());
+    assert_eq!(d["latency_ms_by_class"]["error"]["count"], 40);
+    assert!(
+        out.join("index.html").is_file(),
+        "an invalid run still gets its report"
+    );
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("INVALID"), "the report says so too");
+
+    // A gate verdict on it is refused as well.
+    let gate = fanbench()
+        .arg("gate")
+        .arg(&out)
+        .arg("--baseline")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(gate.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&gate.stderr).contains("the run is invalid"),
+        "{}",
+        String::from_utf8_lossy(&gate.stderr)
+    );
+}
+
+/// The pids of `parent`'s children whose command line contains `needle`.
+fn children_matching(parent: u32, needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The parent pid is the second field after the command name in parentheses.
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if ppid == Some(parent) && cmdline.contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_compare_whose_async_server_is_killed_mid_run_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("killed.toml");
+    std::fs::write(
+        &scenario,
+        "name = 'killed'\n[arrivals]\nprocess = 'uniform'\nphases = [{ kind = 'constant', duration = '8s', rate = 20 }]\n\
+         [servers.async]\ndrain_timeout = '5s'\n[gates]\nrules = ['async.reconciliation.lost == 0']\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let mut child = fanbench()
+        .args(["compare", "--quiet", "--designs", "async", "--scenario"])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let started = Instant::now();
+    let server = loop {
+        if let Some(pid) = children_matching(child.id(), "serve async").first() {
+            break *pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the async server never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Into the load, then SIGKILL the server.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &server.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut compare = Server {
+        child,
+        url: String::new(),
+        stderr,
+    };
+    let status = wait_exit(&mut compare, Duration::from_secs(90));
+    let err: Vec<String> = compare.stderr.try_iter().collect();
+    let printed: Vec<String> = stdout.try_iter().collect();
+    assert_eq!(status.code(), Some(2), "{err:#?}\n{printed:#?}");
+    assert!(
+        err.iter().any(|l| l.contains("INVALID RUN: async")),
+        "{err:#?}"
+    );
+
+    let doc = read_results(&out);
+    let d = &doc["designs"]["async"];
+    assert_eq!(d["valid"], false);
+    let reasons = d["invalid_reasons"].to_string();
+    assert!(reasons.contains("exited during the run"), "{reasons}");
+    // What the dead server had accepted is still accounted for, each notification exactly once.
+    let r = &d["reconciliation"];
+    let sum = ["delivered", "lost", "dead", "undelivered"]
+        .iter()
+        .map(|k| r[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(r["expected"].as_u64().unwrap(), sum, "{r}");
+}
+
+#[test]
+fn run_of_one_design_skips_the_other_designs_gates_and_a_baseline_never_compares_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/smoke.toml");
+    let out = dir.path().join("async");
+    let run = fanbench()
+        .args(["run", "--quiet", "--design", "async", "--scenario"])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(out.join("index.html").is_file());
+    assert!(
+        stdout.contains("SKIP sync.reconciliation.lost == 0: the run has no `sync` design"),
+        "{stdout}"
+    );
+    let gates: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("gates.json")).unwrap()).unwrap();
+    let skipped: Vec<&Value> = gates
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["skipped"].is_string())
+        .collect();
+    assert!(
+        skipped.len() >= 2
+            && skipped
+                .iter()
+                .all(|g| g["name"].as_str().unwrap().contains("sync")),
+        "{gates:#}"
+    );
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("skipped"), "{md}");
+
+    let doc = read_results(&out);
+    let d = &doc["designs"]["async"];
+    assert_eq!(d["valid"], true);
+    assert_eq!(
+        d["latency_ms_by_class"]["2xx"]["count"],
+        d["requests"]["status"]["2xx"]
+    );
+
+    // smoke.toml declares no regressions: against a baseline, the default set is compared.
+    let same = fanbench()
+        .arg("gate")
+        .arg(&out)
+        .arg("--baseline")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&same.stderr);
+    let listed = String::from_utf8_lossy(&same.stdout);
+    assert!(same.status.success(), "{said}\n{listed}");
+    assert!(said.contains("comparing the default set"), "{said}");
+    for metric in [
+        "async.latency_ms_by_class.2xx.p99",
+        "async.requests.share.503",
+        "async.throughput_rps",
+        "async.delivery.email.p99_ms",
+    ] {
+        assert!(
+            listed.contains(&format!("PASS {metric} may not get worse")),
+            "{listed}"
+        );
+    }
+
+    // A baseline three times faster than this run is a regression, even with no declared gates.
+    let faster = dir.path().join("faster");
+    std::fs::create_dir_all(&faster).unwrap();
+    let mut base = doc.clone();
+    let p99 = &mut base["designs"]["async"]["latency_ms_by_class"]["2xx"]["p99"];
+    *p99 = json!(p99.as_f64().unwrap() / 3.0);
+    std::fs::write(faster.join("results.json"), base.to_string()).unwrap();
+    let slower = fanbench()
+        .arg("gate")
+        .arg(&out)
+        .arg("--baseline")
+        .arg(&faster)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&slower.stdout);
+    assert_eq!(slower.status.code(), Some(1), "{listed}");
+    assert!(
+        listed.contains("FAIL async.latency_ms_by_class.2xx.p99 may not get worse"),
+        "{listed}"
+    );
+}
+
+async fn databases_like(server_url: &str, pattern: &str) -> Vec<String> {
+    let admin = fanbench_db::database_url_with_name(server_url, "postgres").unwrap();
+    let pool = sqlx::PgPool::connect(&admin).await.unwrap();
+    let names = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
+        .bind(pattern)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    names
+}
+
+#[tokio::test]
+async fn runs_against_database_url_drop_their_databases_unless_kept() {
+    // A database on the shared test server stands for the user's own PostgreSQL.
+    let server = fanbench_db::testing::fresh_database().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = tiny_scenario(dir.path());
+    let run = |out: &str, extra: &[&str]| {
+        fanbench()
+            .args(["run", "--quiet", "--design", "async", "--scenario"])
+            .arg(&scenario)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .args(["--database-url", &server])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let before = databases_like(&server, "fanbench_async_%").await;
+
+    let dropped = run("dropped", &[]);
+    assert!(
+        dropped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dropped.stderr)
+    );
+    assert_eq!(
+        databases_like(&server, "fanbench_async_%").await,
+        before,
+        "the run's database and its _logs store are gone"
+    );
+
+    let kept = run("kept", &["--keep-databases"]);
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    let after = databases_like(&server, "fanbench_async_%").await;
+    let new: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+    assert_eq!(new.len(), 2, "the database and its log store stay: {new:?}");
+    assert!(new.iter().any(|n| n.ends_with("_logs")), "{new:?}");
+    for name in new {
+        fanbench_db::drop_database(&server, name).await.unwrap();
+    }
 }
