@@ -435,11 +435,9 @@ async fn a_replay_keeps_attempt_numbers_growing_with_a_fresh_budget() {
             .fetch_one(&stack.db)
             .await
             .unwrap();
-    assert_eq!(
-        (attempt, base),
-        (3, 3),
-        "the number is kept, the budget restarts"
-    );
+    // A worker may have claimed it again already (attempt 4); the number is never reset.
+    assert_eq!(base, 3, "the budget restarts from the attempts made");
+    assert!(attempt >= 3, "the number is kept: {attempt}");
     wait_dead(6).await;
     assert_eq!(
         stack.summary().await.sms.rejected,
@@ -663,6 +661,20 @@ async fn a_nul_in_any_text_field_gets_422_naming_the_field() {
             .await
             .unwrap();
     assert_eq!((users, deliveries), (0, 0));
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn hostile_bodies_never_get_a_5xx_and_the_server_still_signs_up() {
+    let stack = start(all(fixed(0)), Config::default()).await;
+    let report = signup_core::testing::fuzz_register(&stack.url, 0x5eed).await;
+    assert!(report.sent >= 300, "{report:?}");
+    assert!(report.statuses.keys().all(|s| *s < 500), "{report:?}");
+    // No panic took the server down: a valid sign-up still goes through.
+    let keys = stack.sign_up(1_000_000, 1).await;
+    stack
+        .wait_delivered_subset(&keys, Duration::from_secs(10))
+        .await;
     stack.shutdown().await;
 }
 
