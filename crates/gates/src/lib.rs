@@ -454,3 +454,129 @@ pub fn exit_code(results: &[GateResult]) -> i32 {
         1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(designs: Value) -> Value {
+        json!({ "designs": designs })
+    }
+
+    fn design(accepted_p99: f64, share_503: f64, channels: &[&str]) -> Value {
+        let delivery: serde_json::Map<String, Value> = channels
+            .iter()
+            .map(|c| (c.to_string(), json!({ "p99_ms": 50.0 })))
+            .collect();
+        json!({
+            "latency_ms": { "p99": accepted_p99 },
+            "latency_ms_by_class": { "2xx": { "p99": accepted_p99 } },
+            "requests": { "share": { "503": share_503 } },
+            "throughput_rps": 100.0,
+            "delivery": delivery,
+            "valid": true,
+        })
+    }
+
+    #[test]
+    fn a_gate_naming_a_design_not_run_is_skipped_not_an_error() {
+        let doc = run(json!({ "async": design(4.0, 0.0, &[]) }));
+        let rules: Vec<Rule> = [
+            "async.latency_ms.p99 < 10",
+            "sync.latency_ms.p99 / async.latency_ms.p99 > 10",
+            "async.valid == 1",
+        ]
+        .iter()
+        .map(|r| parse_rule(r).unwrap())
+        .collect();
+        let results = evaluate_rules(&rules, &[doc]).unwrap();
+        assert_eq!(tally(&results), (2, 0, 1));
+        let skipped = &results[1];
+        assert_eq!(
+            skipped.skipped.as_deref(),
+            Some("the run has no `sync` design (it ran async)")
+        );
+        assert!(!skipped.failed() && !skipped.passed);
+        assert_eq!(exit_code(&results), 0);
+        // It survives a round trip through gates.json; results without it read as evaluated.
+        let back: Vec<GateResult> =
+            serde_json::from_str(&serde_json::to_string(&results).unwrap()).unwrap();
+        assert_eq!(back, results);
+    }
+
+    #[test]
+    fn a_regression_on_a_design_missing_from_the_baseline_is_skipped() {
+        let spec = RegressionSpec {
+            metric: "sync.latency_ms.p99".into(),
+            tolerance: Tolerance(0.1),
+            worse: Worse::Higher,
+        };
+        let metric = Metric::parse(&spec.metric).unwrap();
+        let candidate = run(json!({ "sync": design(5000.0, 0.5, &[]) }));
+        let baseline = run(json!({ "async": design(4.0, 0.0, &[]) }));
+        let results = evaluate_regressions(&[(spec, metric)], &[candidate], &[baseline]).unwrap();
+        assert!(
+            results[0]
+                .skipped
+                .as_deref()
+                .is_some_and(|r| r.starts_with("baseline: the run has no `sync` design")),
+            "{results:?}"
+        );
+    }
+
+    #[test]
+    fn the_default_regressions_cover_what_both_runs_measured() {
+        let candidate = run(json!({
+            "sync": design(5000.0, 0.5, &["email"]),
+            "async": design(4.0, 0.0, &["email", "sms"]),
+        }));
+        let baseline = run(json!({
+            "async": design(4.0, 0.0, &["email", "sms", "push"]),
+        }));
+        let specs = default_regressions(&candidate, &baseline);
+        let names: Vec<(&str, f64, Worse)> = specs
+            .iter()
+            .map(|s| (s.metric.as_str(), s.tolerance.0, s.worse))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("async.latency_ms_by_class.2xx.p99", 0.5, Worse::Higher),
+                ("async.requests.share.503", 0.2, Worse::Higher),
+                ("async.throughput_rps", 0.05, Worse::Lower),
+                ("async.delivery.email.p99_ms", 0.5, Worse::Higher),
+                ("async.delivery.sms.p99_ms", 0.5, Worse::Higher),
+            ],
+            "sync is not in the baseline; push is not in the candidate"
+        );
+        // Every default names a metric the results schema knows.
+        let spec = GateSpecs {
+            rules: vec![],
+            regressions: specs,
+        };
+        assert!(spec.check().is_ok());
+    }
+
+    #[test]
+    fn a_baseline_three_times_faster_fails_the_default_regressions() {
+        let candidate = run(json!({ "async": design(12.0, 0.0, &["email"]) }));
+        let baseline = run(json!({ "async": design(4.0, 0.0, &["email"]) }));
+        let specs = default_regressions(&candidate, &baseline);
+        let checked = GateSpecs {
+            rules: vec![],
+            regressions: specs,
+        }
+        .check()
+        .unwrap()
+        .1;
+        let results = evaluate_regressions(&checked, &[candidate], &[baseline]).unwrap();
+        let failed: Vec<&str> = results
+            .iter()
+            .filter(|r| r.failed())
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(failed.len(), 1, "{results:#?}");
+        assert!(failed[0].starts_with("async.latency_ms_by_class.2xx.p99"));
+    }
+}

@@ -465,6 +465,85 @@ mod tests {
         assert!(validate(&doc).is_err());
     }
 
+    fn requests(sent: u64, pairs: &[(&str, u64)]) -> Requests {
+        let mut status: BTreeMap<String, u64> =
+            STATUS_CLASSES.iter().map(|k| (k.to_string(), 0)).collect();
+        for (k, v) in pairs {
+            status.insert(k.to_string(), *v);
+        }
+        Requests {
+            intended: sent,
+            sent,
+            completed: sent,
+            share: Requests::shares(&status, sent),
+            status,
+            transport_errors: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn validity_from_request_counts() {
+        let rules = ValidityRules {
+            max_unanswered_share: 0.01,
+        };
+        // (sent, statuses, how many reasons, a word each reason must hold)
+        let cases: &[(u64, &[(&str, u64)], &[&str])] = &[
+            (1000, &[("2xx", 1000)], &[]),
+            // The sync design's refusals are answers: valid.
+            (1000, &[("2xx", 400), ("503", 600)], &[]),
+            (1000, &[("2xx", 990), ("timeout", 10)], &[]),
+            (
+                1000,
+                &[("2xx", 989), ("timeout", 6), ("connection_error", 5)],
+                &["no answer"],
+            ),
+            (40, &[("connection_error", 40)], &["no answer", "2xx"]),
+            (100, &[("503", 100)], &["2xx"]),
+            (0, &[], &["no request was sent"]),
+        ];
+        for (sent, pairs, want) in cases {
+            let reasons = invalid_reasons(&requests(*sent, pairs), rules);
+            assert_eq!(reasons.len(), want.len(), "{pairs:?}: {reasons:?}");
+            for (reason, word) in reasons.iter().zip(want.iter()) {
+                assert!(reason.contains(word), "{reason:?} should say {word:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_schema_holds_latency_by_class_and_the_split_reconciliation() {
+        let doc = fixture();
+        for design in ["sync", "async"] {
+            let d = &doc["designs"][design];
+            assert!(d["latency_ms_by_class"]["2xx"]["count"].as_u64().unwrap() > 0);
+            let r = &d["reconciliation"];
+            let parts: u64 = ["delivered", "lost", "dead", "undelivered"]
+                .iter()
+                .map(|k| r[k].as_u64().unwrap())
+                .sum();
+            assert_eq!(r["expected"].as_u64().unwrap(), parts, "{design}: {r}");
+        }
+        let mut doc = fixture();
+        doc["designs"]["async"]["latency_ms_by_class"]["slow"] =
+            doc["designs"]["async"]["latency_ms_by_class"]["2xx"].clone();
+        assert!(validate(&doc).unwrap_err().contains("slow"));
+        let mut doc = fixture();
+        doc["designs"]["async"]["latency_ms_by_class"]["2xx"]
+            .as_object_mut()
+            .unwrap()
+            .remove("count");
+        assert!(validate(&doc).is_err());
+        let mut doc = fixture();
+        doc["designs"]["async"]["reconciliation"]["dead_lettered"] = 0.into();
+        assert!(validate(&doc).is_err(), "the old field is gone");
+        let mut doc = fixture();
+        doc["designs"]["async"]
+            .as_object_mut()
+            .unwrap()
+            .remove("valid");
+        assert!(validate(&doc).is_err());
+    }
+
     #[test]
     fn the_histogram_covers_ten_minutes() {
         let mut h = new_histogram();

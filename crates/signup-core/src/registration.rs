@@ -190,10 +190,16 @@ impl<S: Send + Sync> FromRequest<S> for ValidRegistration {
 
 /// Parses a body: syntax errors are 400, well-formed JSON of the wrong shape is 422.
 fn parse(body: &[u8]) -> Result<Registration, ApiError> {
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
+    let registration = serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
         _ => ApiError::malformed_json(format!("the body is not valid JSON: {e}")),
-    })
+    })?;
+    // serde's derived structs also accept a sequence of the fields in order, so
+    // `["a@b.co", "Ada"]` would parse; the API takes objects only, whose keys say what each value is.
+    if body.trim_ascii_start().starts_with(b"[") {
+        return Err(ApiError::invalid("the sign-up must be a JSON object"));
+    }
+    Ok(registration)
 }
 
 #[cfg(test)]
@@ -313,5 +319,9 @@ mod tests {
             assert_eq!(parse(body.as_bytes()).unwrap_err().status, want, "{body}");
         }
         assert!(parse(br#"{"email": "a@b.co", "name": "x", "phone": null}"#).is_ok());
+        // The fields in order as an array are well-formed, and still not a sign-up.
+        let err = parse(br#" ["a@b.co", "x"]"#).unwrap_err();
+        assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(err.message.contains("object"), "{err:?}");
     }
 }

@@ -1,5 +1,10 @@
 //! Bad sign-up inputs and the answers both designs must give them, as data, so the two servers'
-//! tests check one table.
+//! tests check one table; and a deterministic fuzz run ([`fuzz_register`]) both designs' tests
+//! point at their server.
+
+mod fuzz;
+
+pub use fuzz::{Framing, FuzzCase, FuzzReport, fuzz_cases, fuzz_register};
 
 /// A malformed or invalid sign-up request.
 #[derive(Debug, Clone)]

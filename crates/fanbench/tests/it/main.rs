@@ -11,6 +11,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+/// Tests that drive load take turns: on a 2-core machine two runs at once make the driver, not the
+/// design, the bottleneck, and the runs' own trust gates would fail for the test suite's sake.
+fn load_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn fanbench() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fanbench"));
     cmd.env_remove("DATABASE_URL")
@@ -372,6 +379,7 @@ fn tiny_scenario(dir: &Path) -> PathBuf {
 
 #[test]
 fn compare_on_the_smoke_scenario_runs_end_to_end_and_its_results_validate() {
+    let _turn = load_turn();
     let out = tempfile::tempdir().unwrap();
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/smoke.toml");
     let run = fanbench()
@@ -430,6 +438,7 @@ fn compare_on_the_smoke_scenario_runs_end_to_end_and_its_results_validate() {
 
 #[test]
 fn run_target_drives_a_running_server_and_refuses_remote_targets() {
+    let _turn = load_turn();
     let dir = tempfile::tempdir().unwrap();
     let scenario = tiny_scenario(dir.path());
     let providers = spawn(&["serve", "providers", "--listen", "127.0.0.1:0"]);
@@ -537,6 +546,7 @@ fn compare_sync(scenario: &Path, out: &Path, extra: &[&str]) -> std::process::Ou
 
 #[test]
 fn an_injected_regression_fails_the_gates_and_the_same_build_against_itself_passes() {
+    let _turn = load_turn();
     let dir = tempfile::tempdir().unwrap();
     let normal = gated_scenario(dir.path(), "normal", "5ms");
     let slowed = gated_scenario(dir.path(), "slowed", "300ms");
@@ -653,6 +663,7 @@ fn an_injected_regression_fails_the_gates_and_the_same_build_against_itself_pass
 
 #[test]
 fn ctrl_c_stops_compare_and_keeps_what_was_measured() {
+    let _turn = load_turn();
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("long.toml");
     std::fs::write(
@@ -896,6 +907,7 @@ fn children_matching(parent: u32, needle: &str) -> Vec<u32> {
 
 #[test]
 fn a_compare_whose_async_server_is_killed_mid_run_exits_2() {
+    let _turn = load_turn();
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("killed.toml");
     std::fs::write(
@@ -966,6 +978,7 @@ fn a_compare_whose_async_server_is_killed_mid_run_exits_2() {
 
 #[test]
 fn run_of_one_design_skips_the_other_designs_gates_and_a_baseline_never_compares_nothing() {
+    let _turn = load_turn();
     let dir = tempfile::tempdir().unwrap();
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/smoke.toml");
     let out = dir.path().join("async");

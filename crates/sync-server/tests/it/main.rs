@@ -215,6 +215,22 @@ async fn a_nul_in_any_text_field_gets_422_naming_the_field() {
 }
 
 #[tokio::test]
+async fn hostile_bodies_never_get_a_5xx_and_the_server_still_signs_up() {
+    let stack = start(all(fixed(0)), sync_server::Config::default()).await;
+    let report = signup_core::testing::fuzz_register(&stack.url, 0x5eed).await;
+    assert!(report.sent >= 300, "{report:?}");
+    assert!(report.statuses.keys().all(|s| *s < 500), "{report:?}");
+    // No panic took the server down: a valid sign-up still goes through.
+    assert_eq!(
+        stack
+            .register(&full("after-fuzz@example.com"))
+            .await
+            .status(),
+        201
+    );
+}
+
+#[tokio::test]
 async fn past_the_pool_requests_get_a_quick_503_and_leave_no_partial_rows() {
     let acquire_timeout = Duration::from_millis(300);
     let config = sync_server::Config {
