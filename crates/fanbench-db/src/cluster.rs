@@ -41,6 +41,7 @@ pub struct Cluster {
     dir: PathBuf,
     port: u16,
     bin: PathBuf,
+    run_as: RunAs,
     guard: Option<Child>,
     guard_stdin: Option<ChildStdin>,
 }
@@ -77,12 +78,13 @@ impl Cluster {
             dir,
             port: 0,
             bin,
+            run_as,
             guard: Some(guard),
             guard_stdin: Some(guard_stdin),
         };
 
         let data = cluster.data_dir();
-        let mut initdb = run_as.command(cluster.bin.join("initdb"));
+        let mut initdb = cluster.run_as.command(cluster.bin.join("initdb"));
         initdb
             .arg("--pgdata")
             .arg(&data)
@@ -105,7 +107,7 @@ impl Cluster {
         for _ in 0..3 {
             let port = free_port()
                 .map_err(|source| io_err("could not find a free port", PathBuf::new(), source))?;
-            match cluster.start_server(&run_as, port, options) {
+            match cluster.start_server(port, options) {
                 Ok(()) => {
                     cluster.port = port;
                     tracing::info!(port, dir = %cluster.dir.display(), "throwaway PostgreSQL started");
@@ -120,12 +122,7 @@ impl Cluster {
         }))
     }
 
-    fn start_server(
-        &self,
-        run_as: &RunAs,
-        port: u16,
-        options: &ClusterOptions,
-    ) -> Result<(), DbError> {
+    fn start_server(&self, port: u16, options: &ClusterOptions) -> Result<(), DbError> {
         let durable = if options.durable { "on" } else { "off" };
         let server_opts = format!(
             "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='{sock}' \
@@ -134,7 +131,7 @@ impl Cluster {
             sock = self.dir.display(),
             max = options.max_connections,
         );
-        let mut pg_ctl = run_as.command(self.bin.join("pg_ctl"));
+        let mut pg_ctl = self.run_as.command(self.bin.join("pg_ctl"));
         pg_ctl
             .arg("start")
             .arg("--pgdata")
@@ -143,6 +140,23 @@ impl Cluster {
             .arg(self.dir.join("postgres.log"))
             .args(["--wait", "--timeout", "30", "--options", &server_opts]);
         run(&mut pg_ctl, "pg_ctl start").map_err(|e| self.with_log(e))
+    }
+
+    /// Restarts the server in immediate mode, as a crash and restart would: every connection is cut
+    /// at once, nothing is checkpointed, and the server replays its WAL before it accepts
+    /// connections again. Returns when it does. On the same port and with the same settings
+    /// (`pg_ctl` keeps them in `postmaster.opts`). Blocking. For tests of how clients survive
+    /// their database going away.
+    pub fn restart_immediate(&self) -> Result<(), DbError> {
+        let mut pg_ctl = self.run_as.command(self.bin.join("pg_ctl"));
+        pg_ctl
+            .arg("restart")
+            .arg("--pgdata")
+            .arg(self.data_dir())
+            .arg("--log")
+            .arg(self.dir.join("postgres.log"))
+            .args(["--mode", "immediate", "--wait", "--timeout", "60"]);
+        run(&mut pg_ctl, "pg_ctl restart").map_err(|e| self.with_log(e))
     }
 
     /// Adds the end of the server log to an error, since pg_ctl itself says little.
@@ -266,7 +280,7 @@ struct User {
 }
 
 /// Whom the server's programs run as: ourselves, or the `postgres` user when we are root.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct RunAs {
     user: Option<User>,
 }

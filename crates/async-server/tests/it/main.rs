@@ -835,3 +835,151 @@ async fn a_log_store_outage_costs_logs_not_deliveries() {
     }
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_postgres_crash_restart_mid_burst_loses_nothing_accepted() {
+    // A cluster of its own, since this test restarts it.
+    let cluster = tokio::task::spawn_blocking(|| {
+        fanbench_db::Cluster::start(&fanbench_db::ClusterOptions::default())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let server_url = cluster.url("postgres");
+    let database_url = fanbench_db::create_database(&server_url, "primary", None)
+        .await
+        .unwrap();
+    let pool = fanbench_db::connect_pool(&database_url, 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    fanbench_db::migrate(&pool).await.unwrap();
+    pool.close().await;
+    let providers_url = start_providers(all(fixed(1))).await;
+    let endpoints = Endpoints {
+        database_url,
+        log_database_url: fanbench_db::create_database(&server_url, "logs", None)
+            .await
+            .unwrap(),
+        providers_url: providers_url.clone(),
+    };
+    let config = Config {
+        acquire_timeout: Duration::from_secs(2),
+        provider_timeout: Duration::from_secs(2),
+        workers: WorkerConfig {
+            lease: Duration::from_secs(5),
+            ..quick().workers
+        },
+        ..quick()
+    };
+    let (url, stop, server) = serve(&config, &endpoints).await;
+
+    // 300 sign-ups, one every 7 ms; the server crashes and restarts 0.7 s in.
+    let http = reqwest::Client::new();
+    let burst = futures::future::join_all((0..300usize).map(|i| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(7 * i as u64)).await;
+            let r = http
+                .post(format!("{url}/register"))
+                .json(&registration(i))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("sign-up {i} got no answer: {e}"));
+            let status = r.status().as_u16();
+            let retry_after = r.headers().contains_key("retry-after");
+            let body: Value = r.json().await.unwrap();
+            (i, status, retry_after, body)
+        }
+    }));
+    let restart = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        tokio::task::spawn_blocking(move || {
+            cluster.restart_immediate().unwrap();
+            cluster
+        })
+        .await
+        .unwrap()
+    };
+    let (answers, cluster) = tokio::join!(burst, restart);
+
+    let mut accepted = BTreeSet::new();
+    let mut refused = Vec::new();
+    for (i, status, retry_after, body) in &answers {
+        match status {
+            202 => {
+                let event = body["event_id"].as_str().unwrap();
+                accepted.extend(expected_channels(*i).iter().map(|c| format!("{event}:{c}")));
+            }
+            503 => {
+                assert!(
+                    retry_after,
+                    "sign-up {i}: a 503 without Retry-After: {body}"
+                );
+                refused.push(*i);
+            }
+            _ => panic!("sign-up {i}: {status} {body}"),
+        }
+    }
+    assert!(!refused.is_empty(), "the restart was not felt");
+    assert!(
+        !accepted.is_empty() && refused.len() < answers.len(),
+        "{} refused",
+        refused.len()
+    );
+
+    // The server recovers by itself; retrying a refused sign-up with the same email is safe:
+    // accepted now, or 409 when the refused attempt had committed after all.
+    for i in &refused {
+        let started = Instant::now();
+        loop {
+            let r = http
+                .post(format!("{url}/register"))
+                .json(&registration(*i))
+                .send()
+                .await
+                .unwrap();
+            match r.status().as_u16() {
+                202 | 409 => break,
+                503 if started.elapsed() < Duration::from_secs(20) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                status => panic!("retry of {i}: {status} {}", r.text().await.unwrap()),
+            }
+        }
+    }
+
+    // Nothing accepted is lost: every 202 has its user and its outbox rows...
+    let db = PgPool::connect(&endpoints.database_url).await.unwrap();
+    let committed: BTreeSet<String> =
+        sqlx::query_scalar("SELECT d.event_id::text || ':' || d.channel FROM deliveries d JOIN users u ON u.id = d.user_id")
+            .fetch_all(&db)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let missing: Vec<_> = accepted.difference(&committed).take(5).collect();
+    assert!(missing.is_empty(), "accepted but not stored: {missing:?}");
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(users, 300, "every sign-up is in, once");
+
+    // ...and every stored notification reaches the provider after recovery.
+    let stack = Stack {
+        url,
+        providers_url,
+        endpoints,
+        http,
+        db,
+        stop,
+        server,
+    };
+    stack
+        .wait_delivered(&committed, Duration::from_secs(30))
+        .await;
+    stack.shutdown().await;
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .unwrap();
+}

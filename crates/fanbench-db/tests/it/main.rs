@@ -196,3 +196,43 @@ async fn real_database_errors_are_classified_by_sqlstate() {
         .unwrap_err();
     assert!(fanbench_db::is_transient(&e), "{e:?}");
 }
+
+#[tokio::test]
+async fn an_immediate_restart_cuts_connections_and_keeps_committed_data() {
+    let cluster = tokio::task::spawn_blocking(|| Cluster::start(&ClusterOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let url = cluster.url("postgres");
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let pid = cluster.server_pid().unwrap();
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart_immediate().unwrap();
+        cluster
+    })
+    .await
+    .unwrap();
+    assert_ne!(cluster.server_pid(), Some(pid), "a new postmaster");
+    assert!(!alive(pid));
+
+    let e = sqlx::query("SELECT 1")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(fanbench_db::is_transient(&e), "{e:?}");
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let (n,): (i32,) = sqlx::query_as("SELECT n FROM kept")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 42, "committed before the crash, there after recovery");
+    conn.close().await.unwrap();
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .unwrap();
+}
