@@ -167,7 +167,39 @@ fn several_runs_render_one_comparison_page() {
     assert!(html.contains("sync p99 [run 1]") && html.contains("sync p99 [run 2]"));
     let md = std::fs::read_to_string(md_path).unwrap();
     assert_eq!(md.matches("## fanbench: smoke").count(), 2);
-    assert!(md.contains("| latency p99 |"));
+    assert!(md.contains("| accepted latency p99 |"));
+    assert!(md.contains("| refusal (503) latency p99 |"));
+}
+
+#[test]
+fn an_invalid_run_says_so_in_the_verdict_the_table_and_the_summary() {
+    let dir = run_folder(true);
+    let path = dir.path().join("results.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    doc["designs"]["async"]["valid"] = false.into();
+    doc["designs"]["async"]["invalid_reasons"] =
+        serde_json::json!(["the async server exited during the run (signal: 9)"]);
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let run = Run::load(dir.path()).unwrap();
+    let (html, md) = report::write(&[run]).unwrap();
+    let md = std::fs::read_to_string(md).unwrap();
+    // The verdict, in summary.md as on the page.
+    assert!(
+        md.contains("**INVALID: the async server exited during the run"),
+        "{md}"
+    );
+    assert!(
+        md.contains("no comparison: a design's run is invalid")
+            && !md.contains("lower with the async design"),
+        "no ratio is drawn from an invalid run: {md}"
+    );
+    // And the table's warnings.
+    assert!(
+        md.contains("**INVALID (async):** the async server exited"),
+        "{md}"
+    );
+    assert!(std::fs::read_to_string(html).unwrap().contains("INVALID"));
 }
 
 #[test]
