@@ -226,6 +226,16 @@ struct Owed {
     held: Held,
 }
 
+/// A committed user's id and email, a channel its sign-up asked for, and that channel's outbox
+/// row's event id and state (async; absent when the row is missing, and always for sync).
+type OwedRow = (
+    uuid::Uuid,
+    String,
+    String,
+    Option<uuid::Uuid>,
+    Option<String>,
+);
+
 /// What the driver saw of the sign-ups, for reconciliation.
 #[derive(Debug, Clone, Copy)]
 pub struct Answered {
@@ -251,7 +261,7 @@ pub async fn reconcile(
 )> {
     // Each committed user and the channels its sign-up asked for; for the async design, the outbox
     // row of each (absent when the outbox lost it).
-    let rows: Vec<(uuid::Uuid, String, String, Option<uuid::Uuid>, Option<String>)> = match keys {
+    let rows: Vec<OwedRow> = match keys {
         Keys::Users => {
             sqlx::query_as(
                 "SELECT u.id, u.email, c.channel, NULL::uuid, NULL::text

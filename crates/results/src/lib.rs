@@ -486,8 +486,9 @@ mod tests {
         let rules = ValidityRules {
             max_unanswered_share: 0.01,
         };
-        // (sent, statuses, how many reasons, a word each reason must hold)
-        let cases: &[(u64, &[(&str, u64)], &[&str])] = &[
+        // (sent, statuses, a word each reason must hold, one per reason)
+        type Case<'a> = (u64, &'a [(&'a str, u64)], &'a [&'a str]);
+        let cases: &[Case] = &[
             (1000, &[("2xx", 1000)], &[]),
             // The sync design's refusals are answers: valid.
             (1000, &[("2xx", 400), ("503", 600)], &[]),
