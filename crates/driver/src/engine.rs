@@ -165,7 +165,7 @@ async fn user_loop(user: &mut GooseUser, shared: Arc<Shared>) {
             },
         };
         let done = shared.t0.elapsed();
-        lock(&shared.recorder).completed(slot.at, actual, done, outcome);
+        lock(&shared.recorder).completed(slot.seq, slot.at, actual, done, outcome);
     }
 }
 

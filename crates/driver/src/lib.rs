@@ -15,7 +15,7 @@ pub mod trace;
 pub use engine::{
     DriveOptions, DriverError, Measurement, drive, email_for, parse_email, users_for,
 };
-pub use record::{Outcome, Recorder};
+pub use record::{Outcome, Recorder, SeqSet};
 pub use scenario::{Scenario, ScenarioError};
 pub use schedule::{Schedule, Shape, Slot};
 

@@ -134,6 +134,42 @@ impl Outcome {
     }
 }
 
+/// The sequence numbers of the sign-ups answered 2xx, one bit per scheduled request (125 KB per
+/// million): the one thing kept per request, so reconciliation can tell an accepted sign-up the
+/// database lost from a refused one that committed anyway, instead of letting the two net out.
+#[derive(Debug, Default, Clone)]
+pub struct SeqSet {
+    words: Vec<u64>,
+    len: u64,
+}
+
+impl SeqSet {
+    pub fn insert(&mut self, seq: u64) {
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if self.words.len() <= word {
+            self.words.resize(word + 1, 0);
+        }
+        if self.words[word] & (1 << bit) == 0 {
+            self.words[word] |= 1 << bit;
+            self.len += 1;
+        }
+    }
+
+    pub fn contains(&self, seq: u64) -> bool {
+        self.words
+            .get((seq / 64) as usize)
+            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// Per-second histograms keep two significant digits: enough for a timeline's p50/p99, a tenth of
 /// the memory of the run-wide ones.
 fn second_histogram() -> Histogram<u64> {
@@ -178,6 +214,7 @@ pub struct Recorder {
     status: [u64; 7],
     /// Connection errors by [`Transport`].
     transport: [u64; 5],
+    accepted: SeqSet,
     intended: u64,
     sent: u64,
     completed: u64,
@@ -203,6 +240,7 @@ impl Recorder {
             lag: new_histogram(),
             status: [0; 7],
             transport: [0; 5],
+            accepted: SeqSet::default(),
             intended: 0,
             sent: 0,
             completed: 0,
@@ -232,15 +270,19 @@ impl Recorder {
         self.second(actual).sent += 1;
     }
 
-    /// A request ended at `done`: latency from `intended`, service time from `actual`.
+    /// Request `seq` ended at `done`: latency from `intended`, service time from `actual`.
     pub fn completed(
         &mut self,
+        seq: u64,
         intended: Duration,
         actual: Duration,
         done: Duration,
         outcome: Outcome,
     ) {
         self.completed += 1;
+        if outcome.is_ok() {
+            self.accepted.insert(seq);
+        }
         self.status[outcome.class()] += 1;
         if let Outcome::ConnectionError(kind) = outcome {
             self.transport[kind.index()] += 1;
@@ -282,6 +324,10 @@ impl Recorder {
     }
     pub fn latency(&self) -> &Histogram<u64> {
         &self.latency
+    }
+    /// The sequence numbers answered 2xx.
+    pub fn accepted(&self) -> &SeqSet {
+        &self.accepted
     }
     pub fn service(&self) -> &Histogram<u64> {
         &self.service
@@ -478,7 +524,7 @@ mod tests {
         let mut r = Recorder::new();
         r.offered(ms(1000));
         r.sent(ms(1000), ms(1300)); // the driver was 300 ms late
-        r.completed(ms(1000), ms(1300), ms(1400), Outcome::Status(201));
+        r.completed(0, ms(1000), ms(1300), ms(1400), Outcome::Status(201));
         assert!((r.latency_ms().max - 400.0).abs() < 1.0);
         assert!((r.service_time_ms().max - 100.0).abs() < 0.5);
         assert!((r.send_lag_ms().max - 300.0).abs() < 1.0);
@@ -506,7 +552,7 @@ mod tests {
         for o in outcomes {
             r.offered(ms(10));
             r.sent(ms(10), ms(10));
-            r.completed(ms(10), ms(10), ms(20), o);
+            r.completed(0, ms(10), ms(10), ms(20), o);
         }
         let s = r.requests().status;
         let got: Vec<u64> = STATUS_CLASSES.iter().map(|k| s[*k]).collect();
@@ -529,10 +575,12 @@ mod tests {
     #[test]
     fn latency_is_also_kept_by_outcome() {
         let mut r = Recorder::new();
+        let mut seq = 0;
         let mut answer = |latency_ms: u64, outcome: Outcome| {
             r.offered(ms(0));
             r.sent(ms(0), ms(0));
-            r.completed(ms(0), ms(0), ms(latency_ms), outcome);
+            r.completed(seq, ms(0), ms(0), ms(latency_ms), outcome);
+            seq += 1;
         };
         for _ in 0..9 {
             answer(5, Outcome::Status(201));
@@ -555,6 +603,11 @@ mod tests {
         assert!((by_class["error"].latency.max - 15000.0).abs() < 15.0);
         // All answers together still mix them.
         assert!(r.latency_ms().p90 >= 5000.0 - 5.0);
+        // Which ones were accepted is kept by sequence number.
+        let accepted = r.accepted();
+        assert_eq!(accepted.len(), 9);
+        assert!((0..9).all(|s| accepted.contains(s)));
+        assert!(!accepted.contains(9) && !accepted.contains(13) && !accepted.contains(1_000_000));
     }
 
     #[test]
@@ -588,7 +641,7 @@ mod tests {
             let at = ms(i);
             r.offered(at);
             r.sent(at, at);
-            r.completed(at, at, at + ms(5 + i % 10), Outcome::Status(202));
+            r.completed(i, at, at, at + ms(5 + i % 10), Outcome::Status(202));
         }
         let mut hlog = Vec::new();
         r.write_hlog(

@@ -198,7 +198,6 @@ async fn run_designs(
                 .await
                 .with_context(|| format!("the {} design's run failed", design.name()))?;
             if !results.valid {
-                announce_invalid(design.name(), &results.invalid_reasons);
                 invalid.push(if gating.repeat > 1 {
                     format!("{} (repeat {k})", design.name())
                 } else {
@@ -258,14 +257,6 @@ async fn run_designs(
     gating::outcome(verdicts.as_deref())
 }
 
-/// Says, once and loudly, why a design's run is invalid.
-fn announce_invalid(design: &str, reasons: &[String]) {
-    eprintln!("\n!!! INVALID RUN: {design} — these numbers do not describe the design under load:");
-    for reason in reasons {
-        eprintln!("!!!   - {reason}");
-    }
-}
-
 async fn run_one(
     plan: &Plan,
     design: Design,
@@ -273,23 +264,40 @@ async fn run_one(
     providers: &Providers,
     cancel: &CancellationToken,
 ) -> Result<(DesignResults, results::DesignTelemetry)> {
-    let name = design.name();
-    let db_name = format!("fanbench_{}_{}", name, plan.tag);
+    let db_name = format!("fanbench_{}_{}", design.name(), plan.tag);
     let database_url = fanbench_db::create_database(&server.url, &db_name, None).await?;
-    let pool = fanbench_db::connect_pool(&database_url, 2, Duration::from_secs(30)).await?;
+    let measured = measure_one(plan, design, &database_url, &db_name, providers, cancel).await;
+    // Whether the measurement worked or not, the databases are done with.
+    server.finished_with(&db_name).await;
+    measured
+}
+
+/// [`run_one`] on its fresh database.
+async fn measure_one(
+    plan: &Plan,
+    design: Design,
+    database_url: &str,
+    db_name: &str,
+    providers: &Providers,
+    cancel: &CancellationToken,
+) -> Result<(DesignResults, results::DesignTelemetry)> {
+    let name = design.name();
+    let pool = fanbench_db::connect_pool(database_url, 2, Duration::from_secs(30)).await?;
     fanbench_db::migrate(&pool).await?;
 
     let (args, settings) =
-        server_args(&plan.scenario, design, &database_url, &providers.url).await?;
+        server_args(&plan.scenario, design, database_url, &providers.url).await?;
     let log = plan.out.join(format!("{name}.server.log"));
     let mut child = spawn(name, args, log.clone()).await?;
     providers.prepare(&plan.scenario.providers).await?;
 
-    let sampler_pool = fanbench_db::connect_pool(&database_url, 1, Duration::from_secs(30)).await?;
-    let sampler = telemetry::Sampler::start(&child.url, &providers.url, sampler_pool, &db_name);
+    let sampler_pool = fanbench_db::connect_pool(database_url, 1, Duration::from_secs(30)).await?;
+    let sampler = telemetry::Sampler::start(&child.url, &providers.url, sampler_pool, db_name);
     let options = plan.drive_options(&child.url, name, cancel);
     let measurement = driver::drive(Schedule::new(&plan.scenario)?, &plan.shape, &options).await?;
-    let server_exit = child.exited();
+    // A stopped run's servers may have had the same Ctrl-C; it is invalid as stopped, not as crashed.
+    let exited = |child: &mut ChildServer| child.exited().filter(|_| !measurement.cancelled);
+    let mut server_exit = exited(&mut child);
 
     let drain = match design {
         // A dead server drains nothing: waiting would only run out the clock.
@@ -307,6 +315,8 @@ async fn run_one(
         }
         Design::Sync => None,
     };
+    // A server that dies while draining leaves a backlog that is not the design's.
+    server_exit = server_exit.or_else(|| exited(&mut child));
     let samples = sampler.finish(measurement.started_at).await;
     // Stop the server before reconciling: a graceful stop lets requests it is still working on
     // (ones the driver already gave up on) finish or roll back, so the database is final.
@@ -322,13 +332,12 @@ async fn run_one(
         .map(|k| status[*k])
         .sum();
     let answered = Answered {
-        accepted: r.ok(),
+        accepted: r.accepted(),
         refused,
     };
     let (reconciliation, delivery) =
         harness::reconcile(&pool, keys, providers, measurement.started_at, answered).await?;
     pool.close().await;
-    server.finished_with(&db_name).await;
 
     let mut results = design_results(plan, &measurement, options.target.clone(), settings);
     if let Some(status) = server_exit {
@@ -336,7 +345,7 @@ async fn run_one(
         results.invalid_reasons.insert(
             0,
             format!(
-                "the {name} server exited during the run ({status}); its log: {}",
+                "the {name} server exited during the run or its drain ({status}); its log: {}",
                 log.display()
             ),
         );
@@ -386,10 +395,7 @@ async fn run_target(plan: &Plan, target: &str, allow_remote: bool) -> Result<()>
         target.to_string(),
         serde_json::Value::Null,
     );
-    let invalid = (!results.valid).then(|| results.invalid_reasons.clone());
-    if let Some(reasons) = &invalid {
-        announce_invalid("target", reasons);
-    }
+    let invalid = !results.valid;
     write_histograms(plan, "target", &measurement)?;
     let mut designs = BTreeMap::new();
     designs.insert("target".to_string(), results);
@@ -403,7 +409,7 @@ async fn run_target(plan: &Plan, target: &str, allow_remote: bool) -> Result<()>
             plan.out.display()
         );
     }
-    if invalid.is_some() {
+    if invalid {
         bail!("the run against {target} is invalid (why: above, and in results.json)");
     }
     Ok(())
@@ -542,8 +548,11 @@ fn design_results(
     };
     let mut invalid_reasons = results::invalid_reasons(&requests, rules);
     if m.cancelled {
-        // A stopped run is reported as stopped; what it lacks is not the design's fault.
-        invalid_reasons.retain(|r| !r.starts_with("no request was sent"));
+        // A stopped run measured part of its schedule: say that, not what follows from it.
+        invalid_reasons = vec![
+            "stopped early (Ctrl-C): only part of the schedule ran, so no verdict stands on it"
+                .into(),
+        ];
     }
     DesignResults {
         target,

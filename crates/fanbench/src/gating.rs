@@ -82,6 +82,7 @@ pub fn evaluate(
     if specs.is_empty() && baseline.is_none() {
         return Ok(None);
     }
+    let baseline_dir = baseline;
     let baseline = match baseline {
         Some(base) => Some(
             load_repeats(base)
@@ -89,6 +90,16 @@ pub fn evaluate(
         ),
         None => None,
     };
+    if let (Some(base), Some(path)) = (&baseline, baseline_dir) {
+        let invalid = invalid_designs(base);
+        if !invalid.is_empty() {
+            bail!(
+                "the baseline {} is invalid, so nothing can be compared against it:\n  {}",
+                path.display(),
+                invalid.join("\n  ")
+            );
+        }
+    }
     if let Some(base) = &baseline {
         if specs.regressions.is_empty() {
             // A baseline given is a question asked: never answer it by comparing nothing.
@@ -118,11 +129,16 @@ pub fn evaluate(
     if !regressions.is_empty() {
         match &baseline {
             Some(baseline) => {
-                results.extend(gates::evaluate_regressions(
-                    &regressions,
-                    &candidate,
-                    baseline,
-                )?);
+                let compared = gates::evaluate_regressions(&regressions, &candidate, baseline)?;
+                if compared.iter().all(|r| r.skipped.is_some()) {
+                    bail!(
+                        "no regression could be compared against the baseline (this run: {}; baseline: {}):\n{}",
+                        design_names(&candidate[0]),
+                        design_names(&baseline[0]),
+                        gates::text(&compared)
+                    );
+                }
+                results.extend(compared);
             }
             None => eprintln!(
                 "fanbench: {} regression gate(s) skipped: no baseline (give --baseline DIR, or promote a run with \
@@ -130,6 +146,23 @@ pub fn evaluate(
                 regressions.len()
             ),
         }
+    }
+    // An invalid run fails a gate of its own in every output, so a CI that reads only JUnit or
+    // the summary is not shown green for a run the exit code refuses.
+    for which in invalid_designs(&candidate) {
+        results.push(GateResult {
+            name: format!(
+                "the {} run is valid",
+                which.split(':').next().unwrap_or_default()
+            ),
+            kind: gates::Kind::Threshold,
+            value: 0.0,
+            limit: 1.0,
+            margin: -1.0,
+            passed: false,
+            detail: which,
+            skipped: None,
+        });
     }
     std::fs::write(
         dir.join("gates.json"),
@@ -219,6 +252,14 @@ pub fn gate(dir: &Path, baseline: Option<&Path>, outputs: &Outputs) -> Result<()
             "the run is invalid, so no gate verdict stands on it:\n  {}",
             invalid.join("\n  ")
         );
+    }
+    if let Some(results) = &results {
+        if gates::tally(results).2 == results.len() {
+            bail!(
+                "no gate of the scenario applies to {} (every one was skipped): nothing was checked",
+                dir.display()
+            );
+        }
     }
     outcome(results.as_deref())
 }

@@ -95,6 +95,10 @@ impl ChildServer {
 
     /// Asks the server to stop (SIGTERM), waits up to `grace`, then kills it.
     pub fn stop(mut self, grace: Duration) -> Result<()> {
+        // Already gone (and reaped by `exited`): its pid may be someone else's by now.
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let started = Instant::now();
@@ -238,10 +242,10 @@ type OwedRow = (
 
 /// What the driver saw of the sign-ups, for reconciliation.
 #[derive(Debug, Clone, Copy)]
-pub struct Answered {
-    /// Answered 2xx.
-    pub accepted: u64,
-    /// Refused (503, other 5xx) or unanswered (timeouts, connection errors).
+pub struct Answered<'a> {
+    /// The sequence numbers answered 2xx.
+    pub accepted: &'a driver::SeqSet,
+    /// How many were refused (503, other 5xx) or unanswered (timeouts, connection errors).
     pub refused: u64,
 }
 
@@ -254,7 +258,7 @@ pub async fn reconcile(
     keys: Keys,
     providers: &Providers,
     started_at: SystemTime,
-    answered: Answered,
+    answered: Answered<'_>,
 ) -> Result<(
     Reconciliation,
     std::collections::BTreeMap<String, ChannelDelivery>,
@@ -286,11 +290,16 @@ pub async fn reconcile(
             .await?
         }
     };
-    let committed: u64 = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users")
-        .fetch_one(pool)
-        .await?
-        .try_into()
-        .unwrap_or(0);
+    // Each committed sign-up, by whether the driver saw it accepted: the two must not net out.
+    let emails: Vec<String> = sqlx::query_scalar("SELECT email FROM users")
+        .fetch_all(pool)
+        .await?;
+    let committed = emails.len() as u64;
+    let committed_accepted = emails
+        .iter()
+        .filter_map(|e| driver::parse_email(e))
+        .filter(|(seq, _)| answered.accepted.contains(*seq))
+        .count() as u64;
 
     // key → what is owed. A notification with no outbox row is owed all the same; it cannot be
     // delivered under any key the providers would see, so it is keyed by its user.
@@ -352,17 +361,17 @@ pub async fn reconcile(
             Held::Dead => dead += 1,
         }
     }
-    // Accepted sign-ups the database does not hold were lost with everything they were owed; the
-    // driver keeps nothing per request, so each is counted as its one certain notification (email).
-    let missing = answered.accepted.saturating_sub(committed);
+    // Accepted sign-ups the database does not hold were lost with everything they were owed; which
+    // channels they asked for is not kept, so each counts as its one certain notification (email).
+    let missing = answered.accepted.len().saturating_sub(committed_accepted);
     lost += missing;
     // Sign-ups that committed without a 2xx (the driver gave up first, or the answer was lost) are
     // owed like any other; the rest of the refused ones never got in.
-    let committed_unanswered = committed.saturating_sub(answered.accepted);
+    let committed_unanswered = committed - committed_accepted;
     let summary = providers.summary().await?;
     let duplicates = summary.email.duplicates + summary.sms.duplicates + summary.push.duplicates;
     let reconciliation = Reconciliation {
-        accepted: answered.accepted,
+        accepted: answered.accepted.len(),
         committed,
         expected: delivered + lost + dead + undelivered,
         delivered,
@@ -414,5 +423,165 @@ pub async fn wait_for_drain(
             return Ok((false, started.elapsed()));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sign-up as the driver would have made it: seq `seq`, intended at `seq` ms.
+    fn email(seq: u64) -> String {
+        format!("s{seq}-t{}.test@load.fanbench.test", seq * 1000)
+    }
+
+    async fn user(pool: &PgPool, seq: u64, phone: bool) -> uuid::Uuid {
+        let id = uuid::Uuid::now_v7();
+        sqlx::query("INSERT INTO users (id, email, name, phone) VALUES ($1, $2, 'T', $3)")
+            .bind(id)
+            .bind(email(seq))
+            .bind(phone.then_some("+441234567890"))
+            .execute(pool)
+            .await
+            .unwrap();
+        id
+    }
+
+    async fn outbox(pool: &PgPool, user: uuid::Uuid, channel: &str, state: &str) -> String {
+        let event = uuid::Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO deliveries (event_id, user_id, channel, address, state)
+             VALUES ($1, $2, $3, 'x', $4)",
+        )
+        .bind(event)
+        .bind(user)
+        .bind(channel)
+        .bind(state)
+        .execute(pool)
+        .await
+        .unwrap();
+        format!("{event}:{channel}")
+    }
+
+    async fn deliver(providers: &str, key: &str) {
+        let channel = key.rsplit(':').next().unwrap();
+        let r = reqwest::Client::new()
+            .post(format!("{providers}/send/{channel}"))
+            .header("idempotency-key", key)
+            .json(&signup_core::SendRequest {
+                registration_id: uuid::Uuid::now_v7(),
+                to: "x".into(),
+            })
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+
+    /// Every owed notification lands in exactly one bucket, and each bucket is what its name says.
+    #[tokio::test]
+    async fn the_async_buckets_tell_loss_from_backlog_and_dead_letters() {
+        let pool = PgPool::connect(&fanbench_db::testing::fresh_database().await.unwrap())
+            .await
+            .unwrap();
+        let sim = provider_sim::testing::spawn(provider_sim::testing::all(
+            provider_sim::testing::fixed(0),
+        ))
+        .await;
+        let mut accepted = driver::SeqSet::default();
+
+        // seq 0: email and SMS, both delivered.
+        let u0 = user(&pool, 0, true).await;
+        deliver(&sim, &outbox(&pool, u0, "email", "done").await).await;
+        deliver(&sim, &outbox(&pool, u0, "sms", "done").await).await;
+        accepted.insert(0);
+        // seq 1: email marked done but the provider never got it (lost); SMS has no outbox row (lost).
+        let u1 = user(&pool, 1, true).await;
+        outbox(&pool, u1, "email", "done").await;
+        accepted.insert(1);
+        // seq 2: still pending (backlog) — seq 3: dead-lettered.
+        let u2 = user(&pool, 2, false).await;
+        outbox(&pool, u2, "email", "pending").await;
+        accepted.insert(2);
+        let u3 = user(&pool, 3, false).await;
+        outbox(&pool, u3, "email", "dead").await;
+        accepted.insert(3);
+        // seq 4: the driver timed out, but the sign-up committed and was delivered.
+        let u4 = user(&pool, 4, false).await;
+        deliver(&sim, &outbox(&pool, u4, "email", "done").await).await;
+        // seq 5: accepted, but the database does not hold it at all (lost, counted as its email).
+        accepted.insert(5);
+        // A delivery nobody owes.
+        deliver(&sim, &format!("{}:email", uuid::Uuid::now_v7())).await;
+
+        let answered = Answered {
+            accepted: &accepted,
+            // seq 4 timed out; seqs 6 and 7 were refused with 503.
+            refused: 3,
+        };
+        let (r, delivery) = reconcile(
+            &pool,
+            Keys::Outbox,
+            &Providers::new(&sim),
+            SystemTime::now(),
+            answered,
+        )
+        .await
+        .unwrap();
+        assert_eq!((r.accepted, r.committed, r.expected), (5, 5, 8), "{r:?}");
+        assert_eq!(
+            (r.delivered, r.lost, r.dead, r.undelivered),
+            (3, 3, 1, 1),
+            "{r:?}"
+        );
+        assert_eq!(r.unexpected, 1, "{r:?}");
+        assert_eq!(
+            r.never_notified, 2,
+            "the timed-out sign-up that committed is owed and delivered, not never notified"
+        );
+        assert_eq!(delivery["email"].delivered + delivery["sms"].delivered, 3);
+    }
+
+    /// The same accounting for the sync design, whose only record is the user row: a sign-up that
+    /// committed after the driver gave up is delivered once, and not counted as refused; the
+    /// accepted and the unanswered do not net out.
+    #[tokio::test]
+    async fn the_sync_buckets_count_each_sign_up_once() {
+        let pool = PgPool::connect(&fanbench_db::testing::fresh_database().await.unwrap())
+            .await
+            .unwrap();
+        let sim = provider_sim::testing::spawn(provider_sim::testing::all(
+            provider_sim::testing::fixed(0),
+        ))
+        .await;
+        let mut accepted = driver::SeqSet::default();
+        let u0 = user(&pool, 0, false).await;
+        deliver(&sim, &format!("{u0}:email")).await;
+        accepted.insert(0);
+        // Two timed out and committed (delivered) while two accepted ones are missing: the
+        // totals match (3 committed, 3 accepted), the sign-ups do not.
+        for seq in [1, 2] {
+            let u = user(&pool, seq, false).await;
+            deliver(&sim, &format!("{u}:email")).await;
+        }
+        accepted.insert(3);
+        accepted.insert(4);
+        let answered = Answered {
+            accepted: &accepted,
+            refused: 2,
+        };
+        let (r, _) = reconcile(
+            &pool,
+            Keys::Users,
+            &Providers::new(&sim),
+            SystemTime::now(),
+            answered,
+        )
+        .await
+        .unwrap();
+        assert_eq!((r.accepted, r.committed), (3, 3), "{r:?}");
+        assert_eq!((r.delivered, r.lost), (3, 2), "{r:?}");
+        assert_eq!(r.never_notified, 0, "{r:?}");
+        assert_eq!(r.expected, r.delivered + r.lost + r.dead + r.undelivered);
     }
 }

@@ -44,6 +44,13 @@ impl Metric {
             metric: self.name(),
             message,
         };
+        if !results::DESIGNS.contains(&self.design.as_str()) {
+            return Err(unknown(format!(
+                "no design `{}`: a metric starts with one of {}",
+                self.design,
+                results::DESIGNS.join(", ")
+            )));
+        }
         let schema: Value =
             serde_json::from_str(results::SCHEMA).map_err(|e| unknown(e.to_string()))?;
         let defs = &schema["$defs"];
@@ -127,7 +134,7 @@ impl Metric {
                 },
             });
         };
-        for step in &self.path {
+        for (i, step) in self.path.iter().enumerate() {
             let missing = |message: String| GateError::MissingValue {
                 rule: rule.to_string(),
                 metric: self.name(),
@@ -138,9 +145,22 @@ impl Metric {
                     "it is null before `{step}`: this run did not measure it"
                 )));
             }
-            node = node
-                .get(step)
-                .ok_or_else(|| missing(format!("no `{step}` there")))?;
+            // Outcome classes nothing fell into are left out of the results: their count is 0,
+            // and they have no percentiles.
+            let empty_class = i == 1 && self.path[0] == "latency_ms_by_class";
+            match node.get(step) {
+                Some(next) => node = next,
+                None if empty_class && self.path.get(2).is_some_and(|f| f == "count") => {
+                    return Ok(0.0);
+                }
+                None if empty_class => {
+                    return Err(GateError::EmptyClass {
+                        rule: rule.to_string(),
+                        class: step.clone(),
+                    });
+                }
+                None => return Err(missing(format!("no `{step}` there"))),
+            }
         }
         match node {
             Value::Number(n) => n.as_f64().ok_or_else(|| GateError::MissingValue {

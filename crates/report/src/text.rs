@@ -173,11 +173,12 @@ pub fn table(results: &RunResults) -> String {
         out.push('\n');
     }
     for (name, d) in &designs {
+        // First and loudest: these numbers do not describe the design under load.
+        for reason in &d.invalid_reasons {
+            let _ = writeln!(out, "!!! INVALID RUN [{name}]: {reason}");
+        }
         for w in &d.warnings {
             let _ = writeln!(out, "WARNING [{name}]: {w}");
-        }
-        if !d.valid {
-            let _ = writeln!(out, "INVALID [{name}]: see why above");
         }
     }
     out

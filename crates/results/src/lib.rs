@@ -125,10 +125,12 @@ pub struct Requests {
 }
 
 impl Requests {
-    /// Requests that got no answer at all: timeouts and connection errors.
+    /// Requests that got no answer at all: timeouts, connection errors, and any sent that never
+    /// completed.
     pub fn unanswered(&self) -> u64 {
         self.status.get("timeout").copied().unwrap_or(0)
             + self.status.get("connection_error").copied().unwrap_or(0)
+            + self.sent.saturating_sub(self.completed)
     }
 
     /// The shares of `status` in `sent`.
@@ -146,6 +148,11 @@ impl Requests {
             .collect()
     }
 }
+
+/// The design names a run can hold: the two designs, and `target` for `fanbench run --target`.
+/// Gates may name only these, so a misspelt design is an error when the scenario loads rather
+/// than a gate skipped on every run.
+pub const DESIGNS: [&str; 3] = ["sync", "async", "target"];
 
 /// The outcome classes latency is split by, in report order: `2xx` (accepted), `503` (refused),
 /// `4xx` (every other 4xx, 409 included), `5xx` (every other 5xx), `error` (no answer: transport

@@ -76,6 +76,20 @@ impl ApiError {
         }
     }
 
+    /// The answer to a failed database statement, logging its cause: 503 with `Retry-After` when
+    /// the database went away or was overloaded mid-request (`transient`, as the caller's database
+    /// layer classifies it; see [`ApiError::database_unavailable`]), 500 for anything else. Both
+    /// designs answer database failures through this one place.
+    pub fn database_failure(what: &str, transient: bool, cause: &dyn std::fmt::Display) -> Self {
+        if transient {
+            tracing::warn!(error = %cause, "could not {what}: the database is unavailable");
+            Self::database_unavailable(1)
+        } else {
+            tracing::error!(error = %cause, "could not {what}");
+            Self::internal()
+        }
+    }
+
     /// 500: something failed that the client cannot fix. The cause is logged by the caller.
     pub fn internal() -> Self {
         Self::new(

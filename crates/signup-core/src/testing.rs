@@ -110,3 +110,29 @@ pub fn nul_inputs() -> Vec<NulInput> {
         })
         .collect()
 }
+
+/// Sends every [`nul_inputs`] case to `{base_url}/register` and asserts each is answered 422
+/// `invalid_registration` with a message naming its field. Both designs' tests call this, so the
+/// two are held to the same answer.
+pub async fn assert_nul_inputs_refused(base_url: &str) {
+    let http = reqwest::Client::new();
+    for case in nul_inputs() {
+        assert!(case.body.contains(r"\u0000"), "{}", case.body);
+        let r = http
+            .post(format!("{base_url}/register"))
+            .header("content-type", "application/json")
+            .body(case.body.clone())
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(r.status(), 422, "{}", case.field);
+        let body: serde_json::Value = r.json().await.expect("a JSON error body");
+        assert_eq!(body["error"]["code"], "invalid_registration", "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("`{}`", case.field)),
+            "{}: {message}",
+            case.field
+        );
+    }
+}

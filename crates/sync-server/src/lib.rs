@@ -276,15 +276,7 @@ fn phase_field(channel: Channel) -> &'static str {
     }
 }
 
-/// The answer to a failed statement: 503 with `Retry-After` when the database went away or was
-/// overloaded mid-request (the sign-up may or may not have committed; a retry with the same email
-/// is safe), 500 for anything else.
+/// The answer to a failed statement (see [`ApiError::database_failure`]).
 fn db_failure(what: &str, e: &sqlx::Error) -> ApiError {
-    if fanbench_db::is_transient(e) {
-        tracing::warn!(error = %e, "could not {what}: the database is unavailable");
-        ApiError::database_unavailable(1)
-    } else {
-        tracing::error!(error = %e, "could not {what}");
-        ApiError::internal()
-    }
+    ApiError::database_failure(what, fanbench_db::is_transient(e), e)
 }

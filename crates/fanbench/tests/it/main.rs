@@ -831,9 +831,15 @@ fn a_run_against_a_closed_port_is_invalid_exits_2_and_summarises_its_errors() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{stdout}\n{stderr}");
-    assert!(stderr.contains("INVALID RUN: target"), "{stderr}");
-    assert!(stderr.contains("no request was answered 2xx"), "{stderr}");
-    assert!(stderr.contains("got no answer"), "{stderr}");
+    assert!(
+        stdout.contains("!!! INVALID RUN [target]: 40 of 40 requests sent (100.0 %) got no answer (connection refused ×40)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("!!! INVALID RUN [target]: no request was answered 2xx"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("is invalid"), "{stderr}");
     // One line per kind of error, not one per request (40 were sent).
     let mentions = format!("{stdout}{stderr}")
         .lines()
@@ -873,9 +879,40 @@ fn a_run_against_a_closed_port_is_invalid_exits_2_and_summarises_its_errors() {
         .unwrap();
     assert_eq!(gate.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&gate.stderr).contains("the run is invalid"),
+        String::from_utf8_lossy(&gate.stderr).contains("is invalid"),
         "{}",
         String::from_utf8_lossy(&gate.stderr)
+    );
+    // And without a baseline, by the gate of its own that JUnit and the summary show failed.
+    let scenario_with_gate = dir.path().join("gated.toml");
+    std::fs::write(
+        &scenario_with_gate,
+        std::fs::read_to_string(&scenario).unwrap()
+            + "[gates]\nrules = ['target.requests.sent > 0']\n",
+    )
+    .unwrap();
+    let gated = dir.path().join("gated");
+    let junit = dir.path().join("junit.xml");
+    let run = fanbench()
+        .args(["run", "--quiet", "--target", &target, "--scenario"])
+        .arg(&scenario_with_gate)
+        .arg("--out")
+        .arg(&gated)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let gate = fanbench()
+        .arg("gate")
+        .arg(&gated)
+        .arg("--junit")
+        .arg(&junit)
+        .output()
+        .unwrap();
+    assert_eq!(gate.status.code(), Some(2));
+    let junit = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        junit.contains("name=\"the target run is valid\"") && junit.contains("failures=\"1\""),
+        "{junit}"
     );
 }
 
@@ -958,8 +995,10 @@ fn a_compare_whose_async_server_is_killed_mid_run_exits_2() {
     let printed: Vec<String> = stdout.try_iter().collect();
     assert_eq!(status.code(), Some(2), "{err:#?}\n{printed:#?}");
     assert!(
-        err.iter().any(|l| l.contains("INVALID RUN: async")),
-        "{err:#?}"
+        printed
+            .iter()
+            .any(|l| l.starts_with("!!! INVALID RUN [async]: the async server exited")),
+        "{printed:#?}"
     );
 
     let doc = read_results(&out);
@@ -969,11 +1008,18 @@ fn a_compare_whose_async_server_is_killed_mid_run_exits_2() {
     assert!(reasons.contains("exited during the run"), "{reasons}");
     // What the dead server had accepted is still accounted for, each notification exactly once.
     let r = &d["reconciliation"];
-    let sum = ["delivered", "lost", "dead", "undelivered"]
-        .iter()
-        .map(|k| r[k].as_u64().unwrap())
-        .sum::<u64>();
-    assert_eq!(r["expected"].as_u64().unwrap(), sum, "{r}");
+    assert_eq!(
+        r["lost"], 0,
+        "a dead server loses nothing it committed: {r}"
+    );
+    assert!(
+        r["committed"].as_u64().unwrap() >= r["accepted"].as_u64().unwrap(),
+        "every 202 is in the database: {r}"
+    );
+    assert!(
+        r["accepted"].as_u64().unwrap() > 0,
+        "it accepted sign-ups before it died: {r}"
+    );
 }
 
 #[test]
@@ -1084,10 +1130,12 @@ async fn databases_like(server_url: &str, pattern: &str) -> Vec<String> {
     names
 }
 
-#[tokio::test]
-async fn runs_against_database_url_drop_their_databases_unless_kept() {
+#[test]
+fn runs_against_database_url_drop_their_databases_unless_kept() {
+    let _turn = load_turn();
+    let rt = tokio::runtime::Runtime::new().unwrap();
     // A database on the shared test server stands for the user's own PostgreSQL.
-    let server = fanbench_db::testing::fresh_database().await.unwrap();
+    let server = rt.block_on(fanbench_db::testing::fresh_database()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let scenario = tiny_scenario(dir.path());
     let run = |out: &str, extra: &[&str]| {
@@ -1101,7 +1149,7 @@ async fn runs_against_database_url_drop_their_databases_unless_kept() {
             .output()
             .unwrap()
     };
-    let before = databases_like(&server, "fanbench_async_%").await;
+    let before = rt.block_on(databases_like(&server, "fanbench_async_%"));
 
     let dropped = run("dropped", &[]);
     assert!(
@@ -1110,7 +1158,7 @@ async fn runs_against_database_url_drop_their_databases_unless_kept() {
         String::from_utf8_lossy(&dropped.stderr)
     );
     assert_eq!(
-        databases_like(&server, "fanbench_async_%").await,
+        rt.block_on(databases_like(&server, "fanbench_async_%")),
         before,
         "the run's database and its _logs store are gone"
     );
@@ -1121,11 +1169,12 @@ async fn runs_against_database_url_drop_their_databases_unless_kept() {
         "{}",
         String::from_utf8_lossy(&kept.stderr)
     );
-    let after = databases_like(&server, "fanbench_async_%").await;
+    let after = rt.block_on(databases_like(&server, "fanbench_async_%"));
     let new: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
     assert_eq!(new.len(), 2, "the database and its log store stay: {new:?}");
     assert!(new.iter().any(|n| n.ends_with("_logs")), "{new:?}");
     for name in new {
-        fanbench_db::drop_database(&server, name).await.unwrap();
+        rt.block_on(fanbench_db::drop_database(&server, name))
+            .unwrap();
     }
 }
