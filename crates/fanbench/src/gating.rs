@@ -91,6 +91,15 @@ pub fn evaluate(
         None => None,
     };
     if let (Some(base), Some(path)) = (&baseline, baseline_dir) {
+        let scenario = |doc: &Value| doc["scenario"]["name"].as_str().unwrap_or("?").to_string();
+        if scenario(&base[0]) != scenario(&candidate[0]) {
+            bail!(
+                "the baseline {} ran scenario `{}` and this run `{}`: a regression needs the same load on both sides",
+                path.display(),
+                scenario(&base[0]),
+                scenario(&candidate[0])
+            );
+        }
         let invalid = invalid_designs(base);
         if !invalid.is_empty() {
             bail!(
@@ -107,11 +116,12 @@ pub fn evaluate(
             let t = gates::DEFAULT_TOLERANCES;
             eprintln!(
                 "fanbench: the scenario declares no regressions; comparing the default set against the baseline \
-                 ({} gates: accepted-latency p99 {:.0} %, 503 share {:.0} %, throughput {:.0} % lower, delivery p99 {:.0} %; \
-                 see docs/PERFORMANCE.md)",
+                 ({} gates: accepted-latency p99 {:.0} %, 503 share {:.0} % (and at least {:.1} points), throughput {:.0} % lower, \
+                 any rise in lost or still-queued notifications, delivery p99 {:.0} %; see docs/PERFORMANCE.md)",
                 specs.regressions.len(),
                 t.accepted_p99 * 100.0,
                 t.share_503 * 100.0,
+                t.share_503_min_change * 100.0,
                 t.throughput * 100.0,
                 t.delivery_p99 * 100.0
             );

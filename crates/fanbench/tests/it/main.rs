@@ -1103,6 +1103,25 @@ fn run_of_one_design_skips_the_other_designs_gates_and_a_baseline_never_compares
     let p99 = &mut base["designs"]["async"]["latency_ms_by_class"]["2xx"]["p99"];
     *p99 = json!(p99.as_f64().unwrap() / 3.0);
     std::fs::write(faster.join("results.json"), base.to_string()).unwrap();
+    // A baseline of another scenario is no baseline at all.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let mut renamed = base.clone();
+    renamed["scenario"]["name"] = json!("peak-registration");
+    std::fs::write(other.join("results.json"), renamed.to_string()).unwrap();
+    let mismatch = fanbench()
+        .arg("gate")
+        .arg(&out)
+        .arg("--baseline")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(mismatch.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&mismatch.stderr).contains("ran scenario `peak-registration`"),
+        "{}",
+        String::from_utf8_lossy(&mismatch.stderr)
+    );
     let slower = fanbench()
         .arg("gate")
         .arg(&out)
