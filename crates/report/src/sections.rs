@@ -231,7 +231,10 @@ fn summary_table(runs: &[Run]) -> String {
     out.push_str(
         "<p class=\"explain\">Latency counts from each request's <em>intended</em> send time, so time a \
          request spent waiting for the server to accept it is included (no coordinated omission). \
-         Service time counts from the actual send. Send lag is the driver's own delay: above 10 ms \
+         <em>Accepted</em> latency is that of sign-ups answered 2xx, <em>refusal</em> latency that of \
+         503s; <em>all answers</em> mixes every outcome. A run is <em>invalid</em> when its server \
+         died, more than a small share of requests got no answer, or nothing was accepted: its \
+         numbers do not describe the design. Service time counts from the actual send. Send lag is the driver's own delay: above 10 ms \
          the run marks itself untrustworthy.</p>",
     );
     out
@@ -259,7 +262,7 @@ fn latency_percentiles(runs: &[Run]) -> String {
     });
     chart(
         svg,
-        "Each line is one design's whole latency distribution, HdrHistogram style: the further right, the rarer the request. A flat line far above another is a design that is slow for everyone.",
+        "Each line is one design's whole latency distribution over all answers (accepted and refused alike), HdrHistogram style: the further right, the rarer the request. A flat line far above another is a design that is slow for everyone.",
     )
 }
 
