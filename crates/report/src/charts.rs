@@ -33,12 +33,12 @@ pub struct Look {
 /// Design colours, the same on every chart.
 pub fn design_look(design: &str) -> Look {
     match design {
-        "sync" => Look {
+        results::SYNC => Look {
             color: RGBColor(200, 40, 40),
             dashed: true,
             width: 2,
         },
-        "async" => Look {
+        results::ASYNC => Look {
             color: RGBColor(30, 100, 180),
             dashed: false,
             width: 2,
@@ -54,8 +54,8 @@ pub fn design_look(design: &str) -> Look {
 /// Channel colours for the per-channel charts.
 pub fn channel_look(channel: &str, design: &str) -> Look {
     let color = match channel {
-        "email" => RGBColor(120, 60, 160),
-        "sms" => RGBColor(220, 120, 20),
+        results::EMAIL => RGBColor(120, 60, 160),
+        results::SMS => RGBColor(220, 120, 20),
         _ => RGBColor(20, 150, 150),
     };
     Look {
@@ -431,7 +431,7 @@ mod tests {
             y_scale: Scale::Log,
             series: vec![Series {
                 label: "sync p99".into(),
-                look: design_look("sync"),
+                look: design_look(results::SYNC),
                 points: vec![(0.0, 1.0), (1.0, 100.0)],
             }],
             secondary: Some((

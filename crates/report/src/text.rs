@@ -85,9 +85,9 @@ const ROWS: &[Row] = &[
     ("all answers latency max", |d| ms(d.latency_ms.max)),
     ("service time p99", |d| ms(d.service_time_ms.p99)),
     ("throughput (2xx/s)", |d| format!("{:.1}", d.throughput_rps)),
-    ("delivery p99 email", |d| delivery_p99(d, "email")),
-    ("delivery p99 sms", |d| delivery_p99(d, "sms")),
-    ("delivery p99 push", |d| delivery_p99(d, "push")),
+    ("delivery p99 email", |d| delivery_p99(d, results::EMAIL)),
+    ("delivery p99 sms", |d| delivery_p99(d, results::SMS)),
+    ("delivery p99 push", |d| delivery_p99(d, results::PUSH)),
     ("notifications owed", |d| rec(d, |r| r.expected)),
     ("delivered", |d| rec(d, |r| r.delivered)),
     ("lost", |d| rec(d, |r| r.lost)),
@@ -115,8 +115,8 @@ const ROWS: &[Row] = &[
 /// The designs of a run in report order: sync first, then async, then anything else.
 pub fn ordered(results: &RunResults) -> Vec<(&String, &DesignResults)> {
     let rank = |name: &str| match name {
-        "sync" => 0,
-        "async" => 1,
+        results::SYNC => 0,
+        results::ASYNC => 1,
         _ => 2,
     };
     let mut designs: Vec<(&String, &DesignResults)> = results.designs.iter().collect();

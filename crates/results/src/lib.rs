@@ -5,6 +5,8 @@
 //!
 //! This crate does no I/O and knows nothing of HTTP, goose or the designs.
 
+pub mod metric_names;
+
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
@@ -152,7 +154,22 @@ impl Requests {
 /// The design names a run can hold: the two designs, and `target` for `fanbench run --target`.
 /// Gates may name only these, so a misspelt design is an error when the scenario loads rather
 /// than a gate skipped on every run.
-pub const DESIGNS: [&str; 3] = ["sync", "async", "target"];
+pub const DESIGNS: [&str; 3] = [SYNC, ASYNC, TARGET];
+
+/// The naive design's name.
+pub const SYNC: &str = "sync";
+/// The queue-based design's name.
+pub const ASYNC: &str = "async";
+/// The name a design gets when the driver ran against a server it did not start
+/// (`fanbench run --target`).
+pub const TARGET: &str = "target";
+
+/// The notification channels, in the order a sign-up notifies them: the wire names of
+/// `signup_core::Channel`, which this crate cannot depend on (the report's tests check they agree).
+pub const CHANNELS: [&str; 3] = [EMAIL, SMS, PUSH];
+pub const EMAIL: &str = "email";
+pub const SMS: &str = "sms";
+pub const PUSH: &str = "push";
 
 /// The outcome classes latency is split by, in report order: `2xx` (accepted), `503` (refused),
 /// `4xx` (every other 4xx, 409 included), `5xx` (every other 5xx), `error` (no answer: transport
