@@ -730,3 +730,319 @@ mod tests {
         assert!(err.to_string().contains("no design `asnyc`"), "{err}");
     }
 }
+
+/// The noise-aware regression rule, case by case, with three repeats a side: a regression fails
+/// only when the median is worse by more than the tolerance *and* the repeat ranges do not overlap.
+/// The numbers are chosen so that every relative change is exact in binary, which makes "exactly
+/// at the tolerance" mean exactly.
+#[cfg(test)]
+mod regression_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The three reasons `detail` can give; each verdict names exactly one.
+    const NOISE: &str = "noise";
+    const WITHIN: &str = "within the tolerance";
+    const SEPARATED: &str = "every repeat worse than every baseline repeat";
+
+    /// A one-design results document carrying `v` as both the accepted-sign-up p99 (higher is
+    /// worse) and the throughput (lower is worse).
+    fn doc(v: f64) -> Value {
+        json!({ "designs": { "async": {
+            "latency_ms_by_class": { "2xx": { "count": 100, "p99": v } },
+            "throughput_rps": v,
+        } } })
+    }
+
+    fn regression(
+        worse: Worse,
+        tolerance: f64,
+        min_change: f64,
+        candidate: &[f64],
+        baseline: &[f64],
+    ) -> GateResult {
+        let metric = match worse {
+            Worse::Higher => "async.latency_ms_by_class.2xx.p99",
+            Worse::Lower => "async.throughput_rps",
+        };
+        let spec = RegressionSpec {
+            metric: metric.into(),
+            tolerance: Tolerance(tolerance),
+            worse,
+            min_change,
+        };
+        let parsed = Metric::parse(metric).unwrap();
+        let candidate: Vec<Value> = candidate.iter().copied().map(doc).collect();
+        let baseline: Vec<Value> = baseline.iter().copied().map(doc).collect();
+        let mut results = evaluate_regressions(&[(spec, parsed)], &candidate, &baseline).unwrap();
+        assert_eq!(results.len(), 1);
+        results.remove(0)
+    }
+
+    /// (what the case is, direction, tolerance, min_change, candidate repeats, baseline repeats,
+    /// passes, the reason `detail` must give)
+    type Case = (
+        &'static str,
+        Worse,
+        f64,
+        f64,
+        [f64; 3],
+        [f64; 3],
+        bool,
+        &'static str,
+    );
+
+    const CASES: &[Case] = &[
+        // Higher is worse (latency).
+        (
+            "a: median +27 %, but a candidate repeat (125) beats a baseline repeat (130)",
+            Worse::Higher,
+            0.10,
+            0.0,
+            [125.0, 140.0, 150.0],
+            [100.0, 110.0, 130.0],
+            true,
+            NOISE,
+        ),
+        (
+            "b: median +43 %, every candidate repeat above every baseline repeat",
+            Worse::Higher,
+            0.10,
+            0.0,
+            [140.0, 150.0, 160.0],
+            [100.0, 105.0, 110.0],
+            false,
+            SEPARATED,
+        ),
+        (
+            "c: separated, but the median moved only 101 → 106 (+5 %)",
+            Worse::Higher,
+            0.10,
+            0.0,
+            [105.0, 106.0, 107.0],
+            [100.0, 101.0, 102.0],
+            true,
+            WITHIN,
+        ),
+        (
+            "d: separated, median exactly +50 % against a 50 % tolerance (the rule is `>`)",
+            Worse::Higher,
+            0.50,
+            0.0,
+            [149.0, 150.0, 151.0],
+            [99.0, 100.0, 101.0],
+            true,
+            WITHIN,
+        ),
+        (
+            "d: separated, median +51 %, just beyond a 50 % tolerance",
+            Worse::Higher,
+            0.50,
+            0.0,
+            [150.0, 151.0, 152.0],
+            [99.0, 100.0, 101.0],
+            false,
+            SEPARATED,
+        ),
+        (
+            "d: 0 against a baseline of 0 is no change",
+            Worse::Higher,
+            0.10,
+            0.0,
+            [0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0],
+            true,
+            WITHIN,
+        ),
+        (
+            "d: 1 against a baseline of 0 is an infinite rise",
+            Worse::Higher,
+            0.10,
+            0.0,
+            [1.0, 1.0, 1.0],
+            [0.0, 0.0, 0.0],
+            false,
+            SEPARATED,
+        ),
+        (
+            "d: 1 against a baseline of 0 is still a regression when min_change is 0.5",
+            Worse::Higher,
+            0.10,
+            0.5,
+            [1.0, 1.0, 1.0],
+            [0.0, 0.0, 0.0],
+            false,
+            SEPARATED,
+        ),
+        (
+            "d: a rise of exactly min_change counts (the rule is `>=`)",
+            Worse::Higher,
+            0.10,
+            0.5,
+            [0.5, 0.5, 0.5],
+            [0.0, 0.0, 0.0],
+            false,
+            SEPARATED,
+        ),
+        (
+            "d: 1 against a baseline of 0 passes when min_change (2) covers it",
+            Worse::Higher,
+            0.10,
+            2.0,
+            [1.0, 1.0, 1.0],
+            [0.0, 0.0, 0.0],
+            true,
+            WITHIN,
+        ),
+        (
+            "a lower latency is never a regression",
+            Worse::Higher,
+            0.10,
+            0.0,
+            [10.0, 11.0, 12.0],
+            [100.0, 101.0, 102.0],
+            true,
+            WITHIN,
+        ),
+        // Lower is worse (throughput): the same cases mirrored.
+        (
+            "e/a: median −22 %, but a candidate repeat (85) beats a baseline repeat (80)",
+            Worse::Lower,
+            0.10,
+            0.0,
+            [60.0, 70.0, 85.0],
+            [80.0, 90.0, 100.0],
+            true,
+            NOISE,
+        ),
+        (
+            "e/b: median −29 %, every candidate repeat below every baseline repeat",
+            Worse::Lower,
+            0.10,
+            0.0,
+            [60.0, 70.0, 80.0],
+            [96.0, 98.0, 100.0],
+            false,
+            SEPARATED,
+        ),
+        (
+            "e/c: separated, but the median moved only 99 → 94 (−5 %)",
+            Worse::Lower,
+            0.10,
+            0.0,
+            [93.0, 94.0, 95.0],
+            [98.0, 99.0, 100.0],
+            true,
+            WITHIN,
+        ),
+        (
+            "e/d: separated, median exactly −50 % against a 50 % tolerance",
+            Worse::Lower,
+            0.50,
+            0.0,
+            [49.0, 50.0, 51.0],
+            [99.0, 100.0, 101.0],
+            true,
+            WITHIN,
+        ),
+        (
+            "e/d: separated, median −51 %, just beyond a 50 % tolerance",
+            Worse::Lower,
+            0.50,
+            0.0,
+            [48.0, 49.0, 50.0],
+            [99.0, 100.0, 101.0],
+            false,
+            SEPARATED,
+        ),
+        (
+            "e/d: a throughput of 0 against 100 is a regression",
+            Worse::Lower,
+            0.10,
+            0.0,
+            [0.0, 0.0, 0.0],
+            [99.0, 100.0, 101.0],
+            false,
+            SEPARATED,
+        ),
+        (
+            "e/d: a throughput above a baseline of 0 is an infinite gain, not a regression",
+            Worse::Lower,
+            0.10,
+            0.0,
+            [1.0, 1.0, 1.0],
+            [0.0, 0.0, 0.0],
+            true,
+            WITHIN,
+        ),
+        (
+            "e: a higher throughput is never a regression",
+            Worse::Lower,
+            0.10,
+            0.0,
+            [200.0, 210.0, 220.0],
+            [99.0, 100.0, 101.0],
+            true,
+            WITHIN,
+        ),
+    ];
+
+    #[test]
+    fn a_regression_fails_only_beyond_the_tolerance_with_separated_repeats() {
+        for &(case, worse, tolerance, min_change, candidate, baseline, passes, why) in CASES {
+            let r = regression(worse, tolerance, min_change, &candidate, &baseline);
+            assert_eq!(r.passed, passes, "{case}: {r:#?}");
+            assert_eq!(r.failed(), !passes, "{case}: {r:#?}");
+            assert!(r.skipped.is_none(), "{case}: {r:#?}");
+            let reasons: Vec<&str> = [NOISE, WITHIN, SEPARATED]
+                .into_iter()
+                .filter(|reason| r.detail.contains(reason))
+                .collect();
+            assert_eq!(reasons, vec![why], "{case}: {}", r.detail);
+            // The value held against the limit is the candidate median.
+            assert_eq!(r.value, candidate[1], "{case}: {r:#?}");
+            assert!(
+                r.detail.contains("3 repeat(s) against 3"),
+                "{case}: {}",
+                r.detail
+            );
+        }
+    }
+
+    #[test]
+    fn the_limit_is_the_baseline_median_moved_by_the_tolerance() {
+        let r = regression(
+            Worse::Higher,
+            0.5,
+            0.0,
+            &[149.0, 150.0, 151.0],
+            &[99.0, 100.0, 101.0],
+        );
+        assert_eq!((r.value, r.limit, r.margin), (150.0, 150.0, 0.0));
+        let r = regression(
+            Worse::Lower,
+            0.5,
+            0.0,
+            &[48.0, 49.0, 50.0],
+            &[99.0, 100.0, 101.0],
+        );
+        // Lower is worse: the limit is 50 and the margin is negative by how far below it.
+        assert_eq!((r.value, r.limit, r.margin), (49.0, 50.0, -1.0));
+        assert!(r.failed());
+    }
+
+    #[test]
+    fn the_median_decides_not_one_bad_repeat() {
+        // One wild candidate repeat (1000) with the other two at the baseline: the median has
+        // not moved, and the ranges overlap.
+        let r = regression(
+            Worse::Higher,
+            0.10,
+            0.0,
+            &[100.0, 101.0, 1000.0],
+            &[99.0, 100.0, 101.0],
+        );
+        assert!(r.passed, "{r:#?}");
+        assert!(r.detail.contains(WITHIN), "{}", r.detail);
+    }
+}

@@ -575,4 +575,282 @@ mod tests {
         h.record(HISTOGRAM_MAX_US).unwrap();
         assert!(h.record(HISTOGRAM_MAX_US * 2).is_err());
     }
+
+    // The smoke fixture checked by hand: facts a person can verify from the scenario and from
+    // arithmetic on the file itself, rather than code output compared with code output. The run:
+    // scenarios/smoke.toml, 3 s at 10/s, 6 s at 60/s, 3 s at 10/s, Poisson, seed 11; payload
+    // phone_share 0.8, device_share 0.6; both designs.
+
+    fn smoke() -> RunResults {
+        serde_json::from_value(fixture()).unwrap()
+    }
+
+    /// Equal up to the last bits a JSON round trip of a quotient may change.
+    fn assert_close(got: f64, want: f64, what: &str) {
+        assert!(
+            (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "{what}: {got} is not {want}"
+        );
+    }
+
+    /// Whether `count` is within four standard deviations of a Poisson count of mean `mean`.
+    fn poisson_ok(count: u64, mean: f64) -> bool {
+        (count as f64 - mean).abs() <= 4.0 * mean.sqrt()
+    }
+
+    /// The fixture is the run described above, so the numbers below are about it.
+    #[test]
+    fn the_smoke_fixture_is_the_scenario_the_hand_checks_assume() {
+        let doc = fixture();
+        let arrivals = &doc["scenario"]["definition"]["arrivals"];
+        let phases: Vec<(&str, &str, f64)> = arrivals["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["kind"].as_str().unwrap(),
+                    p["duration"].as_str().unwrap(),
+                    p["rate"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                ("constant", "3s", 10.0),
+                ("constant", "6s", 60.0),
+                ("constant", "3s", 10.0)
+            ]
+        );
+        assert_eq!(arrivals["process"], "poisson");
+        assert_eq!(arrivals["seed"], 11);
+        let payload = &doc["scenario"]["definition"]["payload"];
+        assert_eq!(payload["phone_share"], 0.8);
+        assert_eq!(payload["device_share"], 0.6);
+        let run = smoke();
+        assert_eq!(run.scenario.duration_s, 12.0, "3 s + 6 s + 3 s");
+        assert_eq!(run.scenario.peak_rps, 60.0);
+        assert_eq!(run.designs.keys().collect::<Vec<_>>(), ["async", "sync"]);
+    }
+
+    #[test]
+    fn the_smoke_fixture_offered_a_poisson_count_of_the_scenario() {
+        let run = smoke();
+        // 10 × 3 + 60 × 6 + 10 × 3 = 420 arrivals on average; Poisson, so ± 4 × √420 (about 82).
+        let mean = 10.0 * 3.0 + 60.0 * 6.0 + 10.0 * 3.0;
+        for (name, d) in &run.designs {
+            let intended = d.requests.intended;
+            assert!(
+                poisson_ok(intended, mean),
+                "{name}: {intended} intended, expected {mean} ± {:.0}",
+                4.0 * f64::sqrt(mean)
+            );
+            // And phase by phase, from the timeline's seconds (offered is by intended second).
+            let offered = |from: usize, to: usize| -> u64 {
+                d.timeline
+                    .iter()
+                    .filter(|s| (from..to).contains(&(s.t as usize)))
+                    .map(|s| s.offered)
+                    .sum()
+            };
+            for (from, to, rate) in [(0, 3, 10.0), (3, 9, 60.0), (9, 12, 10.0)] {
+                let count = offered(from, to);
+                let mean = rate * (to - from) as f64;
+                assert!(
+                    poisson_ok(count, mean),
+                    "{name}: {count} offered in seconds {from} to {to}, expected {mean}"
+                );
+            }
+            assert_eq!(offered(12, usize::MAX), 0, "{name}: nothing after 12 s");
+        }
+        // One seed, one schedule: both designs were offered the same sign-ups, second by second.
+        let offered =
+            |d: &DesignResults| -> Vec<u64> { d.timeline.iter().map(|s| s.offered).collect() };
+        let (a, s) = (&run.designs["async"], &run.designs["sync"]);
+        assert_eq!(a.requests.intended, s.requests.intended);
+        let n = a.timeline.len().min(s.timeline.len());
+        assert_eq!(offered(a)[..n], offered(s)[..n]);
+    }
+
+    #[test]
+    fn the_smoke_fixture_request_counts_add_up() {
+        for (name, d) in &smoke().designs {
+            let r = &d.requests;
+            assert_eq!(
+                (r.sent, r.completed),
+                (r.intended, r.intended),
+                "{name}: everything intended was sent and completed"
+            );
+            let keys: Vec<&str> = r.status.keys().map(String::as_str).collect();
+            let mut want = STATUS_CLASSES.to_vec();
+            want.sort_unstable();
+            assert_eq!(keys, want, "{name}: every status class, no other");
+            assert_eq!(
+                r.status.values().sum::<u64>(),
+                r.completed,
+                "{name}: the status classes sum to completed"
+            );
+            assert_eq!(
+                r.share.keys().collect::<Vec<_>>(),
+                r.status.keys().collect::<Vec<_>>()
+            );
+            for (class, n) in &r.status {
+                assert_close(
+                    r.share[class],
+                    *n as f64 / r.sent as f64,
+                    &format!("{name}: share of {class}"),
+                );
+            }
+            // Latency classes: 4xx holds 409 and the other 4xx, error the timeouts and
+            // connection errors; a class nothing fell into is left out (count 0).
+            let s = |k: &str| r.status[k];
+            let want = [
+                ("2xx", s("2xx")),
+                ("503", s("503")),
+                ("4xx", s("409") + s("4xx")),
+                ("5xx", s("5xx")),
+                ("error", s("timeout") + s("connection_error")),
+            ];
+            for (class, count) in want {
+                let got = d.latency_ms_by_class.get(class).map_or(0, |c| c.count);
+                assert_eq!(got, count, "{name}: latency class {class}");
+            }
+            assert_eq!(
+                d.latency_ms_by_class.values().map(|c| c.count).sum::<u64>(),
+                r.completed,
+                "{name}: the latency classes sum to completed"
+            );
+            assert!(
+                d.latency_ms_by_class.values().all(|c| c.count > 0),
+                "{name}: an empty class is left out, not listed with count 0"
+            );
+        }
+    }
+
+    #[test]
+    fn the_smoke_fixture_percentiles_are_ordered() {
+        let ordered = |p: &Percentiles, what: &str| {
+            assert!(
+                p.p50 <= p.p90 && p.p90 <= p.p99 && p.p99 <= p.p999 && p.p999 <= p.max,
+                "{what}: {p:?}"
+            );
+            assert!(0.0 < p.mean && p.mean <= p.max, "{what}: {p:?}");
+        };
+        for (name, d) in &smoke().designs {
+            ordered(&d.latency_ms, &format!("{name} latency_ms"));
+            ordered(&d.service_time_ms, &format!("{name} service_time_ms"));
+            for (class, c) in &d.latency_ms_by_class {
+                ordered(&c.latency, &format!("{name} latency_ms_by_class.{class}"));
+            }
+            // Every answer is in one class, so the slowest answer is the slowest of some class.
+            let slowest_class = d
+                .latency_ms_by_class
+                .values()
+                .map(|c| c.latency.max)
+                .fold(0.0, f64::max);
+            assert_eq!(d.latency_ms.max, slowest_class, "{name}");
+            let lag = &d.send_lag_ms;
+            assert!(lag.p50 <= lag.p99 && lag.p99 <= lag.max, "{name}: {lag:?}");
+            for (channel, c) in &d.delivery {
+                assert!(
+                    c.p50_ms <= c.p99_ms && c.p99_ms <= c.max_ms,
+                    "{name} delivery.{channel}"
+                );
+                assert!(
+                    c.spectrum
+                        .windows(2)
+                        .all(|w| w[0].percentile <= w[1].percentile && w[0].ms <= w[1].ms),
+                    "{name} delivery.{channel}: the spectrum rises"
+                );
+            }
+            for s in &d.timeline {
+                assert!(
+                    s.p50_ms <= s.p99_ms && s.p99_ms <= s.max_ms,
+                    "{name} timeline second {}",
+                    s.t
+                );
+            }
+            assert!(
+                d.latency_spectrum
+                    .windows(2)
+                    .all(|w| w[0].percentile <= w[1].percentile && w[0].ms <= w[1].ms),
+                "{name}: the latency spectrum rises"
+            );
+        }
+    }
+
+    #[test]
+    fn the_smoke_fixture_rates_are_counts_over_the_duration() {
+        for (name, d) in &smoke().designs {
+            assert_eq!(d.duration_s, 12.0, "{name}: 3 s + 6 s + 3 s");
+            assert_close(
+                d.throughput_rps,
+                d.requests.status["2xx"] as f64 / d.duration_s,
+                &format!("{name}: throughput_rps"),
+            );
+            assert_close(
+                d.offered_rps,
+                d.requests.intended as f64 / d.duration_s,
+                &format!("{name}: offered_rps"),
+            );
+        }
+    }
+
+    #[test]
+    fn the_smoke_fixture_timeline_sums_to_the_totals() {
+        for (name, d) in &smoke().designs {
+            let ts: Vec<u32> = d.timeline.iter().map(|s| s.t).collect();
+            let want: Vec<u32> = (0..ts.len() as u32).collect();
+            assert_eq!(ts, want, "{name}: one entry per second, in order");
+            let sum = |f: fn(&Second) -> u64| d.timeline.iter().map(f).sum::<u64>();
+            let r = &d.requests;
+            assert_eq!(sum(|s| s.offered), r.intended, "{name}: offered");
+            assert_eq!(sum(|s| s.sent), r.sent, "{name}: sent");
+            assert_eq!(sum(|s| s.completed), r.completed, "{name}: completed");
+            assert_eq!(sum(|s| s.ok), r.status["2xx"], "{name}: ok");
+            assert_eq!(sum(|s| s.status_503), r.status["503"], "{name}: 503");
+            assert_eq!(
+                sum(|s| s.errors),
+                r.completed - r.status["2xx"] - r.status["503"],
+                "{name}: errors"
+            );
+        }
+    }
+
+    #[test]
+    fn the_smoke_fixture_reconciliation_adds_up() {
+        for (name, d) in &smoke().designs {
+            let rec = d.reconciliation.as_ref().unwrap();
+            assert_eq!(
+                rec.expected,
+                rec.delivered + rec.lost + rec.dead + rec.undelivered,
+                "{name}: {rec:?}"
+            );
+            assert_eq!(rec.accepted, d.requests.status["2xx"], "{name}");
+            // Email always, SMS and push only with a phone or a device token.
+            assert!(
+                rec.committed <= rec.expected && rec.expected <= 3 * rec.committed,
+                "{name}: {rec:?}"
+            );
+            assert_eq!(
+                d.delivery.values().map(|c| c.delivered).sum::<u64>(),
+                rec.delivered,
+                "{name}: the channels' deliveries sum to the reconciled ones"
+            );
+            // This run lost nothing and left nothing queued, so each channel delivered exactly
+            // what it owed: an email per committed sign-up, and SMS and push to a binomial
+            // share of them (0.8 and 0.6, ± 4 standard deviations).
+            assert_eq!((rec.lost, rec.dead, rec.undelivered), (0, 0, 0), "{name}");
+            assert_eq!(d.delivery["email"].delivered, rec.committed, "{name}");
+            let n = rec.committed as f64;
+            for (channel, p) in [("sms", 0.8), ("push", 0.6)] {
+                let got = d.delivery[channel].delivered as f64;
+                assert!(
+                    (got - n * p).abs() <= 4.0 * (n * p * (1.0 - p)).sqrt(),
+                    "{name}: {got} {channel} deliveries of {n} sign-ups, share {p}"
+                );
+            }
+        }
+    }
 }
