@@ -32,8 +32,8 @@ use axum::extract::State;
 use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use signup_core::ProviderClient;
 use signup_core::telemetry::{self, Registry};
-use signup_core::{Channel, ProviderClient};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -42,14 +42,6 @@ use uuid::Uuid;
 pub use worker::WorkerConfig;
 
 use crate::metrics_def::AsyncMetrics;
-
-pub(crate) fn channel_index(channel: Channel) -> usize {
-    match channel {
-        Channel::Email => 0,
-        Channel::Sms => 1,
-        Channel::Push => 2,
-    }
-}
 
 /// Which halves of the service this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

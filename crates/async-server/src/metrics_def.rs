@@ -26,7 +26,7 @@ pub struct AsyncMetrics {
     pub requests: Arc<RequestMetrics>,
     pub pool_acquire: Histogram,
     pub db: Histogram,
-    pub channels: [ChannelMetrics; 3],
+    pub channels: [ChannelMetrics; Channel::ALL.len()],
     pub logs_written: Counter,
     pub logs_dropped: Counter,
 }
@@ -78,6 +78,6 @@ impl AsyncMetrics {
     }
 
     pub fn channel(&self, channel: Channel) -> &ChannelMetrics {
-        &self.channels[crate::channel_index(channel)]
+        &self.channels[channel.index()]
     }
 }

@@ -176,7 +176,7 @@ pub struct Depth {
 }
 
 /// Depth, oldest-due age and dead letters for every channel.
-pub async fn depth(pool: &PgPool) -> Result<[Depth; 3], sqlx::Error> {
+pub async fn depth(pool: &PgPool) -> Result<[Depth; Channel::ALL.len()], sqlx::Error> {
     let rows: Vec<(String, i64, f64, i64)> = sqlx::query_as(
         "SELECT channel,
                 count(*) FILTER (WHERE state = 'pending'),
@@ -187,10 +187,10 @@ pub async fn depth(pool: &PgPool) -> Result<[Depth; 3], sqlx::Error> {
     )
     .fetch_all(pool)
     .await?;
-    let mut out = [Depth::default(); 3];
+    let mut out = [Depth::default(); Channel::ALL.len()];
     for (channel, pending, oldest_due_age, dead) in rows {
         if let Some(c) = Channel::parse(&channel) {
-            out[crate::channel_index(c)] = Depth {
+            out[c.index()] = Depth {
                 pending,
                 oldest_due_age,
                 dead,

@@ -311,7 +311,7 @@ async fn depth_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
         }
         if let Ok(depths) = queue::depth(&ctx.pool).await {
             for c in Channel::ALL {
-                let d = depths[crate::channel_index(c)];
+                let d = depths[c.index()];
                 let m = ctx.metrics.channel(c);
                 m.depth.set(d.pending as f64);
                 m.oldest_due.set(d.oldest_due_age);

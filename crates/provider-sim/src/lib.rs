@@ -31,7 +31,7 @@ use chrono::Utc;
 use rand::Rng;
 use serde_json::json;
 use signup_core::telemetry::Registry;
-use signup_core::{ApiError, Channel, SendRequest};
+use signup_core::{ApiError, Channel, SendRequest, UnknownChannel};
 use tokio::net::TcpListener;
 
 pub use config::{ChannelBehaviour, Latency, LatencySampler, Outage, SimConfig};
@@ -46,7 +46,8 @@ pub struct Simulator {
 #[derive(Debug)]
 struct Inner {
     applied: RwLock<Applied>,
-    buckets: [Mutex<TokenBucket>; 3],
+    /// One per channel, by [`Channel::index`], as are the other per-channel arrays.
+    buckets: [Mutex<TokenBucket>; Channel::ALL.len()],
     ledger: Mutex<Ledger>,
     metrics: SimMetrics,
     registry: Registry,
@@ -56,7 +57,8 @@ struct Inner {
 #[derive(Debug)]
 struct Applied {
     config: SimConfig,
-    samplers: [LatencySampler; 3],
+    /// One per channel, by [`Channel::index`].
+    samplers: Vec<LatencySampler>,
     at: Instant,
 }
 
@@ -70,24 +72,15 @@ impl Applied {
                 .sampler()
                 .map_err(|e| format!("{c}: {e}"))
         };
-        let samplers = [
-            sampler(Channel::Email)?,
-            sampler(Channel::Sms)?,
-            sampler(Channel::Push)?,
-        ];
+        let samplers = Channel::ALL
+            .into_iter()
+            .map(sampler)
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             config,
             samplers,
             at: Instant::now(),
         })
-    }
-}
-
-fn idx(channel: Channel) -> usize {
-    match channel {
-        Channel::Email => 0,
-        Channel::Sms => 1,
-        Channel::Push => 2,
     }
 }
 
@@ -141,9 +134,9 @@ const OUTCOMES: [&str; 5] = ["delivered", "duplicate", "error", "rate_limited", 
 
 #[derive(Debug)]
 struct SimMetrics {
-    sends: [[metrics::Counter; 5]; 3],
-    latency: [metrics::Histogram; 3],
-    in_flight: [metrics::Gauge; 3],
+    sends: [[metrics::Counter; OUTCOMES.len()]; Channel::ALL.len()],
+    latency: [metrics::Histogram; Channel::ALL.len()],
+    in_flight: [metrics::Gauge; Channel::ALL.len()],
 }
 
 impl SimMetrics {
@@ -169,7 +162,7 @@ impl SimMetrics {
     }
 
     fn count(&self, channel: Channel, outcome: Outcome) {
-        self.sends[idx(channel)][outcome as usize].increment(1);
+        self.sends[channel.index()][outcome as usize].increment(1);
     }
 }
 
@@ -179,11 +172,7 @@ impl Simulator {
         let applied = Applied::new(config)?;
         let bucket =
             |c: Channel| Mutex::new(TokenBucket::new(applied.config.channel(c).rate_limit));
-        let buckets = [
-            bucket(Channel::Email),
-            bucket(Channel::Sms),
-            bucket(Channel::Push),
-        ];
+        let buckets = Channel::ALL.map(bucket);
         let registry = Registry::new();
         let metrics = SimMetrics::new(&registry);
         Ok(Self {
@@ -201,7 +190,7 @@ impl Simulator {
     pub fn apply(&self, config: SimConfig) -> Result<(), String> {
         let applied = Applied::new(config)?;
         for c in Channel::ALL {
-            *lock(&self.inner.buckets[idx(c)]) =
+            *lock(&self.inner.buckets[c.index()]) =
                 TokenBucket::new(applied.config.channel(c).rate_limit);
         }
         *self
@@ -234,7 +223,7 @@ impl Simulator {
     async fn send(&self, channel: Channel, key: String, request: SendRequest) -> Response {
         let received_at = Utc::now();
         let now = Instant::now();
-        let i = idx(channel);
+        let i = channel.index();
         let metrics = &self.inner.metrics;
 
         let (outage, delay, error_rate) = {
@@ -327,12 +316,8 @@ fn provider_error(
 }
 
 fn parse_channel(name: &str) -> Result<Channel, ApiError> {
-    Channel::parse(name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_channel",
-            format!("no channel `{name}`; use email, sms or push"),
-        )
+    name.parse().map_err(|e: UnknownChannel| {
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_channel", e.to_string())
     })
 }
 

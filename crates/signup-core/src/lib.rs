@@ -15,4 +15,6 @@ pub use error::{ApiError, not_found};
 pub use provider::{
     MAX_RETRY_AFTER, ProviderClient, ProviderError, SendRequest, idempotency_key, parse_retry_after,
 };
-pub use registration::{Channel, MAX_BODY_BYTES, Registration, ValidRegistration, body_limit};
+pub use registration::{
+    Channel, MAX_BODY_BYTES, Registration, UnknownChannel, ValidRegistration, body_limit,
+};

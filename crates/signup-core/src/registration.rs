@@ -1,4 +1,5 @@
 use std::fmt;
+use std::str::FromStr;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{StatusCode, header};
@@ -16,6 +17,10 @@ pub fn body_limit() -> DefaultBodyLimit {
 }
 
 /// A notification channel, in the order the naive design calls them.
+///
+/// This is the one place the channels are listed: everything else iterates [`Channel::ALL`], keeps
+/// per-channel data in arrays indexed by [`Channel::index`], and reads and writes names through
+/// [`Channel::as_str`] and [`FromStr`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
@@ -25,6 +30,7 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// Every channel, in declaration order, so `ALL[c.index()] == c`.
     pub const ALL: [Channel; 3] = [Channel::Email, Channel::Sms, Channel::Push];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +41,12 @@ impl Channel {
         }
     }
 
+    /// The channel's position in [`Channel::ALL`], for per-channel arrays.
+    pub const fn index(self) -> usize {
+        // The discriminants count up from 0 in declaration order, which `ALL` follows (tested).
+        self as usize
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == s)
     }
@@ -43,6 +55,41 @@ impl Channel {
 impl fmt::Display for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not a channel; its message names the valid ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no channel `{0}`; use {list}", list = channel_list())]
+pub struct UnknownChannel(pub String);
+
+/// `email, sms or push`, from [`Channel::ALL`].
+fn channel_list() -> String {
+    let names = Channel::ALL.map(Channel::as_str);
+    match names.split_last() {
+        Some((last, [])) => (*last).to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+impl FromStr for Channel {
+    type Err = UnknownChannel;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s).ok_or_else(|| UnknownChannel(s.to_string()))
+    }
+}
+
+/// `--channel email|sms|push` in a clap derive, with the names and the error message from here.
+#[cfg(feature = "clap")]
+impl clap::ValueEnum for Channel {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
     }
 }
 
@@ -286,6 +333,34 @@ mod tests {
         let mut r = valid();
         r.name = "\u{feff}\u{202e}e\u{301}\u{fffe}\u{10ffff}\u{1f600}\u{7f}".into();
         assert!(r.validate().is_ok());
+    }
+
+    #[test]
+    fn channel_names_and_indexes_round_trip() {
+        for (i, c) in Channel::ALL.into_iter().enumerate() {
+            assert_eq!(c.index(), i, "{c}");
+            assert_eq!(c.as_str().parse::<Channel>(), Ok(c));
+            assert_eq!(Channel::parse(c.as_str()), Some(c));
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{c}\""));
+        }
+        let err = "fax".parse::<Channel>().unwrap_err();
+        assert_eq!(err.to_string(), "no channel `fax`; use email, sms or push");
+    }
+
+    #[cfg(feature = "clap")]
+    #[test]
+    fn channel_is_a_clap_value() {
+        use clap::ValueEnum;
+        assert_eq!(
+            <Channel as ValueEnum>::from_str("sms", false),
+            Ok(Channel::Sms)
+        );
+        let names: Vec<String> = Channel::value_variants()
+            .iter()
+            .filter_map(|c| c.to_possible_value())
+            .map(|v| v.get_name().to_string())
+            .collect();
+        assert_eq!(names, ["email", "sms", "push"]);
     }
 
     #[test]

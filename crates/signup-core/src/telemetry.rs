@@ -141,7 +141,11 @@ impl RequestMetrics {
     }
 
     /// A histogram of one phase of a sign-up (`fanbench_phase_seconds{phase=…}`).
-    pub fn phase(registry: &Registry, phase: &'static str) -> metrics::Histogram {
+    pub fn phase(
+        registry: &Registry,
+        phase: impl Into<metrics::SharedString>,
+    ) -> metrics::Histogram {
+        let phase = phase.into();
         registry.register(|| metrics::histogram!("fanbench_phase_seconds", "phase" => phase))
     }
 

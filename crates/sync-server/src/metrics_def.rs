@@ -20,7 +20,8 @@ pub enum Phase {
 pub struct SyncMetrics {
     pub requests: Arc<RequestMetrics>,
     pool_acquire: Histogram,
-    providers: [Histogram; 3],
+    /// One per channel, by [`Channel::index`].
+    providers: [Histogram; Channel::ALL.len()],
     db: Histogram,
 }
 
@@ -30,11 +31,8 @@ impl SyncMetrics {
         Self {
             requests: Arc::new(RequestMetrics::new(registry)),
             pool_acquire: phase("pool_acquire"),
-            providers: [
-                phase("provider_email"),
-                phase("provider_sms"),
-                phase("provider_push"),
-            ],
+            providers: Channel::ALL
+                .map(|c| RequestMetrics::phase(registry, format!("provider_{c}"))),
             db: phase("db"),
         }
     }
@@ -42,9 +40,7 @@ impl SyncMetrics {
     pub fn observe(&self, phase: Phase, took: Duration) {
         let histogram = match phase {
             Phase::PoolAcquire => &self.pool_acquire,
-            Phase::Provider(Channel::Email) => &self.providers[0],
-            Phase::Provider(Channel::Sms) => &self.providers[1],
-            Phase::Provider(Channel::Push) => &self.providers[2],
+            Phase::Provider(channel) => &self.providers[channel.index()],
             Phase::Db => &self.db,
         };
         histogram.record(took.as_secs_f64());
