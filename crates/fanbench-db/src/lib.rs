@@ -10,6 +10,9 @@ mod error;
 mod failure;
 mod schema;
 pub mod signup;
+/// Test databases, with the `testing` feature: dev-dependencies turn it on, so none of it ships in
+/// the binary.
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use cluster::{Cluster, ClusterOptions, find_pg_bin};

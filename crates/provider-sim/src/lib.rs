@@ -14,6 +14,9 @@
 
 mod config;
 mod ledger;
+/// Test helpers (fixed behaviours, a simulator on a free port), with the `testing` feature:
+/// dev-dependencies turn it on, so none of it ships in the binary.
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::future::Future;

@@ -9,6 +9,9 @@ mod error;
 mod provider;
 mod registration;
 pub mod telemetry;
+/// Test helpers (bad inputs, the fuzz run), with the `testing` feature: dev-dependencies turn it on,
+/// so none of it ships in the binary.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{ApiError, not_found};
