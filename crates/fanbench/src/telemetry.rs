@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use prometheus_parse::{Labels, Value};
 use results::{PgSample, TelemetrySample};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -86,19 +87,44 @@ async fn scrape(http: &reqwest::Client, base: &str) -> BTreeMap<String, f64> {
     }
 }
 
-/// The samples of a Prometheus text exposition, by series (name with labels), histogram buckets
-/// left out (their sums and counts stay).
+/// The samples of a Prometheus text exposition, by series: `name{label="value",…}` with the labels
+/// in name order, as the servers print them (`results::TelemetrySample` keys). Histogram buckets and
+/// summary quantiles are left out; their sums and counts stay.
 pub fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            if series.contains("_bucket{") || series.contains("quantile=") {
+    // Reading lines from a string cannot fail, so neither can the parse.
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let Ok(scrape) = prometheus_parse::Scrape::parse(lines) else {
+        return BTreeMap::new();
+    };
+    scrape
+        .samples
+        .into_iter()
+        .filter_map(|sample| {
+            let value = match sample.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+                Value::Histogram(_) | Value::Summary(_) => return None,
+            };
+            // Buckets and quantiles of a metric whose `# TYPE` line is missing come as plain samples.
+            let le = sample.metric.ends_with("_bucket") && sample.labels.get("le").is_some();
+            if le || sample.labels.get("quantile").is_some() {
                 return None;
             }
-            Some((series.trim().to_string(), value.trim().parse().ok()?))
+            Some((series_key(&sample.metric, &sample.labels), value))
         })
         .collect()
+}
+
+/// `name` or `name{a="x",b="y"}`, labels sorted by name (the parser keeps them in a hash map).
+fn series_key(name: &str, labels: &Labels) -> String {
+    if labels.is_empty() {
+        return name.to_string();
+    }
+    let sorted: BTreeMap<&String, &String> = labels.iter().collect();
+    let labels: Vec<String> = sorted
+        .into_iter()
+        .map(|(k, v)| format!("{k}=\"{v}\""))
+        .collect();
+    format!("{name}{{{}}}", labels.join(","))
 }
 
 async fn sample_postgres(pool: &PgPool, db_name: &str) -> PgSample {
@@ -152,5 +178,68 @@ mod tests {
             Some(&12.0)
         );
         assert_eq!(series.len(), 3, "buckets are left out: {series:?}");
+    }
+
+    #[test]
+    fn summaries_lose_their_quantiles_and_labels_are_put_in_name_order() {
+        let text = "# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n\
+                    # TYPE c counter\nc{outcome=\"error\",channel=\"sms\"} 4\n";
+        let series = parse_prometheus(text);
+        let want = [
+            ("c{channel=\"sms\",outcome=\"error\"}", 4.0),
+            ("s_count", 3.0),
+            ("s_sum", 2.0),
+        ];
+        assert_eq!(series, want.map(|(k, v)| (k.to_string(), v)).into());
+    }
+
+    /// Each server's real `/metrics` answer and the series the hand-written parser this module
+    /// used before made of it, a `name{labels}<tab>value` line each (fixtures/metrics/README.md).
+    const REAL: [(&str, &str, &str); 3] = [
+        (
+            "sync",
+            include_str!("../fixtures/metrics/sync.prom"),
+            include_str!("../fixtures/metrics/sync.series.tsv"),
+        ),
+        (
+            "async",
+            include_str!("../fixtures/metrics/async.prom"),
+            include_str!("../fixtures/metrics/async.series.tsv"),
+        ),
+        (
+            "providers",
+            include_str!("../fixtures/metrics/providers.prom"),
+            include_str!("../fixtures/metrics/providers.series.tsv"),
+        ),
+    ];
+
+    #[test]
+    fn real_metrics_give_the_series_the_old_parser_gave() {
+        for (server, text, old) in REAL {
+            // Read with the standard library's exact float parsing, as the old parser did.
+            let old: BTreeMap<String, f64> = old
+                .lines()
+                .map(|l| {
+                    let (series, value) = l.split_once('\t').unwrap();
+                    (series.to_string(), value.parse().unwrap())
+                })
+                .collect();
+            assert_eq!(parse_prometheus(text), old, "{server}");
+        }
+    }
+
+    /// The keys are those of the committed smoke run's telemetry.json, which the reports read.
+    #[test]
+    fn real_metrics_give_the_keys_of_the_smoke_telemetry() {
+        let smoke: results::Telemetry =
+            serde_json::from_str(include_str!("../../results/fixtures/smoke/telemetry.json"))
+                .unwrap();
+        let keys = |m: &BTreeMap<String, f64>| m.keys().cloned().collect::<Vec<_>>();
+        let parsed = |server: usize| parse_prometheus(REAL[server].1);
+        for (design, server) in [("sync", 0), ("async", 1)] {
+            let last = smoke.designs[design].samples.last().unwrap();
+            assert_eq!(keys(&parsed(server)), keys(&last.server), "{design}");
+            assert_eq!(keys(&parsed(2)), keys(&last.providers), "{design}");
+        }
     }
 }
