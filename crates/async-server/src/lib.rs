@@ -21,6 +21,7 @@ mod api;
 pub mod dlq;
 pub mod logstore;
 mod metrics_def;
+pub mod outbox;
 pub mod queue;
 pub mod worker;
 
@@ -84,6 +85,48 @@ impl Default for Config {
             provider_timeout: Duration::from_secs(10),
             log_pool_size: 2,
             workers: WorkerConfig::default(),
+        }
+    }
+}
+
+/// What a scenario may set for this design (`[servers.async]`): the settings of [`Config`] and
+/// [`WorkerConfig`] a run varies, and how long the run waits for the queue to drain. Its defaults
+/// are theirs, so each is written once.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub pool_size: u32,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub provider_timeout: Duration,
+    pub concurrency: u32,
+    pub batch: u32,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    pub max_attempts: u32,
+    /// How long a run waits after its load for the queue to drain before it reconciles (read by
+    /// the harness, not the server).
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let c = Config::default();
+        let w = &c.workers;
+        Self {
+            pool_size: c.pool_size,
+            acquire_timeout: c.acquire_timeout,
+            provider_timeout: c.provider_timeout,
+            concurrency: u32::try_from(w.concurrency).unwrap_or(u32::MAX),
+            batch: u32::try_from(w.batch).unwrap_or(u32::MAX),
+            poll_interval: w.poll_interval,
+            lease: w.lease,
+            max_attempts: u32::try_from(w.max_attempts).unwrap_or(0),
+            drain_timeout: Duration::from_secs(60),
         }
     }
 }

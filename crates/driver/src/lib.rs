@@ -8,16 +8,16 @@
 pub mod engine;
 pub mod progress;
 pub mod record;
-pub mod scenario;
 pub mod schedule;
+pub mod settings;
 pub mod trace;
 
 pub use engine::{
     DriveOptions, DriverError, Measurement, drive, email_for, parse_email, users_for,
 };
 pub use record::{Outcome, Recorder, SeqSet};
-pub use scenario::{Scenario, ScenarioError};
 pub use schedule::{Schedule, Shape, Slot};
+pub use settings::{Arrivals, DriverSettings, Load, Payload, Phase, Process, Trace};
 
 /// Whether a stop was asked for: goose's own Ctrl-C handler (which owns SIGINT while a run is
 /// under way) sets the same flag as [`request_stop`].

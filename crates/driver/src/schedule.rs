@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp1};
 
-use crate::scenario::{Payload, Phase, Process, Scenario};
+use crate::settings::{Arrivals, Payload, Phase, Process};
 
 /// One scheduled sign-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,27 +186,32 @@ fn open_trace(path: &Path) -> Result<csv::DeserializeRecordsIntoIter<File, Trace
 }
 
 impl Schedule {
-    /// The schedule a scenario describes.
-    pub fn new(scenario: &Scenario) -> Result<Self, TraceError> {
-        let rng = StdRng::seed_from_u64(scenario.arrivals.seed);
-        let source = match (&scenario.arrivals.trace, scenario.trace_path()) {
+    /// The schedule of `arrivals` carrying `payload`; `trace` is where the arrivals' trace file is
+    /// (resolved by the caller against the scenario's folder).
+    pub fn new(
+        arrivals: &Arrivals,
+        payload: &Payload,
+        trace: Option<&Path>,
+    ) -> Result<Self, TraceError> {
+        let rng = StdRng::seed_from_u64(arrivals.seed);
+        let source = match (&arrivals.trace, trace) {
             (Some(trace), Some(path)) => Source::Trace {
-                rows: open_trace(&path)?,
+                rows: open_trace(path)?,
                 speed: trace.speed,
                 path: path.display().to_string(),
                 last: 0.0,
             },
             _ => Source::Phases {
-                segments: segments(&scenario.arrivals.phases),
+                segments: segments(&arrivals.phases),
                 index: 0,
-                process: scenario.arrivals.process,
+                process: arrivals.process,
                 consumed: 0.0,
                 target: 0.0,
             },
         };
         let mut schedule = Self {
             source,
-            payload: scenario.payload.clone(),
+            payload: payload.clone(),
             rng,
             seq: 0,
         };
@@ -220,12 +225,12 @@ impl Schedule {
     }
 
     /// The schedule's overall shape. For a trace this reads the whole file once (streaming).
-    pub fn shape(scenario: &Scenario) -> Result<Shape, TraceError> {
-        match (&scenario.arrivals.trace, scenario.trace_path()) {
+    pub fn shape(arrivals: &Arrivals, trace: Option<&Path>) -> Result<Shape, TraceError> {
+        match (&arrivals.trace, trace) {
             (Some(trace), Some(path)) => {
                 let mut per_second: Vec<u64> = Vec::new();
                 let mut last = 0.0_f64;
-                for (line, row) in open_trace(&path)?.enumerate() {
+                for (line, row) in open_trace(path)?.enumerate() {
                     let row = row_ok(row, &path.display().to_string(), line as u64 + 2)?;
                     let at = row.offset_ms / 1000.0 / trace.speed;
                     let second = at as usize;
@@ -244,14 +249,13 @@ impl Schedule {
                 })
             }
             _ => {
-                let segs = segments(&scenario.arrivals.phases);
+                let segs = segments(&arrivals.phases);
                 let peak = segs
                     .iter()
                     .map(|s| s.a.max(s.a + s.b * s.len))
                     .fold(0.0, f64::max);
                 let mut start = Duration::ZERO;
-                let phases = scenario
-                    .arrivals
+                let phases = arrivals
                     .phases
                     .iter()
                     .enumerate()
@@ -378,13 +382,18 @@ impl Iterator for Schedule {
 mod tests {
     use super::*;
 
-    fn scenario(text: &str) -> Scenario {
-        Scenario::parse(text, Path::new("t.toml")).unwrap()
+    use crate::settings::Load;
+
+    fn scenario(text: &str) -> Load {
+        toml::from_str(text).unwrap()
     }
 
-    fn offsets(s: &Scenario) -> Vec<f64> {
-        Schedule::new(s)
-            .unwrap()
+    fn schedule(s: &Load) -> Schedule {
+        Schedule::new(&s.arrivals, &s.payload, None).unwrap()
+    }
+
+    fn offsets(s: &Load) -> Vec<f64> {
+        schedule(s)
             .map(|slot| slot.unwrap().at.as_secs_f64())
             .collect()
     }
@@ -439,7 +448,7 @@ mod tests {
         // The ramp's arrivals crowd towards its end.
         let first_half = at.iter().filter(|t| **t < 5.0).count();
         assert!((124..=126).contains(&first_half), "{first_half}");
-        let shape = Schedule::shape(&s).unwrap();
+        let shape = Schedule::shape(&s.arrivals, None).unwrap();
         assert_eq!(shape.peak_rps, 100.0);
         assert_eq!(shape.duration, Duration::from_secs(13));
     }
@@ -449,7 +458,7 @@ mod tests {
         let s = scenario(
             "name='t'\n[arrivals]\nphases=[{kind='constant',duration='100s',rate=20}]\n[payload]\nphone_share=0.25\ndevice_share=0\n",
         );
-        let slots: Vec<Slot> = Schedule::new(&s).unwrap().map(Result::unwrap).collect();
+        let slots: Vec<Slot> = schedule(&s).map(Result::unwrap).collect();
         let phones = slots.iter().filter(|s| s.phone).count() as f64 / slots.len() as f64;
         assert!((phones - 0.25).abs() < 0.04, "{phones}");
         assert!(slots.iter().all(|s| !s.device));
@@ -463,10 +472,11 @@ mod tests {
             "offset_ms,phone,device_token\n0,+441234567890,\n500,,tok\n1000,,\n",
         )
         .unwrap();
-        let toml_path = dir.path().join("s.toml");
+        let csv = dir.path().join("t.csv");
         let text = "name='t'\n[arrivals]\ntrace={file='t.csv',speed=2}\n";
-        let s = Scenario::parse(text, &toml_path).unwrap();
-        let slots: Vec<Slot> = Schedule::new(&s).unwrap().map(Result::unwrap).collect();
+        let s = scenario(text);
+        let new = || Schedule::new(&s.arrivals, &s.payload, Some(&csv));
+        let slots: Vec<Slot> = new().unwrap().map(Result::unwrap).collect();
         let at: Vec<f64> = slots.iter().map(|s| s.at.as_secs_f64()).collect();
         assert_eq!(at, vec![0.0, 0.25, 0.5]);
         assert_eq!(
@@ -479,19 +489,19 @@ mod tests {
             (true, false, true, false)
         );
         assert_eq!(
-            Schedule::shape(&s).unwrap().duration,
+            Schedule::shape(&s.arrivals, Some(&csv)).unwrap().duration,
             Duration::from_millis(500)
         );
 
         std::fs::write(dir.path().join("t.csv"), "offset_ms\n0\n10\nsoon\n").unwrap();
-        let errors: Vec<String> = Schedule::new(&s)
+        let errors: Vec<String> = new()
             .unwrap()
             .filter_map(|r| r.err().map(|e| e.to_string()))
             .collect();
         assert_eq!(errors.len(), 1);
         assert!(errors[0].contains("t.csv:4:"), "{errors:?}");
         std::fs::write(dir.path().join("t.csv"), "when\n0\n").unwrap();
-        let err = Schedule::new(&s).unwrap_err().to_string();
+        let err = new().unwrap_err().to_string();
         assert!(err.contains("offset_ms"), "{err}");
     }
 }

@@ -3,10 +3,9 @@
 //! trace replay path has a realistic file to replay. Regenerate with `fanbench trace --seed 7`.
 
 use std::io::Write;
-use std::path::Path;
 
-use crate::scenario::Scenario;
 use crate::schedule::Schedule;
+use crate::settings::Load;
 
 /// The launch day's shape as a scenario: 80 seconds, peaking at 140 sign-ups a second.
 const LAUNCH_DAY: &str = r#"
@@ -27,10 +26,11 @@ device_share = 0.6
 
 /// Writes the launch-day trace for `seed` as CSV (`offset_ms,phone,device_token`).
 pub fn write_launch_day<W: Write>(seed: u64, out: &mut W) -> std::io::Result<()> {
-    let mut scenario = Scenario::parse(LAUNCH_DAY, Path::new("launch-day generator"))
+    let mut load: Load =
+        toml::from_str(LAUNCH_DAY).map_err(|e| std::io::Error::other(e.to_string()))?;
+    load.arrivals.seed = seed;
+    let schedule = Schedule::new(&load.arrivals, &load.payload, None)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    scenario.arrivals.seed = seed;
-    let schedule = Schedule::new(&scenario).map_err(|e| std::io::Error::other(e.to_string()))?;
     writeln!(
         out,
         "# fanbench launch-day trace, seed {seed}: `fanbench trace --seed {seed}` regenerates it"
@@ -252,8 +252,8 @@ mod tests {
     fn the_committed_trace_file_is_regenerated_from_seed_7() {
         let mut generated = Vec::new();
         write_launch_day(7, &mut generated).unwrap();
-        let committed_path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/traces/launch-day.csv");
+        let committed_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../scenarios/traces/launch-day.csv");
         let committed = std::fs::read(&committed_path).unwrap();
         assert!(
             generated == committed,

@@ -47,14 +47,18 @@ use uuid::Uuid;
 
 use crate::metrics_def::{Phase, SyncMetrics};
 
-/// The knobs the story needs, and no others.
-#[derive(Debug, Clone)]
+/// The knobs the story needs, and no others. A scenario's `[servers.sync]` is this type, and
+/// `fanbench serve sync`'s flags default to [`Config::default`]: each default is written here once.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Connections in the pool (fixed size).
     pub pool_size: u32,
     /// How long a request waits for a free connection before it is answered 503.
+    #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
     /// How long one provider call may take before it counts as failed.
+    #[serde(with = "humantime_serde")]
     pub provider_timeout: Duration,
 }
 

@@ -5,14 +5,13 @@
 #![allow(clippy::unwrap_used)] // a test that cannot set up should panic, loudly
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
-use driver::{DriveOptions, Scenario, Schedule, drive};
+use driver::{DriveOptions, Load, Schedule, drive};
 use tokio_util::sync::CancellationToken;
 
 /// goose keeps process-wide state (its killswitch); one load run at a time.
@@ -27,11 +26,11 @@ async fn serve(router: Router) -> String {
     url
 }
 
-fn scenario(rate: u32, seconds: u32) -> Scenario {
+fn scenario(rate: u32, seconds: u32) -> Load {
     let text = format!(
         "name = 't'\n[arrivals]\nprocess = 'uniform'\nphases = [{{ kind = 'constant', duration = '{seconds}s', rate = {rate} }}]\n"
     );
-    Scenario::parse(&text, Path::new("t.toml")).unwrap()
+    toml::from_str(&text).unwrap()
 }
 
 fn options(target: &str, users: usize) -> DriveOptions {
@@ -47,11 +46,10 @@ fn options(target: &str, users: usize) -> DriveOptions {
     }
 }
 
-async fn run(scenario: &Scenario, options: &DriveOptions) -> driver::Measurement {
-    let shape = Schedule::shape(scenario).unwrap();
-    drive(Schedule::new(scenario).unwrap(), &shape, options)
-        .await
-        .unwrap()
+async fn run(scenario: &Load, options: &DriveOptions) -> driver::Measurement {
+    let shape = Schedule::shape(&scenario.arrivals, None).unwrap();
+    let schedule = Schedule::new(&scenario.arrivals, &scenario.payload, None).unwrap();
+    drive(schedule, &shape, options).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,14 @@
-//! Scenario files: TOML, unknown keys rejected, every error naming the file, line and column.
+//! The plan of a run: what a scenario file says. It reads the TOML (unknown keys rejected), checks
+//! it, and points every error at the file, line and column of the element at fault, using the toml
+//! crate's spans. It holds the driver's part (arrivals, payload, driver settings: `driver`'s own
+//! types), the provider behaviour (`provider_sim::SimConfig`), each design's settings (the design
+//! crates' own types, so each default is written once) and the gates.
+//!
+//! This crate does no I/O beyond reading the file, and runs nothing.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use driver::{Arrivals, DriverSettings, Payload};
 use provider_sim::SimConfig;
 use serde::{Deserialize, Serialize};
 
@@ -33,293 +39,14 @@ pub struct Scenario {
     pub source: PathBuf,
 }
 
-/// How sign-ups arrive: phases of rate, or a recorded trace.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Arrivals {
-    /// `poisson` (random, like independent users) or `uniform` (evenly spaced).
-    #[serde(default)]
-    pub process: Process,
-    /// Seeds the arrival times and the payload mix; the same seed gives the same schedule.
-    #[serde(default = "default_seed")]
-    pub seed: u64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub phases: Vec<Phase>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace: Option<Trace>,
-}
-
-fn default_seed() -> u64 {
-    1
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Process {
-    #[default]
-    Poisson,
-    Uniform,
-}
-
-/// One phase of offered load. Rates are sign-ups per second.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Phase {
-    /// `{ kind = "constant", name = "baseline", duration = "20s", rate = 20 }`
-    Constant {
-        #[serde(default)]
-        name: String,
-        #[serde(with = "humantime_serde")]
-        duration: Duration,
-        rate: f64,
-    },
-    /// A linear ramp: `{ kind = "ramp", duration = "10s", from = 20, to = 150 }`
-    Ramp {
-        #[serde(default)]
-        name: String,
-        #[serde(with = "humantime_serde")]
-        duration: Duration,
-        from: f64,
-        to: f64,
-    },
-    /// A staircase of `steps` equal steps from `from` to `to`.
-    Step {
-        #[serde(default)]
-        name: String,
-        #[serde(with = "humantime_serde")]
-        duration: Duration,
-        from: f64,
-        to: f64,
-        steps: u32,
-    },
-}
-
-impl Phase {
-    pub fn name(&self) -> &str {
-        match self {
-            Phase::Constant { name, .. } | Phase::Ramp { name, .. } | Phase::Step { name, .. } => {
-                name
-            }
-        }
-    }
-
-    pub fn duration(&self) -> Duration {
-        match self {
-            Phase::Constant { duration, .. }
-            | Phase::Ramp { duration, .. }
-            | Phase::Step { duration, .. } => *duration,
-        }
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        let rate_ok = |r: f64| r.is_finite() && r >= 0.0;
-        match self {
-            Phase::Constant { rate, .. } if !rate_ok(*rate) => {
-                Err(format!("rate must be zero or more, not {rate}"))
-            }
-            Phase::Ramp { from, to, .. } | Phase::Step { from, to, .. }
-                if !rate_ok(*from) || !rate_ok(*to) =>
-            {
-                Err(format!(
-                    "from and to must be zero or more, not {from} and {to}"
-                ))
-            }
-            Phase::Step { steps: 0, .. } => Err("steps must be at least 1".into()),
-            p if p.duration().is_zero() => Err("duration must be above zero".into()),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// A recorded trace: a CSV with a header and an `offset_ms` column (send offsets from the start),
-/// and optional `phone` and `device_token` columns (empty means absent).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Trace {
-    /// Relative to the scenario file's folder.
-    pub file: PathBuf,
-    /// Replay speed: 2.0 sends the trace in half the time.
-    #[serde(default = "one")]
-    pub speed: f64,
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-/// What each synthetic sign-up carries. Every sign-up has an email (unique per run); these shares
-/// decide how many also have a phone (SMS) and a device (push).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Payload {
-    #[serde(default = "default_phone_share")]
-    pub phone_share: f64,
-    #[serde(default = "default_device_share")]
-    pub device_share: f64,
-}
-
-fn default_phone_share() -> f64 {
-    1.0
-}
-fn default_device_share() -> f64 {
-    1.0
-}
-
-impl Default for Payload {
-    fn default() -> Self {
-        Self {
-            phone_share: default_phone_share(),
-            device_share: default_device_share(),
-        }
-    }
-}
-
-/// How the driver runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DriverSettings {
-    /// Concurrent users; by default peak rate × `max_latency` × 1.5 (Little's law with margin).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub users: Option<usize>,
-    /// The worst latency to size users for.
-    #[serde(default = "default_max_latency", with = "humantime_serde")]
-    pub max_latency: Duration,
-    /// A request still unanswered after this counts as a timeout.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Send lag (p99) past which the driver counts as the bottleneck and the run is untrustworthy.
-    #[serde(default = "default_lag_threshold", with = "humantime_serde")]
-    pub lag_threshold: Duration,
-    /// The largest share of sent requests that may get no answer (timeouts and connection
-    /// errors) before a design's run is invalid: past it, the run measured a broken connection,
-    /// not the design.
-    #[serde(default = "default_max_unanswered_share")]
-    pub max_unanswered_share: f64,
-}
-
-fn default_max_latency() -> Duration {
-    Duration::from_secs(6)
-}
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(15)
-}
-fn default_lag_threshold() -> Duration {
-    Duration::from_millis(10)
-}
-fn default_max_unanswered_share() -> f64 {
-    0.01
-}
-
-impl Default for DriverSettings {
-    fn default() -> Self {
-        Self {
-            users: None,
-            max_latency: default_max_latency(),
-            request_timeout: default_request_timeout(),
-            lag_threshold: default_lag_threshold(),
-            max_unanswered_share: default_max_unanswered_share(),
-        }
-    }
-}
-
-/// Per-design server settings.
+/// Per-design server settings: each design crate's own type.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Servers {
     #[serde(default)]
-    pub sync: SyncSettings,
+    pub sync: sync_server::Config,
     #[serde(default, rename = "async")]
-    pub async_: AsyncSettings,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyncSettings {
-    #[serde(default = "default_pool_size")]
-    pub pool_size: u32,
-    #[serde(default = "default_acquire_timeout", with = "humantime_serde")]
-    pub acquire_timeout: Duration,
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
-    pub provider_timeout: Duration,
-}
-
-fn default_pool_size() -> u32 {
-    10
-}
-fn default_acquire_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_provider_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-impl Default for SyncSettings {
-    fn default() -> Self {
-        Self {
-            pool_size: default_pool_size(),
-            acquire_timeout: default_acquire_timeout(),
-            provider_timeout: default_provider_timeout(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AsyncSettings {
-    #[serde(default = "default_pool_size")]
-    pub pool_size: u32,
-    #[serde(default = "default_acquire_timeout", with = "humantime_serde")]
-    pub acquire_timeout: Duration,
-    #[serde(default = "default_provider_timeout", with = "humantime_serde")]
-    pub provider_timeout: Duration,
-    #[serde(default = "default_concurrency")]
-    pub concurrency: u32,
-    #[serde(default = "default_batch")]
-    pub batch: u32,
-    #[serde(default = "default_poll_interval", with = "humantime_serde")]
-    pub poll_interval: Duration,
-    #[serde(default = "default_lease", with = "humantime_serde")]
-    pub lease: Duration,
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
-    /// How long to wait after the load for the queue to drain before reconciling.
-    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
-    pub drain_timeout: Duration,
-}
-
-fn default_concurrency() -> u32 {
-    64
-}
-fn default_batch() -> u32 {
-    32
-}
-fn default_poll_interval() -> Duration {
-    Duration::from_millis(50)
-}
-fn default_lease() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_attempts() -> u32 {
-    8
-}
-fn default_drain_timeout() -> Duration {
-    Duration::from_secs(60)
-}
-
-impl Default for AsyncSettings {
-    fn default() -> Self {
-        Self {
-            pool_size: default_pool_size(),
-            acquire_timeout: default_acquire_timeout(),
-            provider_timeout: default_provider_timeout(),
-            concurrency: default_concurrency(),
-            batch: default_batch(),
-            poll_interval: default_poll_interval(),
-            lease: default_lease(),
-            max_attempts: default_max_attempts(),
-            drain_timeout: default_drain_timeout(),
-        }
-    }
+    pub async_: async_server::Settings,
 }
 
 /// A scenario that could not be read; the message names the file and, where it can, the line.
@@ -333,7 +60,19 @@ pub enum ScenarioError {
     },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+    #[error(transparent)]
+    Trace(#[from] driver::schedule::TraceError),
 }
+
+/// One step of the path to an element of the file: a key, or an index into an array.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Key(&'static str),
+    Index(usize),
+}
+
+/// A semantic error: where it is in the file, and what is wrong.
+type Invalid = (Vec<Step>, String);
 
 impl Scenario {
     /// Reads and checks a scenario file.
@@ -354,42 +93,46 @@ impl Scenario {
         let mut scenario: Scenario =
             toml::from_str(text).map_err(|e| invalid(format_toml_error(&e, text)))?;
         scenario.source = path.to_path_buf();
-        scenario.validate().map_err(|(key, message)| {
-            let line = line_of(text, &key)
-                .map(|l| format!("line {l}: "))
+        scenario.validate().map_err(|(at, message)| {
+            let place = locate(text, &at)
+                .map(|(line, column)| format!("line {line}, column {column}: "))
                 .unwrap_or_default();
-            invalid(format!("{line}{message}"))
+            invalid(format!("{place}{message}"))
         })?;
         Ok(scenario)
     }
 
-    /// Semantic checks serde cannot do; the error carries a key to locate it in the text.
-    fn validate(&self) -> Result<(), (String, String)> {
+    /// Semantic checks serde cannot do; each error carries the path of the element at fault.
+    fn validate(&self) -> Result<(), Invalid> {
+        use Step::{Index, Key};
         let a = &self.arrivals;
         match (a.phases.is_empty(), &a.trace) {
             (true, None) => {
                 return Err((
-                    "[arrivals]".into(),
+                    vec![Key("arrivals")],
                     "arrivals need `phases` or a `trace`".into(),
                 ));
             }
             (false, Some(_)) => {
                 return Err((
-                    "trace".into(),
+                    vec![Key("arrivals"), Key("trace")],
                     "arrivals take `phases` or a `trace`, not both".into(),
                 ));
             }
             _ => {}
         }
         for (i, phase) in a.phases.iter().enumerate() {
-            phase
-                .validate()
-                .map_err(|m| ("kind".to_string(), format!("arrivals.phases[{i}]: {m}")))?;
+            phase.validate().map_err(|m| {
+                (
+                    vec![Key("arrivals"), Key("phases"), Index(i)],
+                    format!("arrivals.phases[{i}]: {m}"),
+                )
+            })?;
         }
         if let Some(trace) = &a.trace {
             if !(trace.speed.is_finite() && trace.speed > 0.0) {
                 return Err((
-                    "speed".into(),
+                    vec![Key("arrivals"), Key("trace"), Key("speed")],
                     format!("trace speed must be above zero, not {}", trace.speed),
                 ));
             }
@@ -400,24 +143,31 @@ impl Scenario {
         ] {
             if !(0.0..=1.0).contains(&share) {
                 return Err((
-                    key.into(),
+                    vec![Key("payload"), Key(key)],
                     format!("payload.{key} must be between 0 and 1, not {share}"),
                 ));
             }
         }
         self.providers
             .validate()
-            .map_err(|m| ("[providers".to_string(), format!("providers.{m}")))?;
+            .map_err(|m| (vec![Key("providers")], format!("providers.{m}")))?;
         if let Err((text, e)) = self.gates.check() {
-            return Err((text, format!("gates: {e}")));
+            let (list, index) = gate_position(&self.gates, &text);
+            return Err((
+                vec![Key("gates"), Key(list), Index(index)],
+                format!("gates: {e}"),
+            ));
         }
         if self.driver.users == Some(0) {
-            return Err(("users".into(), "driver.users must be at least 1".into()));
+            return Err((
+                vec![Key("driver"), Key("users")],
+                "driver.users must be at least 1".into(),
+            ));
         }
         let share = self.driver.max_unanswered_share;
         if !(0.0..=1.0).contains(&share) {
             return Err((
-                "max_unanswered_share".into(),
+                vec![Key("driver"), Key("max_unanswered_share")],
                 format!("driver.max_unanswered_share must be between 0 and 1, not {share}"),
             ));
         }
@@ -430,6 +180,65 @@ impl Scenario {
         let base = self.source.parent().unwrap_or(Path::new("."));
         Some(base.join(&trace.file))
     }
+
+    /// The arrival schedule this scenario describes.
+    pub fn schedule(&self) -> Result<driver::Schedule, ScenarioError> {
+        Ok(driver::Schedule::new(
+            &self.arrivals,
+            &self.payload,
+            self.trace_path().as_deref(),
+        )?)
+    }
+
+    /// The schedule's overall shape (length, peak rate, phases).
+    pub fn shape(&self) -> Result<driver::Shape, ScenarioError> {
+        Ok(driver::Schedule::shape(
+            &self.arrivals,
+            self.trace_path().as_deref(),
+        )?)
+    }
+}
+
+/// Which list of `[gates]` a failing gate's text is in, and where.
+fn gate_position(gates: &gates::GateSpecs, text: &str) -> (&'static str, usize) {
+    if let Some(i) = gates.rules.iter().position(|r| r == text) {
+        return ("rules", i);
+    }
+    let i = gates
+        .regressions
+        .iter()
+        .position(|r| r.metric == text)
+        .unwrap_or(0);
+    ("regressions", i)
+}
+
+/// The line and column (1-based) where the element at `path` starts, from the toml crate's spans.
+/// The deepest step that exists is used, so a missing key points at its table.
+fn locate(text: &str, path: &[Step]) -> Option<(usize, usize)> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut span = root.span();
+    let mut table: Option<&DeTable<'_>> = Some(root.get_ref());
+    let mut value: Option<&DeValue<'_>> = None;
+    for step in path {
+        let next = match step {
+            Step::Key(key) => table
+                .or_else(|| value.and_then(DeValue::as_table))
+                .and_then(|t| t.iter().find(|(k, _)| k.get_ref() == key))
+                .map(|(_, v)| v),
+            Step::Index(i) => value
+                .and_then(DeValue::as_array)
+                .and_then(|a| a.get(*i)),
+        };
+        let Some(next) = next else { break };
+        span = next.span();
+        value = Some(next.get_ref());
+        table = None;
+    }
+    let start = span.start.min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    let column = start - text[..start].rfind('\n').map_or(0, |i| i + 1) + 1;
+    Some((line, column))
 }
 
 /// toml's message already has the line and column and a caret; keep it, minus its leading
@@ -476,14 +285,11 @@ fn format_toml_error(e: &toml::de::Error, text: &str) -> String {
     }
 }
 
-/// The first line mentioning `key`, to point a semantic error at.
-fn line_of(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| l.contains(key)).map(|i| i + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use driver::settings::Process;
+    use std::time::Duration;
 
     fn parse(text: &str) -> Result<Scenario, String> {
         Scenario::parse(text, Path::new("scenarios/test.toml")).map_err(|e| e.to_string())
@@ -580,7 +386,7 @@ phases = [{ kind = "constant", duration = "2s", rate = 10 }]
         );
         let err = parse(&text).unwrap_err();
         assert!(
-            err.contains("line 8:") && err.contains("no metric `async.latency_ms.p98`"),
+            err.contains("line 8, column 3:") && err.contains("no metric `async.latency_ms.p98`"),
             "{err}"
         );
         let ok = format!(
@@ -600,5 +406,52 @@ phases = [{ kind = "constant", duration = "2s", rate = 10 }]
         assert_eq!(s.providers.sms.error_rate, 0.1);
         assert_eq!(s.servers.async_.concurrency, 8);
         assert_eq!(s.servers.async_.drain_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_error_in_the_fourth_phase_points_at_that_phase() {
+        let text = "name = 't'\n[arrivals]\nphases = [\n  { kind = 'constant', duration = '2s', rate = 1 },\n  { kind = 'ramp', duration = '2s', from = 1, to = 5 },\n  { kind = 'constant', duration = '2s', rate = 5 },\n  { kind = 'constant', duration = '2s', rate = -3 },\n]\n";
+        let err = parse(text).unwrap_err();
+        assert!(
+            err.contains("line 7, column 3:")
+                && err.contains("arrivals.phases[3]: rate must be zero or more"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_point_at_their_element_not_the_first_mention_of_its_key() {
+        // `phone_share` appears in a comment first; the error is about the table's own key.
+        let text = format!(
+            "# phone_share is the share of sign-ups with a phone\n{MINIMAL}[payload]\ndevice_share = 0.5\nphone_share = 1.5\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.contains("line 8, column 15:")
+                && err.contains("phone_share must be between 0 and 1"),
+            "{err}"
+        );
+        // A bad gate points at its own entry of the list.
+        let text = format!(
+            "{MINIMAL}[gates]\nrules = [\n  \"async.valid == 1\",\n  \"async.latency_ms.p98 < 1\",\n]\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.contains("line 8, column 3:"), "{err}");
+    }
+
+    #[test]
+    fn every_committed_scenario_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if path.extension().is_some_and(|e| e == "toml") && name != "providers.example.toml" {
+                let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+                s.shape().unwrap_or_else(|e| panic!("{name}: {e}"));
+                loaded += 1;
+            }
+        }
+        assert!(loaded >= 5, "{loaded}");
     }
 }
