@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -130,8 +129,8 @@ pub struct AsyncArgs {
     pub pool: PoolArgs,
 
     /// How long one provider call may take before the attempt counts as failed.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub provider_timeout: Duration,
+    #[arg(long, default_value_t = async_server::Config::default().provider_timeout.into())]
+    pub provider_timeout: humantime::Duration,
 
     #[command(flatten)]
     pub workers: WorkerArgs,
@@ -140,33 +139,33 @@ pub struct AsyncArgs {
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Provider calls in flight per channel.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = async_server::Settings::default().concurrency, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: u32,
 
     /// Most rows one claim takes.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = async_server::Settings::default().batch, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch: u32,
 
     /// How long a worker waits before claiming again when it found less than a full batch.
-    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
-    pub poll_interval: Duration,
+    #[arg(long, default_value_t = async_server::WorkerConfig::default().poll_interval.into())]
+    pub poll_interval: humantime::Duration,
 
     /// How long a claimed row is held before another worker may take it (keep it above
     /// --provider-timeout).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub lease: Duration,
+    #[arg(long, default_value_t = async_server::WorkerConfig::default().lease.into())]
+    pub lease: humantime::Duration,
 
     /// Attempts before a delivery is dead-lettered.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    #[arg(long, default_value_t = async_server::WorkerConfig::default().max_attempts, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub max_attempts: i32,
 
     /// On shutdown, how long in-flight sends may take to finish.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub grace: Duration,
+    #[arg(long, default_value_t = async_server::WorkerConfig::default().grace.into())]
+    pub grace: humantime::Duration,
 
     /// How long delivered rows stay in the outbox before the pruner deletes them.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-    pub prune_after: Duration,
+    #[arg(long, default_value_t = async_server::WorkerConfig::default().prune_after.into())]
+    pub prune_after: humantime::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,19 +267,19 @@ pub struct SyncArgs {
     pub pool: PoolArgs,
 
     /// How long one provider call may take before the sign-up fails with 502.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub provider_timeout: Duration,
+    #[arg(long, default_value_t = sync_server::Config::default().provider_timeout.into())]
+    pub provider_timeout: humantime::Duration,
 }
 
 #[derive(Debug, Args)]
 pub struct PoolArgs {
     /// Database connections in the pool.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = sync_server::Config::default().pool_size, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pool_size: u32,
 
     /// How long a request waits for a free connection before it is answered 503.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub acquire_timeout: Duration,
+    #[arg(long, default_value_t = sync_server::Config::default().acquire_timeout.into())]
+    pub acquire_timeout: humantime::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -440,6 +439,39 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Each default is written once, in the design crate; the flags and a scenario's
+    /// `[servers.*]` both read it from there, and the two designs agree where they do not differ.
+    #[test]
+    fn the_flags_default_to_the_designs_own_settings() {
+        let cli =
+            Cli::try_parse_from(["fanbench", "serve", "async", "--providers-url", "http://x"])
+                .unwrap();
+        let Command::Serve(ServeCommand::Async(args)) = cli.command else {
+            panic!("not async")
+        };
+        let settings = async_server::Settings::default();
+        let worker = async_server::WorkerConfig::default();
+        assert_eq!(args.pool.pool_size, settings.pool_size);
+        assert_eq!(*args.pool.acquire_timeout, settings.acquire_timeout);
+        assert_eq!(*args.provider_timeout, settings.provider_timeout);
+        assert_eq!(args.workers.concurrency, settings.concurrency);
+        assert_eq!(args.workers.batch, settings.batch);
+        assert_eq!(*args.workers.poll_interval, settings.poll_interval);
+        assert_eq!(*args.workers.lease, settings.lease);
+        assert_eq!(args.workers.max_attempts, worker.max_attempts);
+        assert_eq!(*args.workers.prune_after, worker.prune_after);
+        let sync = sync_server::Config::default();
+        assert_eq!(
+            (sync.pool_size, sync.acquire_timeout, sync.provider_timeout),
+            (
+                settings.pool_size,
+                settings.acquire_timeout,
+                settings.provider_timeout
+            ),
+            "the designs share pool size and timeouts"
+        );
+    }
+
     #[test]
     fn durations_parse_humanly() {
         let cli = Cli::try_parse_from([
@@ -455,7 +487,10 @@ mod tests {
         let Command::Serve(ServeCommand::Sync(args)) = cli.command else {
             panic!("not sync")
         };
-        assert_eq!(args.pool.acquire_timeout, Duration::from_millis(250));
+        assert_eq!(
+            *args.pool.acquire_timeout,
+            std::time::Duration::from_millis(250)
+        );
         assert_eq!(args.pool.pool_size, 10);
         assert!(
             Cli::try_parse_from([

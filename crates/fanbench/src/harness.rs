@@ -1,132 +1,15 @@
-//! The pieces `compare` and `run` put together: child server processes, the database server,
-//! the provider simulator's admin and ledger, and reconciliation.
+//! The provider simulator's admin and ledger, draining the async queue, and reconciliation: what
+//! the providers received, set against what the database committed.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use results::{ChannelDelivery, Reconciliation};
+use signup_core::Channel;
 use sqlx::PgPool;
-
-/// A fanbench server running as a child process of this one. It stops when dropped (and, because
-/// it watches its stdin, when this process dies).
-#[derive(Debug)]
-pub struct ChildServer {
-    pub name: String,
-    pub url: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    /// Kept open: a server that prints again must not meet a closed pipe.
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl ChildServer {
-    /// Runs `fanbench <args> --listen 127.0.0.1:0 --watch-stdin`, logging to `log`, and waits for
-    /// the line that says where it listens.
-    pub fn spawn(name: &str, args: &[String], log: &Path) -> Result<Self> {
-        let exe = std::env::current_exe().context("cannot find the fanbench executable")?;
-        let log_file = std::fs::File::create(log)
-            .with_context(|| format!("could not create {}", log.display()))?;
-        let mut child = Command::new(exe)
-            .args(args)
-            .args(["--listen", "127.0.0.1:0", "--watch-stdin"])
-            .env(
-                "FANBENCH_LOG",
-                std::env::var("FANBENCH_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("could not start the {name} server"))?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().context("no stdout from the child")?;
-        let mut stdout = BufReader::new(stdout);
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .context("reading the child's address")?;
-        let url = line
-            .split_whitespace()
-            .last()
-            .unwrap_or_default()
-            .to_string();
-        if !url.starts_with("http://") {
-            let _ = child.kill();
-            let _ = child.wait();
-            let tail = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = tail
-                .lines()
-                .rev()
-                .take(15)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            bail!(
-                "the {name} server did not start; its log ({}) ends:\n{}",
-                log.display(),
-                tail.join("\n")
-            );
-        }
-        Ok(Self {
-            name: name.to_string(),
-            url,
-            child,
-            stdin,
-            _stdout: stdout,
-        })
-    }
-
-    /// How the server ended, if it has ended: a server that exits while it is being measured
-    /// makes the run invalid.
-    pub fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            Ok(None) => None,
-            Err(e) => Some(format!("its state could not be read: {e}")),
-        }
-    }
-
-    /// Asks the server to stop (SIGTERM), waits up to `grace`, then kills it.
-    pub fn stop(mut self, grace: Duration) -> Result<()> {
-        // Already gone (and reaped by `exited`): its pid may be someone else's by now.
-        if self.child.try_wait()?.is_some() {
-            return Ok(());
-        }
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let started = Instant::now();
-        while started.elapsed() < grace {
-            if let Some(status) = self.child.try_wait()? {
-                if !status.success() {
-                    tracing::warn!(server = %self.name, %status, "server exited with an error");
-                }
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        tracing::warn!(server = %self.name, "server did not stop within {grace:?}; killing it");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        Ok(())
-    }
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// The provider simulator's admin and ledger, over HTTP.
 #[derive(Debug, Clone)]
@@ -208,8 +91,6 @@ pub enum Keys {
     Outbox,
 }
 
-const CHANNELS: [&str; 3] = ["email", "sms", "push"];
-
 /// Where an owed notification stands in the design's own records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Held {
@@ -229,16 +110,6 @@ struct Owed {
     at: Duration,
     held: Held,
 }
-
-/// A committed user's id and email, a channel its sign-up asked for, and that channel's outbox
-/// row's event id and state (async; absent when the row is missing, and always for sync).
-type OwedRow = (
-    uuid::Uuid,
-    String,
-    String,
-    Option<uuid::Uuid>,
-    Option<String>,
-);
 
 /// What the driver saw of the sign-ups, for reconciliation.
 #[derive(Debug, Clone, Copy)]
@@ -265,30 +136,34 @@ pub async fn reconcile(
 )> {
     // Each committed user and the channels its sign-up asked for; for the async design, the outbox
     // row of each (absent when the outbox lost it).
-    let rows: Vec<OwedRow> = match keys {
+    let rows: Vec<async_server::outbox::Owed> = match keys {
         Keys::Users => {
-            sqlx::query_as(
-                "SELECT u.id, u.email, c.channel, NULL::uuid, NULL::text
-                 FROM users u
-                 CROSS JOIN LATERAL (VALUES ('email', true), ('sms', u.phone IS NOT NULL),
-                                            ('push', u.device_token IS NOT NULL)) AS c(channel, wanted)
-                 WHERE c.wanted",
+            let users: Vec<(uuid::Uuid, String, bool, bool)> = sqlx::query_as(
+                "SELECT id, email, phone IS NOT NULL, device_token IS NOT NULL FROM users",
             )
             .fetch_all(pool)
-            .await?
+            .await?;
+            users
+                .into_iter()
+                .flat_map(|(user_id, email, phone, device)| {
+                    Channel::ALL
+                        .into_iter()
+                        .filter(move |c| match c {
+                            Channel::Email => true,
+                            Channel::Sms => phone,
+                            Channel::Push => device,
+                        })
+                        .map(move |c| async_server::outbox::Owed {
+                            user_id,
+                            email: email.clone(),
+                            channel: c.as_str().to_string(),
+                            event_id: None,
+                            state: None,
+                        })
+                })
+                .collect()
         }
-        Keys::Outbox => {
-            sqlx::query_as(
-                "SELECT u.id, u.email, c.channel, d.event_id, d.state
-                 FROM users u
-                 CROSS JOIN LATERAL (VALUES ('email', true), ('sms', u.phone IS NOT NULL),
-                                            ('push', u.device_token IS NOT NULL)) AS c(channel, wanted)
-                 LEFT JOIN deliveries d ON d.user_id = u.id AND d.channel = c.channel
-                 WHERE c.wanted",
-            )
-            .fetch_all(pool)
-            .await?
-        }
+        Keys::Outbox => async_server::outbox::owed(pool).await?,
     };
     // Each committed sign-up, by whether the driver saw it accepted: the two must not net out.
     let emails: Vec<String> = sqlx::query_scalar("SELECT email FROM users")
@@ -304,12 +179,13 @@ pub async fn reconcile(
     // key → what is owed. A notification with no outbox row is owed all the same; it cannot be
     // delivered under any key the providers would see, so it is keyed by its user.
     let mut owed: HashMap<String, Owed> = HashMap::with_capacity(rows.len());
-    for (user, email, channel, event, state) in rows {
-        let at = driver::parse_email(&email)
+    for row in rows {
+        let (user, channel) = (row.user_id, row.channel.as_str());
+        let at = driver::parse_email(&row.email)
             .map(|(_, at)| at)
             .unwrap_or_default();
-        let i = CHANNELS.iter().position(|c| *c == channel).unwrap_or(0);
-        let (key, held) = match (keys, event) {
+        let i = Channel::parse(channel).map_or(0, Channel::index);
+        let (key, held) = match (keys, row.event_id) {
             (Keys::Users, _) => (format!("{user}:{channel}"), Held::Nowhere),
             (Keys::Outbox, None) => (
                 format!("missing-outbox-row:{user}:{channel}"),
@@ -317,7 +193,7 @@ pub async fn reconcile(
             ),
             (Keys::Outbox, Some(event)) => (
                 format!("{event}:{channel}"),
-                match state.as_deref() {
+                match row.state.as_deref() {
                     Some("pending") => Held::Queued,
                     Some("dead") => Held::Dead,
                     _ => Held::Nowhere,
@@ -334,7 +210,8 @@ pub async fn reconcile(
         );
     }
 
-    let mut latency: [Histogram<u64>; 3] = std::array::from_fn(|_| results::new_histogram());
+    let mut latency: [Histogram<u64>; Channel::ALL.len()] =
+        std::array::from_fn(|_| results::new_histogram());
     let mut delivered = 0u64;
     let mut unexpected = 0u64;
     let zero: DateTime<Utc> = started_at.into();
@@ -382,13 +259,13 @@ pub async fn reconcile(
         unexpected,
         never_notified: answered.refused.saturating_sub(committed_unanswered),
     };
-    let delivery = CHANNELS
+    let delivery = Channel::ALL
         .iter()
         .zip(latency.iter())
-        .map(|(name, h)| {
+        .map(|(channel, h)| {
             let p = results::Percentiles::from_histogram(h);
             (
-                name.to_string(),
+                channel.as_str().to_string(),
                 ChannelDelivery {
                     delivered: h.len(),
                     p50_ms: p.p50,
@@ -411,10 +288,7 @@ pub async fn wait_for_drain(
 ) -> Result<(bool, Duration)> {
     let started = Instant::now();
     loop {
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE state = 'pending'")
-                .fetch_one(pool)
-                .await?;
+        let pending = async_server::outbox::pending(pool).await?;
         if pending == 0 {
             return Ok((true, started.elapsed()));
         }

@@ -5,8 +5,12 @@ mod cli;
 mod compare;
 mod demo;
 mod dlq;
+mod environment;
 mod gating;
 mod harness;
+mod launch;
+mod output;
+mod plan;
 mod serve;
 mod shutdown;
 mod telemetry;
@@ -37,7 +41,7 @@ fn main() -> ExitCode {
             Command::Dlq(dlq) => dlq::run(dlq).await,
             Command::Compare(args) => compare::compare(args).await,
             Command::Run(args) => compare::run(args).await,
-            Command::Report(args) => compare::report(&args.runs),
+            Command::Report(args) => output::report(&args.runs),
             Command::Gate(args) => gating::gate(
                 &args.run,
                 args.baseline.as_deref(),

@@ -39,8 +39,8 @@ async fn sync(args: SyncArgs) -> Result<()> {
     let db = open_database(args.database.database_url.as_deref()).await?;
     let config = sync_server::Config {
         pool_size: args.pool.pool_size,
-        acquire_timeout: args.pool.acquire_timeout,
-        provider_timeout: args.provider_timeout,
+        acquire_timeout: args.pool.acquire_timeout.into(),
+        provider_timeout: args.provider_timeout.into(),
     };
     let state = sync_server::AppState::connect(&config, db.url(), &args.providers_url)
         .await
@@ -69,16 +69,16 @@ async fn serve_async(args: AsyncArgs) -> Result<()> {
     let w = &args.workers;
     let config = async_server::Config {
         pool_size: args.pool.pool_size,
-        acquire_timeout: args.pool.acquire_timeout,
-        provider_timeout: args.provider_timeout,
+        acquire_timeout: args.pool.acquire_timeout.into(),
+        provider_timeout: args.provider_timeout.into(),
         workers: async_server::WorkerConfig {
             concurrency: w.concurrency as usize,
             batch: w.batch as usize,
-            poll_interval: w.poll_interval,
-            lease: w.lease,
+            poll_interval: w.poll_interval.into(),
+            lease: w.lease.into(),
             max_attempts: w.max_attempts,
-            grace: w.grace,
-            prune_after: w.prune_after,
+            grace: w.grace.into(),
+            prune_after: w.prune_after.into(),
             ..Default::default()
         },
         ..Default::default()

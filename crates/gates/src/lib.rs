@@ -364,9 +364,9 @@ pub fn evaluate_regressions(
             .map(|v| sign * v)
             .fold(f64::NEG_INFINITY, f64::max);
         let separated = c_best > b_worst;
-        let beyond_tolerance = (worse_by > tol
-            || (worse_by.is_nan() && cm.is_nan() != bm.is_nan()))
-            && (cm - bm).abs() >= spec.min_change;
+        let relatively_worse = worse_by > tol || (worse_by.is_nan() && cm.is_nan() != bm.is_nan());
+        let too_small = (cm - bm).abs() < spec.min_change;
+        let beyond_tolerance = relatively_worse && !too_small;
         let passed = !(beyond_tolerance && separated);
         let detail = format!(
             "median {} → {} ({:+.1} %), tolerance {:.1} %, {} repeat(s) against {}; {}",
@@ -381,6 +381,8 @@ pub fn evaluate_regressions(
                     "worse beyond the tolerance, and every repeat worse than every baseline repeat",
                 (true, false) =>
                     "beyond the tolerance, but the repeats overlap the baseline's: noise",
+                (false, _) if relatively_worse =>
+                    "beyond the tolerance, but by less than its minimum change",
                 (false, _) => "within the tolerance",
             }
         );
@@ -740,10 +742,11 @@ mod regression_tests {
     use super::*;
     use serde_json::json;
 
-    /// The three reasons `detail` can give; each verdict names exactly one.
+    /// The four reasons `detail` can give; each verdict names exactly one.
     const NOISE: &str = "noise";
     const WITHIN: &str = "within the tolerance";
     const SEPARATED: &str = "every repeat worse than every baseline repeat";
+    const TOO_SMALL: &str = "by less than its minimum change";
 
     /// A one-design results document carrying `v` as both the accepted-sign-up p99 (higher is
     /// worse) and the throughput (lower is worse).
@@ -885,14 +888,14 @@ mod regression_tests {
             SEPARATED,
         ),
         (
-            "d: 1 against a baseline of 0 passes when min_change (2) covers it",
+            "d: 1 against a baseline of 0 passes when min_change (2) covers it, saying so",
             Worse::Higher,
             0.10,
             2.0,
             [1.0, 1.0, 1.0],
             [0.0, 0.0, 0.0],
             true,
-            WITHIN,
+            TOO_SMALL,
         ),
         (
             "a lower latency is never a regression",
@@ -994,7 +997,7 @@ mod regression_tests {
             assert_eq!(r.passed, passes, "{case}: {r:#?}");
             assert_eq!(r.failed(), !passes, "{case}: {r:#?}");
             assert!(r.skipped.is_none(), "{case}: {r:#?}");
-            let reasons: Vec<&str> = [NOISE, WITHIN, SEPARATED]
+            let reasons: Vec<&str> = [NOISE, WITHIN, SEPARATED, TOO_SMALL]
                 .into_iter()
                 .filter(|reason| r.detail.contains(reason))
                 .collect();

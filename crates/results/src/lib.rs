@@ -47,7 +47,7 @@ pub struct ScenarioInfo {
     pub description: String,
     /// The file it was read from.
     pub path: String,
-    /// Seconds of offered load (the last arrival's offset).
+    /// Seconds of offered load: the phases' total length, or a trace's last offset.
     pub duration_s: f64,
     /// Highest offered rate over any one second, requests per second.
     pub peak_rps: f64,

@@ -1,0 +1,124 @@
+//! What a run leaves behind: the results model of each design, `results.json`, the histograms,
+//! the table, and the `report` command.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use driver::Measurement;
+use results::{DesignResults, Environment, RunResults, ScenarioInfo};
+
+use crate::plan::Plan;
+
+pub fn design_results(
+    plan: &Plan,
+    m: &Measurement,
+    target: String,
+    settings: serde_json::Value,
+) -> DesignResults {
+    let r = &m.recorder;
+    // A run stopped early offered load only for as long as it ran.
+    let planned = plan.shape.duration.as_secs_f64();
+    let duration_s = if m.cancelled {
+        m.elapsed.as_secs_f64().min(planned)
+    } else {
+        planned
+    }
+    .max(1e-9);
+    let mut warnings = m.warnings.clone();
+    if !m.trustworthy {
+        warnings.insert(
+            0,
+            "UNTRUSTWORTHY: the driver did not keep to its schedule (see below)".into(),
+        );
+    }
+    let requests = r.requests();
+    let rules = results::ValidityRules {
+        max_unanswered_share: plan.scenario.driver.max_unanswered_share,
+    };
+    let mut invalid_reasons = results::invalid_reasons(&requests, rules);
+    if m.cancelled {
+        // A stopped run measured part of its schedule: say that, not what follows from it.
+        invalid_reasons = vec![
+            "stopped early (Ctrl-C): only part of the schedule ran, so no verdict stands on it"
+                .into(),
+        ];
+    }
+    DesignResults {
+        target,
+        settings,
+        requests,
+        latency_ms: r.latency_ms(),
+        latency_ms_by_class: r.latency_ms_by_class(),
+        service_time_ms: r.service_time_ms(),
+        latency_spectrum: results::spectrum(r.latency()),
+        send_lag_ms: r.send_lag_ms(),
+        throughput_rps: r.ok() as f64 / duration_s,
+        offered_rps: r.intended() as f64 / duration_s,
+        duration_s,
+        timeline: r.timeline(),
+        delivery: BTreeMap::new(),
+        reconciliation: None,
+        drain: None,
+        trustworthy: m.trustworthy,
+        valid: invalid_reasons.is_empty(),
+        invalid_reasons,
+        warnings,
+    }
+}
+
+pub fn write_histograms(plan: &Plan, name: &str, m: &Measurement) -> Result<()> {
+    let hlog = plan.out.join(format!("{name}.hlog"));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&hlog)?);
+    m.recorder
+        .write_hlog(&mut file, m.started_at, name)
+        .with_context(|| format!("writing {}", hlog.display()))?;
+    let hgrm = plan.out.join(format!("{name}.hgrm"));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&hgrm)?);
+    m.recorder
+        .write_hgrm(&mut file)
+        .with_context(|| format!("writing {}", hgrm.display()))?;
+    Ok(())
+}
+
+/// Writes `results.json` into the plan's folder and prints the table.
+pub fn write_results(
+    plan: &Plan,
+    designs: BTreeMap<String, DesignResults>,
+    environment: Environment,
+) -> Result<()> {
+    let results = RunResults {
+        schema_version: results::SCHEMA_VERSION,
+        run_id: plan.run_id.clone(),
+        started_at: plan.started_at.to_rfc3339(),
+        scenario: ScenarioInfo {
+            name: plan.scenario.name.clone(),
+            description: plan.scenario.description.clone(),
+            path: plan.scenario.source.display().to_string(),
+            duration_s: plan.shape.duration.as_secs_f64(),
+            peak_rps: plan.shape.peak_rps,
+            definition: serde_json::to_value(&plan.scenario)?,
+        },
+        environment,
+        designs,
+    };
+    let path = plan.out.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    print!("{}", report::text::table(&results));
+    Ok(())
+}
+
+/// `fanbench report RUN_DIR…`
+pub fn report(dirs: &[PathBuf]) -> Result<()> {
+    let runs = dirs
+        .iter()
+        .map(|d| report::Run::load(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    for run in &runs {
+        print!("{}", report::text::table(&run.results));
+    }
+    let (html, md) = report::write(&runs)?;
+    println!("\nreport: {}\nsummary: {}", html.display(), md.display());
+    Ok(())
+}
