@@ -23,6 +23,8 @@ pub mod logstore;
 mod metrics_def;
 pub mod outbox;
 pub mod queue;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod worker;
 
 use std::sync::Arc;

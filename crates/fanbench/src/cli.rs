@@ -183,8 +183,8 @@ pub struct DlqTarget {
     pub database_url: String,
 
     /// Only this channel.
-    #[arg(long, value_parser = ["email", "sms", "push"])]
-    pub channel: Option<String>,
+    #[arg(long, value_enum)]
+    pub channel: Option<signup_core::Channel>,
 }
 
 #[derive(Debug, Args)]

@@ -34,5 +34,5 @@ async fn connect(target: &DlqTarget) -> Result<(sqlx::PgPool, Option<Channel>)> 
         fanbench_db::connect_pool(&target.database_url, 1, std::time::Duration::from_secs(10))
             .await
             .context("could not connect to the database")?;
-    Ok((pool, target.channel.as_deref().and_then(Channel::parse)))
+    Ok((pool, target.channel))
 }

@@ -322,18 +322,10 @@ mod tests {
     }
 
     async fn outbox(pool: &PgPool, user: uuid::Uuid, channel: &str, state: &str) -> String {
-        let event = uuid::Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO deliveries (event_id, user_id, channel, address, state)
-             VALUES ($1, $2, $3, 'x', $4)",
-        )
-        .bind(event)
-        .bind(user)
-        .bind(channel)
-        .bind(state)
-        .execute(pool)
-        .await
-        .unwrap();
+        let channel: Channel = channel.parse().unwrap();
+        let event = async_server::testing::seed(pool, user, channel, state, 1, None)
+            .await
+            .unwrap();
         format!("{event}:{channel}")
     }
 
@@ -350,6 +342,13 @@ mod tests {
             .await
             .unwrap();
         assert!(r.status().is_success(), "{}", r.status());
+    }
+
+    /// The report reads channel names from `results` (it may not depend on signup-core); they
+    /// must be the one `Channel` list, in its order.
+    #[test]
+    fn the_results_channels_are_the_channels() {
+        assert_eq!(results::CHANNELS, Channel::ALL.map(Channel::as_str));
     }
 
     /// Every owed notification lands in exactly one bucket, and each bucket is what its name says.

@@ -226,9 +226,7 @@ fn locate(text: &str, path: &[Step]) -> Option<(usize, usize)> {
                 .or_else(|| value.and_then(DeValue::as_table))
                 .and_then(|t| t.iter().find(|(k, _)| k.get_ref() == key))
                 .map(|(_, v)| v),
-            Step::Index(i) => value
-                .and_then(DeValue::as_array)
-                .and_then(|a| a.get(*i)),
+            Step::Index(i) => value.and_then(DeValue::as_array).and_then(|a| a.get(*i)),
         };
         let Some(next) = next else { break };
         span = next.span();

@@ -747,18 +747,24 @@ async fn dlq_lists_and_replays_dead_letters() {
         .execute(&pool)
         .await
         .unwrap();
-    for (channel, state) in [("sms", "dead"), ("email", "done")] {
-        sqlx::query(
-            "INSERT INTO deliveries (event_id, user_id, channel, address, state, attempt, last_error)
-             VALUES ($1, $2, $3, 'x', $4, 8, 'sms provider answered 503')",
+    let mut sms_event = None;
+    for (channel, state) in [
+        (signup_core::Channel::Sms, "dead"),
+        (signup_core::Channel::Email, "done"),
+    ] {
+        let event = async_server::testing::seed(
+            &pool,
+            user,
+            channel,
+            state,
+            8,
+            Some("sms provider answered 503"),
         )
-        .bind(uuid::Uuid::now_v7())
-        .bind(user)
-        .bind(channel)
-        .bind(state)
-        .execute(&pool)
         .await
         .unwrap();
+        if channel == signup_core::Channel::Sms {
+            sms_event = Some(event);
+        }
     }
     let run = |args: &[&str]| {
         fanbench()
@@ -787,9 +793,8 @@ async fn dlq_lists_and_replays_dead_letters() {
 
     let replay = run(&["replay", "--channel", "sms"]);
     assert!(String::from_utf8_lossy(&replay.stdout).contains("replayed 1 dead letter(s)"));
-    let (state, attempt, base): (String, i32, i32) =
-        sqlx::query_as("SELECT state, attempt, attempt_base FROM deliveries WHERE channel = 'sms'")
-            .fetch_one(&pool)
+    let (state, attempt, base) =
+        async_server::testing::row(&pool, sms_event.unwrap(), signup_core::Channel::Sms)
             .await
             .unwrap();
     assert_eq!(
