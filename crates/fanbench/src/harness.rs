@@ -351,6 +351,28 @@ mod tests {
         assert_eq!(results::CHANNELS, Channel::ALL.map(Channel::as_str));
     }
 
+    async fn reconciled(
+        pool: &PgPool,
+        keys: Keys,
+        sim: &str,
+        accepted: &driver::SeqSet,
+        refused: u64,
+    ) -> (
+        Reconciliation,
+        std::collections::BTreeMap<String, ChannelDelivery>,
+    ) {
+        let answered = Answered { accepted, refused };
+        reconcile(
+            pool,
+            keys,
+            &Providers::new(sim),
+            SystemTime::now(),
+            answered,
+        )
+        .await
+        .unwrap()
+    }
+
     /// Every owed notification lands in exactly one bucket, and each bucket is what its name says.
     #[tokio::test]
     async fn the_async_buckets_tell_loss_from_backlog_and_dead_letters() {
@@ -387,20 +409,8 @@ mod tests {
         // A delivery nobody owes.
         deliver(&sim, &format!("{}:email", uuid::Uuid::now_v7())).await;
 
-        let answered = Answered {
-            accepted: &accepted,
-            // seq 4 timed out; seqs 6 and 7 were refused with 503.
-            refused: 3,
-        };
-        let (r, delivery) = reconcile(
-            &pool,
-            Keys::Outbox,
-            &Providers::new(&sim),
-            SystemTime::now(),
-            answered,
-        )
-        .await
-        .unwrap();
+        // seq 4 timed out; seqs 6 and 7 were refused with 503.
+        let (r, delivery) = reconciled(&pool, Keys::Outbox, &sim, &accepted, 3).await;
         assert_eq!((r.accepted, r.committed, r.expected), (5, 5, 8), "{r:?}");
         assert_eq!(
             (r.delivered, r.lost, r.dead, r.undelivered),
@@ -439,19 +449,7 @@ mod tests {
         }
         accepted.insert(3);
         accepted.insert(4);
-        let answered = Answered {
-            accepted: &accepted,
-            refused: 2,
-        };
-        let (r, _) = reconcile(
-            &pool,
-            Keys::Users,
-            &Providers::new(&sim),
-            SystemTime::now(),
-            answered,
-        )
-        .await
-        .unwrap();
+        let (r, _) = reconciled(&pool, Keys::Users, &sim, &accepted, 2).await;
         assert_eq!((r.accepted, r.committed), (3, 3), "{r:?}");
         assert_eq!((r.delivered, r.lost), (3, 2), "{r:?}");
         assert_eq!(r.never_notified, 0, "{r:?}");

@@ -811,6 +811,17 @@ fn closed_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// `fanbench gate RUN --baseline BASELINE`.
+fn gate_against(run: &Path, baseline: &Path) -> std::process::Output {
+    fanbench()
+        .arg("gate")
+        .arg(run)
+        .arg("--baseline")
+        .arg(baseline)
+        .output()
+        .unwrap()
+}
+
 fn read_results(dir: &Path) -> Value {
     let doc: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
@@ -875,13 +886,7 @@ fn a_run_against_a_closed_port_is_invalid_exits_2_and_summarises_its_errors() {
     assert!(html.contains("INVALID"), "the report says so too");
 
     // A gate verdict on it is refused as well.
-    let gate = fanbench()
-        .arg("gate")
-        .arg(&out)
-        .arg("--baseline")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let gate = gate_against(&out, &out);
     assert_eq!(gate.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&gate.stderr).contains("is invalid"),
@@ -1078,13 +1083,7 @@ fn run_of_one_design_skips_the_other_designs_gates_and_a_baseline_never_compares
     );
 
     // smoke.toml declares no regressions: against a baseline, the default set is compared.
-    let same = fanbench()
-        .arg("gate")
-        .arg(&out)
-        .arg("--baseline")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let same = gate_against(&out, &out);
     let said = String::from_utf8_lossy(&same.stderr);
     let listed = String::from_utf8_lossy(&same.stdout);
     assert!(same.status.success(), "{said}\n{listed}");
@@ -1114,26 +1113,14 @@ fn run_of_one_design_skips_the_other_designs_gates_and_a_baseline_never_compares
     let mut renamed = base.clone();
     renamed["scenario"]["name"] = json!("peak-registration");
     std::fs::write(other.join("results.json"), renamed.to_string()).unwrap();
-    let mismatch = fanbench()
-        .arg("gate")
-        .arg(&out)
-        .arg("--baseline")
-        .arg(&other)
-        .output()
-        .unwrap();
+    let mismatch = gate_against(&out, &other);
     assert_eq!(mismatch.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&mismatch.stderr).contains("ran scenario `peak-registration`"),
         "{}",
         String::from_utf8_lossy(&mismatch.stderr)
     );
-    let slower = fanbench()
-        .arg("gate")
-        .arg(&out)
-        .arg("--baseline")
-        .arg(&faster)
-        .output()
-        .unwrap();
+    let slower = gate_against(&out, &faster);
     let listed = String::from_utf8_lossy(&slower.stdout);
     assert_eq!(slower.status.code(), Some(1), "{listed}");
     assert!(
