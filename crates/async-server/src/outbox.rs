@@ -44,15 +44,7 @@ pub async fn owed(pool: &PgPool) -> Result<Vec<Owed>, sqlx::Error> {
         .collect();
     let mut out = Vec::with_capacity(users.len() * Channel::ALL.len());
     for (user_id, email, phone, device) in users {
-        for channel in Channel::ALL {
-            let wanted = match channel {
-                Channel::Email => true,
-                Channel::Sms => phone,
-                Channel::Push => device,
-            };
-            if !wanted {
-                continue;
-            }
+        for channel in Channel::for_contact(phone, device) {
             let row = outbox.remove(&(user_id, channel.as_str().to_string()));
             out.push(Owed {
                 user_id,

@@ -208,8 +208,14 @@ async fn measure_one(
     let pool = fanbench_db::connect_pool(database_url, 2, Duration::from_secs(30)).await?;
     fanbench_db::migrate(&pool).await?;
 
-    let (args, settings) =
-        server_args(&plan.scenario, design, database_url, &providers.url).await?;
+    let (args, settings) = server_args(
+        &plan.scenario,
+        design,
+        database_url,
+        db_name,
+        &providers.url,
+    )
+    .await?;
     let log = plan.out.join(format!("{name}.server.log"));
     let mut child = spawn(name, args, log.clone()).await?;
     providers.prepare(&plan.scenario.providers).await?;

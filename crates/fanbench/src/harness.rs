@@ -146,13 +146,8 @@ pub async fn reconcile(
             users
                 .into_iter()
                 .flat_map(|(user_id, email, phone, device)| {
-                    Channel::ALL
+                    Channel::for_contact(phone, device)
                         .into_iter()
-                        .filter(move |c| match c {
-                            Channel::Email => true,
-                            Channel::Sms => phone,
-                            Channel::Push => device,
-                        })
                         .map(move |c| async_server::outbox::Owed {
                             user_id,
                             email: email.clone(),

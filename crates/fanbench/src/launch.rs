@@ -181,6 +181,7 @@ pub async fn server_args(
     scenario: &Scenario,
     design: Design,
     database_url: &str,
+    db_name: &str,
     providers_url: &str,
 ) -> Result<(Vec<String>, serde_json::Value)> {
     let mut args: Vec<String> = vec!["serve".into(), design.name().into()];
@@ -198,13 +199,9 @@ pub async fn server_args(
         }
         Design::Async => {
             let s = &scenario.servers.async_;
-            let log_url = fanbench_db::database_url_with_name(
-                database_url,
-                &format!(
-                    "{}_logs",
-                    database_url.rsplit('/').next().unwrap_or("fanbench")
-                ),
-            )?;
+            // The log store is `<design database>_logs` beside it (dropped with it afterwards).
+            let log_url =
+                fanbench_db::database_url_with_name(database_url, &format!("{db_name}_logs"))?;
             fanbench_db::ensure_database(&log_url).await?;
             args.extend(["--log-database-url".into(), log_url]);
             args.extend(async_flags(s));

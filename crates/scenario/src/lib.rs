@@ -148,9 +148,14 @@ impl Scenario {
                 ));
             }
         }
-        self.providers
-            .validate()
-            .map_err(|m| (vec![Key("providers")], format!("providers.{m}")))?;
+        for channel in signup_core::Channel::ALL {
+            self.providers.channel(channel).validate().map_err(|m| {
+                (
+                    vec![Key("providers"), Key(channel.as_str())],
+                    format!("providers.{channel}: {m}"),
+                )
+            })?;
+        }
         if let Err((text, e)) = self.gates.check() {
             let (list, index) = gate_position(&self.gates, &text);
             return Err((
@@ -239,48 +244,31 @@ fn locate(text: &str, path: &[Step]) -> Option<(usize, usize)> {
     Some((line, column))
 }
 
-/// toml's message already has the line and column and a caret; keep it, minus its leading
-/// "TOML parse error" noise.
+/// A parse error at the line and column of toml's own span. For an unknown key or variant the span
+/// covers its whole table (an inline table in an array included), so the name is looked for inside
+/// that span only, to point at the key itself.
 fn format_toml_error(e: &toml::de::Error, text: &str) -> String {
-    // Inside an inline table in an array, toml points at the array; an unknown key or variant can
-    // be found by its name, so point at it instead.
     let message = e.message();
-    for (prefix, suffix) in [("unknown field `", "="), ("unknown variant `", "")] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            let name = rest.split('`').next().unwrap_or_default();
-            let needle = if suffix.is_empty() {
-                format!("\"{name}\"")
-            } else {
-                name.to_string()
-            };
-            let hit = text.lines().enumerate().find_map(|(i, line)| {
-                let col = line.find(&needle).or_else(|| {
-                    if suffix.is_empty() {
-                        line.find(&format!("'{name}'"))
-                    } else {
-                        None
-                    }
-                })?;
-                let after = line[col + needle.len()..].trim_start();
-                (suffix.is_empty() || after.starts_with(suffix)).then_some((i + 1, col + 1))
-            });
-            if let Some((line, col)) = hit {
-                return format!("line {line}, column {col}: {message}");
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let (start, end) = (span.start.min(text.len()), span.end.min(text.len()));
+    let mut at = start;
+    for prefix in ["unknown field `", "unknown variant `"] {
+        if let Some(name) = message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+        {
+            let within = text.get(start..end).unwrap_or_default();
+            if let Some(offset) = within.find(name) {
+                // A variant is written quoted; point at the quote.
+                at = start + offset - usize::from(prefix.contains("variant") && offset > 0);
             }
         }
     }
-    match e.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            let col = span.start
-                - text[..span.start.min(text.len())]
-                    .rfind('\n')
-                    .map_or(0, |i| i + 1)
-                + 1;
-            format!("line {line}, column {col}: {}", e.message())
-        }
-        None => e.message().to_string(),
-    }
+    let line = text[..at].matches('\n').count() + 1;
+    let column = at - text[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {column}: {message}")
 }
 
 #[cfg(test)]
@@ -430,6 +418,29 @@ phases = [{ kind = "constant", duration = "2s", rate = 10 }]
             "{err}"
         );
         // A bad gate points at its own entry of the list.
+        let text = format!(
+            "{MINIMAL}[gates]\nrules = [\n  \"async.valid == 1\",\n  \"async.latency_ms.p98 < 1\",\n]\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.contains("line 8, column 3:"), "{err}");
+        // A provider's error points at its own table, not at the first [providers.*] header.
+        let text = format!(
+            "{MINIMAL}[providers.email]\nlatency = {{ dist = \"fixed\", value = \"5ms\" }}\nerror_rate = 0.1\n\
+             [providers.sms]\nlatency = {{ dist = \"fixed\", value = \"5ms\" }}\nerror_rate = 2\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.contains("line 8,")
+                && err.contains("providers.sms: error_rate must be between 0 and 1"),
+            "{err}"
+        );
+        // A key that is also a top-level key elsewhere is found where it is unknown.
+        let text = format!("{MINIMAL}[driver]\nname = \"x\"\n");
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.contains("line 6, column 1:") && err.contains("unknown field `name`"),
+            "{err}"
+        );
         let text = format!(
             "{MINIMAL}[gates]\nrules = [\n  \"async.valid == 1\",\n  \"async.latency_ms.p98 < 1\",\n]\n"
         );

@@ -52,6 +52,22 @@ impl Channel {
     }
 }
 
+impl Channel {
+    /// The channels a sign-up is notified on, from what it gave: email always, SMS with a phone,
+    /// push with a device token. The one statement of that rule; stored sign-ups are read back
+    /// through it too.
+    pub fn for_contact(has_phone: bool, has_device: bool) -> Vec<Channel> {
+        Self::ALL
+            .into_iter()
+            .filter(|c| match c {
+                Channel::Email => true,
+                Channel::Sms => has_phone,
+                Channel::Push => has_device,
+            })
+            .collect()
+    }
+}
+
 impl fmt::Display for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -109,14 +125,7 @@ pub struct Registration {
 impl Registration {
     /// The channels this sign-up is notified on: email always, SMS with a phone, push with a device.
     pub fn channels(&self) -> Vec<Channel> {
-        let mut out = vec![Channel::Email];
-        if self.phone.is_some() {
-            out.push(Channel::Sms);
-        }
-        if self.device_token.is_some() {
-            out.push(Channel::Push);
-        }
-        out
+        Channel::for_contact(self.phone.is_some(), self.device_token.is_some())
     }
 
     /// Where a channel's notification goes.
