@@ -169,6 +169,25 @@ pub struct Service {
     workers: Option<(Arc<worker::Ctx>, tokio::task::JoinHandle<()>)>,
 }
 
+/// The async design's own tables (the outbox and queue, `deliveries`), embedded at build time from
+/// `crates/async-server/migrations`. Their versions follow the primary schema's (fanbench-db), and
+/// each history ignores the other's in sqlx's shared table.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!()
+};
+
+/// Brings the database at `pool` up to the async design's schema: the primary schema first, then
+/// the queue's tables. [`Service::start`] runs it, so a server needs nothing set up beforehand.
+pub async fn migrate(pool: &PgPool) -> Result<(), fanbench_db::DbError> {
+    fanbench_db::migrate(pool).await?;
+    MIGRATOR
+        .run(pool)
+        .await
+        .map_err(fanbench_db::DbError::from)?;
+    Ok(())
+}
+
 impl Service {
     /// Connects everything `role` needs. The log store pool connects lazily: a log store that is
     /// down costs logs, not sign-ups or deliveries.
@@ -183,6 +202,7 @@ impl Service {
             config.acquire_timeout,
         )
         .await?;
+        migrate(&pool).await?;
         let registry = Registry::new();
         let metrics = Arc::new(AsyncMetrics::new(&registry));
         let workers = if role.workers() {

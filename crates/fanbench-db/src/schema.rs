@@ -8,10 +8,16 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use crate::{Cluster, ClusterOptions, DbError};
 
-/// The primary database's migrations, embedded at build time from `crates/fanbench-db/migrations`.
-pub static MIGRATOR: Migrator = sqlx::migrate!();
+/// The primary database's migrations (users, the notification log, the sign-up counter), embedded
+/// at build time from `crates/fanbench-db/migrations`. A design that needs tables of its own keeps
+/// their migrations in its crate (the async design's queue: `async_server::migrate`); both
+/// histories share sqlx's table with distinct version numbers, so each ignores the other's.
+pub static MIGRATOR: Migrator = Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!()
+};
 
-/// Brings the database at `pool` up to the current schema.
+/// Brings the database at `pool` up to the current primary schema.
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     MIGRATOR.run(pool).await?;
     Ok(())

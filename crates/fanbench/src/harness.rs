@@ -374,6 +374,7 @@ mod tests {
         let pool = PgPool::connect(&fanbench_db::testing::fresh_database().await.unwrap())
             .await
             .unwrap();
+        async_server::migrate(&pool).await.unwrap();
         let sim = provider_sim::testing::spawn(provider_sim::testing::all(
             provider_sim::testing::fixed(0),
         ))
@@ -428,6 +429,7 @@ mod tests {
         let pool = PgPool::connect(&fanbench_db::testing::fresh_database().await.unwrap())
             .await
             .unwrap();
+        async_server::migrate(&pool).await.unwrap();
         let sim = provider_sim::testing::spawn(provider_sim::testing::all(
             provider_sim::testing::fixed(0),
         ))

@@ -741,6 +741,8 @@ fn ctrl_c_stops_compare_and_keeps_what_was_measured() {
 async fn dlq_lists_and_replays_dead_letters() {
     let url = fanbench_db::testing::fresh_database().await.unwrap();
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    // The database the async design's server would have made: its queue tables included.
+    async_server::migrate(&pool).await.unwrap();
     let user = uuid::Uuid::now_v7();
     sqlx::query("INSERT INTO users (id, email, name, phone) VALUES ($1, 'd@example.com', 'D', '+441234567890')")
         .bind(user)
