@@ -339,13 +339,6 @@ mod tests {
         assert!(r.status().is_success(), "{}", r.status());
     }
 
-    /// The report reads channel names from `results` (it may not depend on signup-core); they
-    /// must be the one `Channel` list, in its order.
-    #[test]
-    fn the_results_channels_are_the_channels() {
-        assert_eq!(results::CHANNELS, Channel::ALL.map(Channel::as_str));
-    }
-
     async fn reconciled(
         pool: &PgPool,
         keys: Keys,

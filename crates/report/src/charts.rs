@@ -7,6 +7,7 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use signup_core::Channel;
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
@@ -53,10 +54,10 @@ pub fn design_look(design: &str) -> Look {
 
 /// Channel colours for the per-channel charts.
 pub fn channel_look(channel: &str, design: &str) -> Look {
-    let color = match channel {
-        results::EMAIL => RGBColor(120, 60, 160),
-        results::SMS => RGBColor(220, 120, 20),
-        _ => RGBColor(20, 150, 150),
+    let color = match channel.parse::<Channel>() {
+        Ok(Channel::Email) => RGBColor(120, 60, 160),
+        Ok(Channel::Sms) => RGBColor(220, 120, 20),
+        Ok(Channel::Push) | Err(_) => RGBColor(20, 150, 150),
     };
     Look {
         color,

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use results::{DesignResults, RunResults};
+use signup_core::Channel;
 
 type Row = (&'static str, fn(&DesignResults) -> String);
 
@@ -85,9 +86,15 @@ const ROWS: &[Row] = &[
     ("all answers latency max", |d| ms(d.latency_ms.max)),
     ("service time p99", |d| ms(d.service_time_ms.p99)),
     ("throughput (2xx/s)", |d| format!("{:.1}", d.throughput_rps)),
-    ("delivery p99 email", |d| delivery_p99(d, results::EMAIL)),
-    ("delivery p99 sms", |d| delivery_p99(d, results::SMS)),
-    ("delivery p99 push", |d| delivery_p99(d, results::PUSH)),
+    ("delivery p99 email", |d| {
+        delivery_p99(d, Channel::Email.as_str())
+    }),
+    ("delivery p99 sms", |d| {
+        delivery_p99(d, Channel::Sms.as_str())
+    }),
+    ("delivery p99 push", |d| {
+        delivery_p99(d, Channel::Push.as_str())
+    }),
     ("notifications owed", |d| rec(d, |r| r.expected)),
     ("delivered", |d| rec(d, |r| r.delivered)),
     ("lost", |d| rec(d, |r| r.lost)),

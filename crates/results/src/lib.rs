@@ -164,13 +164,6 @@ pub const ASYNC: &str = "async";
 /// (`fanbench run --target`).
 pub const TARGET: &str = "target";
 
-/// The notification channels, in the order a sign-up notifies them: the wire names of
-/// `signup_core::Channel`, which this crate cannot depend on (the report's tests check they agree).
-pub const CHANNELS: [&str; 3] = [EMAIL, SMS, PUSH];
-pub const EMAIL: &str = "email";
-pub const SMS: &str = "sms";
-pub const PUSH: &str = "push";
-
 /// The outcome classes latency is split by, in report order: `2xx` (accepted), `503` (refused),
 /// `4xx` (every other 4xx, 409 included), `5xx` (every other 5xx), `error` (no answer: transport
 /// errors and timeouts, timed to when the driver gave up).

@@ -19,7 +19,7 @@ pub const PHASE_POOL_ACQUIRE: &str = "pool_acquire";
 /// Phase: database work (both designs).
 pub const PHASE_DB: &str = "db";
 /// Phase: a provider's round trip (the sync design), this followed by the channel's name (one of
-/// [`crate::CHANNELS`]): `provider_email`.
+/// `signup_core::Channel`): `provider_email`.
 pub const PHASE_PROVIDER_PREFIX: &str = "provider_";
 
 /// Gauge of the pool's connections, labelled [`POOL_STATE`].
@@ -37,7 +37,7 @@ pub const POOL_WAITING: &str = "fanbench_pool_waiting";
 pub const QUEUE_DEPTH: &str = "fanbench_queue_depth";
 /// Gauge of the age of the oldest overdue delivery per channel (the async design).
 pub const QUEUE_OLDEST_DUE_SECONDS: &str = "fanbench_queue_oldest_due_seconds";
-/// The label naming a channel; its values are [`crate::CHANNELS`].
+/// The label naming a channel; its values are `signup_core::Channel`.
 pub const CHANNEL: &str = "channel";
 
 /// Every whole name above, for the test that keeps them in step with the servers.

@@ -3,7 +3,7 @@
 //! design) the chart says so instead of vanishing.
 //!
 //! Design, channel and server metric names come from `results` (`results::SYNC`,
-//! `results::CHANNELS`, `results::metric_names`), never from string literals here.
+//! `signup_core::Channel`, `results::metric_names`), never from string literals here.
 
 mod delivery;
 mod errors_over_time;
@@ -148,18 +148,6 @@ mod tests {
              sync-server/src/metrics_def.rs, async-server/src/metrics_def.rs) no longer hold {missing:?}: \
              update results::metric_names to match"
         );
-    }
-
-    /// The channel label's values are `signup_core::Channel`'s wire names.
-    #[test]
-    fn the_channel_names_are_signup_cores() {
-        let source = include_str!("../../../signup-core/src/registration.rs");
-        for channel in results::CHANNELS {
-            assert!(
-                source.contains(&format!("\"{channel}\"")),
-                "signup-core/src/registration.rs no longer names the channel {channel:?}"
-            );
-        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub(super) fn render(runs: &[Run]) -> String {
         {
             continue;
         }
-        for channel in results::CHANNELS {
+        for channel in signup_core::Channel::ALL.map(signup_core::Channel::as_str) {
             let depth_key = series_key(QUEUE_DEPTH, CHANNEL, channel);
             let age_key = series_key(QUEUE_OLDEST_DUE_SECONDS, CHANNEL, channel);
             let depth = t

@@ -5,6 +5,7 @@ use results::metric_names::{
     PHASE, PHASE_DB, PHASE_POOL_ACQUIRE, PHASE_PROVIDER_PREFIX, PHASE_SECONDS,
 };
 use results::{DesignResults, DesignTelemetry, RunResults};
+use signup_core::Channel;
 
 use super::{chart, each_design, label, series_key, telemetry};
 use crate::Run;
@@ -55,11 +56,12 @@ fn seconds(text: &str) -> Option<f64> {
 fn phases(design: &str) -> Vec<(String, &'static str)> {
     let mut phases = vec![(PHASE_POOL_ACQUIRE.to_string(), "waiting for a connection")];
     if design == results::SYNC {
-        for (channel, text) in [
-            (results::EMAIL, "email provider"),
-            (results::SMS, "SMS provider"),
-            (results::PUSH, "push provider"),
-        ] {
+        for channel in Channel::ALL {
+            let text = match channel {
+                Channel::Email => "email provider",
+                Channel::Sms => "SMS provider",
+                Channel::Push => "push provider",
+            };
             phases.push((format!("{PHASE_PROVIDER_PREFIX}{channel}"), text));
         }
     }
