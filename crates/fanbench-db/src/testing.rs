@@ -5,6 +5,7 @@
 //! `DATABASE_URL` is set, tests create their databases on that server instead.
 
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
@@ -70,4 +71,45 @@ pub async fn fresh_empty_database() -> Result<String, DbError> {
     let server = server().await?;
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     create_database(&server, &format!("empty_{suffix}"), None).await
+}
+
+/// Holds today's counter row locked, so a sign-up waits at its bump inside its transaction, and
+/// ends that waiting backend the way a crashing or restarting server would.
+/// Both designs' tests use it: the sign-up statements are this crate's.
+pub async fn end_a_sign_up_mid_transaction<T>(
+    db: &sqlx::PgPool,
+    request: impl std::future::Future<Output = T>,
+) -> T {
+    sqlx::query("INSERT INTO signup_counter (day, count) VALUES (current_date, 0)")
+        .execute(db)
+        .await
+        .expect("the test database answers");
+    let mut lock = db.begin().await.expect("the test database answers");
+    sqlx::query("SELECT 1 FROM signup_counter WHERE day = current_date FOR UPDATE")
+        .execute(&mut *lock)
+        .await
+        .expect("the test database answers");
+    let killer = async {
+        let started = Instant::now();
+        loop {
+            let killed: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_all(db)
+            .await
+            .expect("the test database answers");
+            if !killed.is_empty() {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the sign-up never waited"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (response, ()) = tokio::join!(request, killer);
+    lock.rollback().await.expect("the test database answers");
+    response
 }

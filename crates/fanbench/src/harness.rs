@@ -339,6 +339,19 @@ mod tests {
         assert!(r.status().is_success(), "{}", r.status());
     }
 
+    /// A fresh database with the async design's tables, and a simulator that answers at once.
+    async fn setup() -> (PgPool, String) {
+        let pool = PgPool::connect(&fanbench_db::testing::fresh_database().await.unwrap())
+            .await
+            .unwrap();
+        async_server::migrate(&pool).await.unwrap();
+        let sim = provider_sim::testing::spawn(provider_sim::testing::all(
+            provider_sim::testing::fixed(0),
+        ))
+        .await;
+        (pool, sim)
+    }
+
     async fn reconciled(
         pool: &PgPool,
         keys: Keys,
@@ -364,14 +377,7 @@ mod tests {
     /// Every owed notification lands in exactly one bucket, and each bucket is what its name says.
     #[tokio::test]
     async fn the_async_buckets_tell_loss_from_backlog_and_dead_letters() {
-        let pool = PgPool::connect(&fanbench_db::testing::fresh_database().await.unwrap())
-            .await
-            .unwrap();
-        async_server::migrate(&pool).await.unwrap();
-        let sim = provider_sim::testing::spawn(provider_sim::testing::all(
-            provider_sim::testing::fixed(0),
-        ))
-        .await;
+        let (pool, sim) = setup().await;
         let mut accepted = driver::SeqSet::default();
 
         // seq 0: email and SMS, both delivered.
@@ -419,14 +425,7 @@ mod tests {
     /// accepted and the unanswered do not net out.
     #[tokio::test]
     async fn the_sync_buckets_count_each_sign_up_once() {
-        let pool = PgPool::connect(&fanbench_db::testing::fresh_database().await.unwrap())
-            .await
-            .unwrap();
-        async_server::migrate(&pool).await.unwrap();
-        let sim = provider_sim::testing::spawn(provider_sim::testing::all(
-            provider_sim::testing::fixed(0),
-        ))
-        .await;
+        let (pool, sim) = setup().await;
         let mut accepted = driver::SeqSet::default();
         let u0 = user(&pool, 0, false).await;
         deliver(&sim, &format!("{u0}:email")).await;

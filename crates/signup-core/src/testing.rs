@@ -111,6 +111,17 @@ pub fn nul_inputs() -> Vec<NulInput> {
         .collect()
 }
 
+/// Asserts `response` is the answer to a database that failed mid-request: 503, `Retry-After: 1`,
+/// code `database_unavailable`, and a message saying the sign-up may or may not have been stored.
+pub async fn assert_database_unavailable(response: reqwest::Response) {
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.expect("a JSON error body");
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("may or may not"), "{message}");
+}
+
 /// Sends every [`nul_inputs`] case to `{base_url}/register` and asserts each is answered 422
 /// `invalid_registration` with a message naming its field. Both designs' tests call this, so the
 /// two are held to the same answer.

@@ -294,23 +294,31 @@ async fn half_the_sends_failing_still_delivers_everything_with_retries_counted()
     stack.shutdown().await;
 }
 
-#[tokio::test]
-async fn permanent_failure_dead_letters_after_max_attempts_and_replay_delivers() {
-    let providers = SimConfig {
+/// Every provider answers in a millisecond, and SMS always fails.
+fn sms_always_failing() -> SimConfig {
+    SimConfig {
         sms: ChannelBehaviour {
             error_rate: 1.0,
             ..fixed(1)
         },
         ..all(fixed(1))
-    };
-    let config = Config {
+    }
+}
+
+/// The quick settings, with a dead letter after the third attempt.
+fn three_attempts() -> Config {
+    Config {
         workers: WorkerConfig {
             max_attempts: 3,
             ..quick().workers
         },
         ..quick()
-    };
-    let stack = start(providers, config).await;
+    }
+}
+
+#[tokio::test]
+async fn permanent_failure_dead_letters_after_max_attempts_and_replay_delivers() {
+    let stack = start(sms_always_failing(), three_attempts()).await;
     let keys = stack.sign_up(0, 12).await;
     let sms_keys: BTreeSet<String> = keys
         .iter()
@@ -381,22 +389,7 @@ async fn permanent_failure_dead_letters_after_max_attempts_and_replay_delivers()
 
 #[tokio::test]
 async fn a_replay_keeps_attempt_numbers_growing_with_a_fresh_budget() {
-    let failing = ChannelBehaviour {
-        error_rate: 1.0,
-        ..fixed(1)
-    };
-    let providers = SimConfig {
-        sms: failing.clone(),
-        ..all(fixed(1))
-    };
-    let config = Config {
-        workers: WorkerConfig {
-            max_attempts: 3,
-            ..quick().workers
-        },
-        ..quick()
-    };
-    let stack = start(providers, config).await;
+    let stack = start(sms_always_failing(), three_attempts()).await;
     // user1 has email and SMS only: one SMS delivery to follow.
     let keys = stack.sign_up(1, 1).await;
     let sms_key = keys.iter().find(|k| k.ends_with(":sms")).unwrap().clone();
@@ -662,51 +655,15 @@ async fn hostile_bodies_never_get_a_5xx_and_the_server_still_signs_up() {
 #[tokio::test]
 async fn a_database_failing_mid_request_gets_503_with_retry_after_and_a_retry_is_safe() {
     let stack = start(all(fixed(0)), Config::default()).await;
-    sqlx::query("INSERT INTO signup_counter (day, count) VALUES (current_date, 0)")
-        .execute(&stack.db)
-        .await
-        .unwrap();
-    // Holding today's counter row makes the sign-up wait at its bump, inside its transaction; then
-    // its backend is ended the way a crashing or restarting server would end it.
-    let mut lock = stack.db.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM signup_counter WHERE day = current_date FOR UPDATE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
     let request = stack
         .http
         .post(format!("{}/register", stack.url))
         .json(&registration(0))
         .send();
-    let killer = async {
-        let started = Instant::now();
-        loop {
-            let killed: Vec<bool> = sqlx::query_scalar(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_all(&stack.db)
-            .await
-            .unwrap();
-            if !killed.is_empty() {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the sign-up never waited"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    let (r, ()) = tokio::join!(request, killer);
-    lock.rollback().await.unwrap();
-    let r = r.unwrap();
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.headers()["retry-after"], "1");
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
-    let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("may or may not"), "{message}");
+    let r = fanbench_db::testing::end_a_sign_up_mid_transaction(&stack.db, request)
+        .await
+        .unwrap();
+    signup_core::testing::assert_database_unavailable(r).await;
     let (users, deliveries): (i64, i64) =
         sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM deliveries)")
             .fetch_one(&stack.db)

@@ -672,15 +672,7 @@ fn ctrl_c_stops_compare_and_keeps_what_was_measured() {
     )
     .unwrap();
     let out = dir.path().join("run");
-    let mut child = fanbench()
-        .args(["compare", "--quiet", "--scenario"])
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_compare(&[], &scenario, &out);
     let stderr = lines_of(child.stderr.take().unwrap());
     // Wait until the sync design's load is under way, then press Ctrl-C.
     let started = Instant::now();
@@ -805,6 +797,21 @@ async fn dlq_lists_and_replays_dead_letters() {
         "back in the queue with a fresh budget counted from attempt 8: attempt numbers never repeat"
     );
     assert!(run(&["list"]).stdout.is_empty());
+}
+
+/// `fanbench compare --quiet [extra…] --scenario SCENARIO --out OUT`, running, its output piped.
+fn spawn_compare(extra: &[&str], scenario: &Path, out: &Path) -> Child {
+    fanbench()
+        .args(["compare", "--quiet"])
+        .args(extra)
+        .arg("--scenario")
+        .arg(scenario)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// A loopback port nothing listens on (bound, then let go).
@@ -966,15 +973,7 @@ fn a_compare_whose_async_server_is_killed_mid_run_exits_2() {
     )
     .unwrap();
     let out = dir.path().join("run");
-    let mut child = fanbench()
-        .args(["compare", "--quiet", "--designs", "async", "--scenario"])
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_compare(&["--designs", "async"], &scenario, &out);
     let stderr = lines_of(child.stderr.take().unwrap());
     let stdout = lines_of(child.stdout.take().unwrap());
     let started = Instant::now();

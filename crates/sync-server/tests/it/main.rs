@@ -310,57 +310,15 @@ async fn a_provider_failure_rolls_the_sign_up_back_with_502() {
     assert_eq!(stack.register(&full("ada@example.com")).await.status(), 201);
 }
 
-/// Holds today's counter row locked, so a sign-up waits at its bump inside its transaction, and
-/// ends that waiting backend the way a crashing or restarting server would.
-async fn kill_a_sign_up_mid_transaction(
-    db: &PgPool,
-    request: impl std::future::Future<Output = reqwest::Response>,
-) -> reqwest::Response {
-    sqlx::query("INSERT INTO signup_counter (day, count) VALUES (current_date, 0)")
-        .execute(db)
-        .await
-        .unwrap();
-    let mut lock = db.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM signup_counter WHERE day = current_date FOR UPDATE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
-    let killer = async {
-        let started = Instant::now();
-        loop {
-            let killed: Vec<bool> = sqlx::query_scalar(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_all(db)
-            .await
-            .unwrap();
-            if !killed.is_empty() {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the sign-up never waited"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    let (response, ()) = tokio::join!(request, killer);
-    lock.rollback().await.unwrap();
-    response
-}
-
 #[tokio::test]
 async fn a_database_failing_mid_request_gets_503_with_retry_after_and_a_retry_is_safe() {
     let stack = start(all(fixed(0)), sync_server::Config::default()).await;
-    let r =
-        kill_a_sign_up_mid_transaction(&stack.db, stack.register(&full("ada@example.com"))).await;
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.headers()["retry-after"], "1");
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
-    let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("may or may not"), "{message}");
+    let r = fanbench_db::testing::end_a_sign_up_mid_transaction(
+        &stack.db,
+        stack.register(&full("ada@example.com")),
+    )
+    .await;
+    signup_core::testing::assert_database_unavailable(r).await;
     assert_eq!(stack.count("users").await, 0, "this one had not committed");
 
     // The server carries on, and the retry the answer invites succeeds.
