@@ -367,14 +367,7 @@ async fn permanent_failure_dead_letters_after_max_attempts_and_replay_delivers()
     assert!(dead_gauge <= sms_keys.len() as f64);
 
     // The provider recovers; a replay delivers every dead letter.
-    let r = stack
-        .http
-        .put(format!("{}/admin/channels/sms", stack.providers_url))
-        .json(&fixed(1))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    stack.sms_recovers().await;
     assert_eq!(
         dlq::replay(&stack.db, Some(signup_core::Channel::Sms), &[])
             .await
@@ -439,14 +432,7 @@ async fn a_replay_keeps_attempt_numbers_growing_with_a_fresh_budget() {
     );
 
     // Recovered: the second replay delivers, with attempt 7.
-    let r = stack
-        .http
-        .put(format!("{}/admin/channels/sms", stack.providers_url))
-        .json(&fixed(1))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    stack.sms_recovers().await;
     assert_eq!(dlq::replay(&stack.db, None, &[]).await.unwrap(), 1);
     stack.wait_delivered(&keys, Duration::from_secs(20)).await;
 
@@ -560,6 +546,18 @@ async fn a_slow_sms_provider_does_not_delay_email() {
 }
 
 impl Stack {
+    /// SMS answers in a millisecond and never fails again (the simulator's admin API).
+    async fn sms_recovers(&self) {
+        let r = self
+            .http
+            .put(format!("{}/admin/channels/sms", self.providers_url))
+            .json(&fixed(1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
     /// Waits until every key in `keys` is delivered (others may be too).
     async fn wait_delivered_subset(&self, keys: &BTreeSet<String>, limit: Duration) {
         let start = Instant::now();
