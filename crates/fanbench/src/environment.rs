@@ -42,6 +42,12 @@ impl DatabaseServer {
         }
     }
 
+    /// The postmaster's process id when fanbench started the server (a throwaway cluster); `None`
+    /// on `DATABASE_URL`, whose processes are not fanbench's to account for.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        self._cluster.as_ref()?.server_pid()
+    }
+
     /// A design's databases are reconciled: drop them (and the log store beside them) unless
     /// they are to be kept. A failure to drop is reported, not fatal: the measurement stands.
     pub async fn finished_with(&self, db_name: &str) {

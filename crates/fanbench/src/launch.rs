@@ -83,6 +83,11 @@ impl ChildServer {
         })
     }
 
+    /// The server's process id, for reading its CPU time and memory from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// How the server ended, if it has ended: a server that exits while it is being measured
     /// makes the run invalid.
     pub fn exited(&mut self) -> Option<String> {
