@@ -60,6 +60,7 @@ pub fn design_results(
         delivery: BTreeMap::new(),
         reconciliation: None,
         drain: None,
+        processes: None,
         trustworthy: m.trustworthy,
         valid: invalid_reasons.is_empty(),
         invalid_reasons,

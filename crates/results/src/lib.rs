@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-/// Bumped on any change a reader of `results.json` must know about.
+/// Bumped on any change a reader of `results.json` must know about. Optional fields added since
+/// (`processes`) leave it alone: a file without them is still a whole version-2 file.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// The histograms' range, in microseconds: 1 µs to 10 minutes, 3 significant digits.
@@ -101,6 +102,10 @@ pub struct DesignResults {
     pub reconciliation: Option<Reconciliation>,
     /// Present for designs that deliver after answering (async).
     pub drain: Option<Drain>,
+    /// Who used the machine: CPU time and peak memory of each process of the run, over this
+    /// design's window. Absent from files written before fanbench recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Processes>,
     /// False when the driver could not keep to the schedule: the numbers then understate latency.
     pub trustworthy: bool,
     /// False when the run measured something other than the design under load: its server died,
@@ -414,6 +419,68 @@ pub struct Drain {
     pub seconds: f64,
 }
 
+/// CPU time and peak memory of the processes of one design's run, over its *window*: from just
+/// before its load started to the end of its drain (the end of the load for designs that do not
+/// drain). Each role is always listed; a figure that could not be read is `None`, and the entry's
+/// `missing` says why (never a 0 standing in for "unknown").
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Processes {
+    /// The window's length in seconds: CPU seconds over this are cores used on average.
+    pub window_s: f64,
+    /// The fanbench process itself: the driver (goose runs in-process), the telemetry sampler and
+    /// the drain poller.
+    pub driver: ProcessUsage,
+    /// The design's server process.
+    pub server: ProcessUsage,
+    /// The provider simulator process.
+    pub simulator: ProcessUsage,
+    /// PostgreSQL: the postmaster and every process under it.
+    pub postgres: ProcessUsage,
+}
+
+impl Processes {
+    /// The roles in report order, with their entries.
+    pub fn roles(&self) -> [(&'static str, &ProcessUsage); 4] {
+        [
+            (PROCESS_ROLES[0], &self.driver),
+            (PROCESS_ROLES[1], &self.server),
+            (PROCESS_ROLES[2], &self.simulator),
+            (PROCESS_ROLES[3], &self.postgres),
+        ]
+    }
+}
+
+/// The roles of [`Processes`], in report order, as `results.json` names them.
+pub const PROCESS_ROLES: [&str; 4] = ["driver", "server", "simulator", "postgres"];
+
+/// One role's share of the machine during a design's window.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProcessUsage {
+    /// User plus system CPU seconds spent in the window (a difference of two readings; for
+    /// PostgreSQL summed over the tree, with the backends that exited meanwhile included).
+    pub cpu_seconds: Option<f64>,
+    /// The largest memory figure seen in the window, in bytes; what it counts is `memory`.
+    pub peak_rss_bytes: Option<u64>,
+    /// How `peak_rss_bytes` was measured.
+    pub memory: MemoryMeasure,
+    /// Why a figure is `None`, one sentence each; empty when both were read.
+    pub missing: Vec<String>,
+}
+
+/// What a peak memory figure counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryMeasure {
+    /// The kernel's exact high-water mark of one process's resident set (`VmHWM`: anonymous,
+    /// file-backed and shared pages), reset at the window's start.
+    #[default]
+    VmHwm,
+    /// The largest of per-second samples of a process tree's proportional set size (`Pss`
+    /// summed over the processes, so pages they share, such as PostgreSQL's shared buffers, are
+    /// counted once). A peak between two samples is missed.
+    PssSumSampled,
+}
+
 /// The committed JSON Schema of `results.json`.
 pub const SCHEMA: &str = include_str!("../results.schema.json");
 
@@ -480,6 +547,88 @@ mod tests {
         let mut doc = fixture();
         doc["designs"]["async"]["latency_ms"]["p99"] = "fast".into();
         assert!(validate(&doc).is_err());
+    }
+
+    /// A `processes` block as `fanbench compare` writes it: every figure read but the server's
+    /// memory.
+    fn processes() -> serde_json::Value {
+        serde_json::json!({
+            "window_s": 14.5,
+            "driver": {"cpu_seconds": 2.31, "peak_rss_bytes": 61_440_000u64, "memory": "vm_hwm", "missing": []},
+            "server": {"cpu_seconds": 1.2, "peak_rss_bytes": null, "memory": "vm_hwm",
+                       "missing": ["its peak memory could not be read: permission denied"]},
+            "simulator": {"cpu_seconds": 0.4, "peak_rss_bytes": 20_000_000u64, "memory": "vm_hwm", "missing": []},
+            "postgres": {"cpu_seconds": 3.05, "peak_rss_bytes": 180_000_000u64, "memory": "pss_sum_sampled", "missing": []}
+        })
+    }
+
+    #[test]
+    fn processes_validate_round_trip_and_read_back_as_absent_figures() {
+        let mut doc = fixture();
+        doc["designs"]["async"]["processes"] = processes();
+        validate(&doc).unwrap();
+        let parsed: RunResults = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), doc);
+        let p = parsed.designs["async"].processes.as_ref().unwrap();
+        assert_eq!(p.server.peak_rss_bytes, None, "unknown is None, not 0");
+        assert_eq!(p.server.missing.len(), 1);
+        assert_eq!(p.postgres.memory, MemoryMeasure::PssSumSampled);
+        let roles: Vec<&str> = p.roles().iter().map(|(r, _)| *r).collect();
+        assert_eq!(roles, PROCESS_ROLES);
+        assert_eq!(p.roles()[3].1.cpu_seconds, Some(3.05));
+        // The roles are the struct's fields, by the same names.
+        let keys: Vec<String> = processes().as_object().unwrap().keys().cloned().collect();
+        for role in PROCESS_ROLES {
+            assert!(keys.contains(&role.to_string()), "{role}");
+        }
+    }
+
+    #[test]
+    fn the_schema_rejects_processes_a_reader_could_not_use() {
+        let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut doc = fixture();
+            let mut p = processes();
+            edit(&mut p);
+            doc["designs"]["sync"]["processes"] = p;
+            validate(&doc)
+        };
+        assert!(with(&|_| {}).is_ok());
+        assert!(with(&|p| p["browser"] = p["driver"].clone()).is_err(), "an unknown role");
+        assert!(
+            with(&|p| {
+                p.as_object_mut().unwrap().remove("postgres");
+            })
+            .is_err(),
+            "every role is listed, even when nothing could be read"
+        );
+        assert!(with(&|p| p["postgres"]["memory"] = "rss".into()).is_err());
+        assert!(with(&|p| p["driver"]["cpu_seconds"] = (-1.0).into()).is_err());
+        assert!(
+            with(&|p| {
+                p["driver"].as_object_mut().unwrap().remove("missing");
+            })
+            .is_err()
+        );
+    }
+
+    /// Files written before `processes` existed still load: the committed baseline and the smoke
+    /// fixture have none.
+    #[test]
+    fn results_without_processes_still_load() {
+        let baseline: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../reports/baseline/peak-registration/results.json"
+        ))
+        .unwrap();
+        for doc in [fixture(), baseline] {
+            validate(&doc).unwrap();
+            let run: RunResults = serde_json::from_value(doc.clone()).unwrap();
+            assert!(run.designs.values().all(|d| d.processes.is_none()));
+            assert_eq!(
+                serde_json::to_value(&run).unwrap(),
+                doc,
+                "writes back as it was"
+            );
+        }
     }
 
     fn requests(sent: u64, pairs: &[(&str, u64)]) -> Requests {
