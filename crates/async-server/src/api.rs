@@ -1,4 +1,5 @@
-//! The request path: one short transaction, no provider call, no log write.
+//! The request path: one statement in one round trip, no provider call, no log write, no shared
+//! counter row.
 
 use std::time::Instant;
 
@@ -6,16 +7,17 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use fanbench_db::signup::{self, Inserted, NewUser};
+use fanbench_db::signup::NewUser;
 use serde_json::json;
 use signup_core::{ApiError, ValidRegistration};
-use sqlx::Acquire;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::signup;
 
-/// Commits the user, one delivery row per channel (the outbox) and the day's counter bump in one
-/// transaction, and answers 202 only after the commit.
+/// Commits the user and one delivery row per channel (the outbox) in one statement, and answers
+/// 202 only after the commit. The day's count is read from `users` ([`crate::signups_on`]), so
+/// nothing here touches a row other sign-ups also write.
 pub async fn register(
     State(state): State<AppState>,
     ValidRegistration(registration): ValidRegistration,
@@ -23,6 +25,21 @@ pub async fn register(
     let metrics = &state.metrics;
     let user_id = Uuid::now_v7();
     let event_id = Uuid::now_v7();
+
+    let r = &registration;
+    let user = NewUser::new(
+        user_id,
+        &r.email,
+        &r.name,
+        r.phone.as_deref(),
+        r.device_token.as_deref(),
+    );
+    let channels = registration.channels();
+    let names: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+    let addresses: Vec<&str> = channels
+        .iter()
+        .map(|c| registration.address(*c).unwrap_or_default())
+        .collect();
 
     let waited = Instant::now();
     metrics.requests.pool_waiting.increment(1.0);
@@ -36,49 +53,13 @@ pub async fn register(
     };
 
     let started = Instant::now();
-    let mut tx = conn.begin().await.map_err(|e| db_failure("begin", &e))?;
-    let r = &registration;
-    let user = NewUser::new(
-        user_id,
-        &r.email,
-        &r.name,
-        r.phone.as_deref(),
-        r.device_token.as_deref(),
-    );
-    match signup::insert_user(&mut tx, &user).await {
-        Ok(Inserted::Yes) => {}
-        Ok(Inserted::DuplicateEmail) => {
-            let _ = tx.rollback().await;
-            return Err(ApiError::duplicate_email());
-        }
-        Err(e) => return Err(db_failure("insert the user", &e)),
-    }
-
-    let channels = registration.channels();
-    let names: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
-    let addresses: Vec<&str> = channels
-        .iter()
-        .map(|c| registration.address(*c).unwrap_or_default())
-        .collect();
-    sqlx::query(
-        "INSERT INTO deliveries (event_id, user_id, channel, address)
-         SELECT $1, $2, c, a FROM unnest($3::text[], $4::text[]) AS t(c, a)",
-    )
-    .bind(event_id)
-    .bind(user_id)
-    .bind(&names)
-    .bind(&addresses)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| db_failure("insert the deliveries", &e))?;
-
-    // The same hot row the sync design bumps; here its lock lives for milliseconds, not for three
-    // provider round trips.
-    signup::bump_signup_counter(&mut tx)
+    let inserted = signup::insert(&mut conn, &user, event_id, &names, &addresses)
         .await
-        .map_err(|e| db_failure("bump the sign-up counter", &e))?;
-    tx.commit().await.map_err(|e| db_failure("commit", &e))?;
+        .map_err(|e| db_failure("insert the user and the deliveries", &e))?;
     metrics.db.record(started.elapsed().as_secs_f64());
+    if !inserted {
+        return Err(ApiError::duplicate_email());
+    }
 
     let body = json!({ "user_id": user_id, "event_id": event_id });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())

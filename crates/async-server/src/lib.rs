@@ -1,8 +1,9 @@
 //! The story's fix: an asynchronous, event-driven notification service.
 //!
-//! A sign-up commits the user, one `deliveries` row per channel (a transactional outbox: the work
-//! exists if and only if the user does) and the day's counter bump in one short transaction, and
-//! answers 202. No provider call and no log write happen on the request path.
+//! A sign-up commits the user and one `deliveries` row per channel (a transactional outbox: the work
+//! exists if and only if the user does) in one statement, one round trip, and answers 202. No
+//! provider call, no log write and no shared counter row happen on the request path: the day's
+//! count is read from `users` when asked ([`signups_on`]).
 //!
 //! Per-channel workers claim due rows with `FOR UPDATE SKIP LOCKED` under a lease, call the provider
 //! with no database connection held, and write outcomes back in batches, guarded by lease owner and
@@ -23,6 +24,7 @@ pub mod logstore;
 mod metrics_def;
 pub mod outbox;
 pub mod queue;
+mod signup;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod worker;
@@ -42,6 +44,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use signup::{signups_on, signups_today};
 pub use worker::WorkerConfig;
 
 use crate::metrics_def::AsyncMetrics;
