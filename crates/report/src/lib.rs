@@ -110,7 +110,7 @@ pub fn write_to(dir: &Path, runs: &[Run]) -> Result<(PathBuf, PathBuf), ReportEr
 }
 
 /// The ids of the page's sections, in order; the ones with a chart say so.
-pub const SECTIONS: [(&str, bool); 10] = [
+pub const SECTIONS: [(&str, bool); 11] = [
     ("verdict", false),
     ("summary-table", false),
     ("latency-percentiles", true),
@@ -120,6 +120,7 @@ pub const SECTIONS: [(&str, bool); 10] = [
     ("pool-and-postgres", true),
     ("queue", true),
     ("delivery", true),
+    ("machine", false),
     ("run-details", false),
 ];
 
@@ -173,6 +174,11 @@ pub fn render_markdown(runs: &[Run]) -> String {
         out.push('\n');
         out.push_str(&text::markdown_table(r));
         out.push('\n');
+        let usage = text::markdown_usage(r);
+        if !usage.is_empty() {
+            out.push_str(&usage);
+            out.push('\n');
+        }
     }
     out
 }

@@ -1,4 +1,5 @@
-//! The side-by-side table: printed to the terminal, and in the report and `summary.md`.
+//! The side-by-side table: printed to the terminal, and in the report and `summary.md`; and the
+//! table of who used the machine, in the report and `summary.md`.
 
 use std::fmt::Write;
 
@@ -187,6 +188,76 @@ pub fn table(results: &RunResults) -> String {
         for w in &d.warnings {
             let _ = writeln!(out, "WARNING [{name}]: {w}");
         }
+    }
+    out
+}
+
+/// The header of [`usage_rows`]' cells.
+pub const USAGE_HEADER: [&str; 6] = [
+    "design",
+    "process",
+    "CPU",
+    "cores",
+    "peak memory",
+    "memory counted as",
+];
+
+/// Who used the machine in a run: one row per design and process (CPU seconds over the design's
+/// window, that over the window's length as cores used on average, the peak memory and what it
+/// counts), and one note per figure that is missing, saying why. Empty when no design recorded
+/// its processes (files written before fanbench did).
+pub fn usage_rows(results: &RunResults) -> (Vec<[String; 6]>, Vec<String>) {
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for (name, d) in ordered(results) {
+        let Some(p) = &d.processes else {
+            continue;
+        };
+        for (role, u) in p.roles() {
+            let cores = match u.cpu_seconds {
+                Some(cpu) if p.window_s > 0.0 => format!("{:.2}", cpu / p.window_s),
+                _ => "-".into(),
+            };
+            let measure = match u.memory {
+                results::MemoryMeasure::VmHwm => "peak RSS (VmHWM)",
+                results::MemoryMeasure::PssSumSampled => "peak Pss of the tree, sampled",
+            };
+            rows.push([
+                name.clone(),
+                role.to_string(),
+                u.cpu_seconds.map_or("-".into(), |s| format!("{s:.2} s")),
+                cores,
+                u.peak_rss_bytes.map_or("-".into(), mib),
+                measure.to_string(),
+            ]);
+            for why in &u.missing {
+                notes.push(format!("{name} {role}: {why}"));
+            }
+        }
+    }
+    (rows, notes)
+}
+
+/// Bytes in mebibytes.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+}
+
+/// [`usage_rows`] as Markdown; empty when there are none.
+pub fn markdown_usage(results: &RunResults) -> String {
+    let (rows, notes) = usage_rows(results);
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "### Who used the machine\n\n| {} |\n| --- | --- | ---: | ---: | ---: | --- |\n",
+        USAGE_HEADER.join(" | ")
+    );
+    for row in rows {
+        let _ = writeln!(out, "| {} |", row.join(" | "));
+    }
+    for note in notes {
+        let _ = writeln!(out, "\n> Not measured: {note}");
     }
     out
 }

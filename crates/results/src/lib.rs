@@ -593,7 +593,10 @@ mod tests {
             validate(&doc)
         };
         assert!(with(&|_| {}).is_ok());
-        assert!(with(&|p| p["browser"] = p["driver"].clone()).is_err(), "an unknown role");
+        assert!(
+            with(&|p| p["browser"] = p["driver"].clone()).is_err(),
+            "an unknown role"
+        );
         assert!(
             with(&|p| {
                 p.as_object_mut().unwrap().remove("postgres");

@@ -9,6 +9,7 @@ mod delivery;
 mod errors_over_time;
 mod latency_over_time;
 mod latency_percentiles;
+mod machine;
 mod pool_and_postgres;
 mod queue;
 mod run_details;
@@ -60,6 +61,7 @@ pub fn render(
         ),
         "queue" => ("The async queue", queue::render(runs)),
         "delivery" => ("Delivery latency per channel", delivery::render(runs)),
+        "machine" => ("Who used the machine", machine::render(runs)),
         _ => (
             "Scenario, settings, environment and gates",
             run_details::render(runs, gates),

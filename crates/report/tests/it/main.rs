@@ -211,3 +211,95 @@ fn a_folder_without_valid_results_is_a_clear_error() {
     let err = Run::load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("not a fanbench results file"), "{err}");
 }
+
+/// The fixture with a `processes` block on each design, as `fanbench compare` writes it; the sync
+/// server's memory unreadable.
+fn run_folder_with_processes() -> tempfile::TempDir {
+    let dir = run_folder(true);
+    let path = dir.path().join("results.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (design, cpu) in [("sync", 1.0), ("async", 3.0)] {
+        doc["designs"][design]["processes"] = serde_json::json!({
+            "window_s": 12.5,
+            "driver": {"cpu_seconds": cpu, "peak_rss_bytes": 64u64 << 20, "memory": "vm_hwm", "missing": []},
+            "server": {"cpu_seconds": 2.5, "peak_rss_bytes": null, "memory": "vm_hwm",
+                       "missing": ["peak memory: /proc/77/status: permission denied"]},
+            "simulator": {"cpu_seconds": 0.25, "peak_rss_bytes": 20u64 << 20, "memory": "vm_hwm", "missing": []},
+            "postgres": {"cpu_seconds": 6.25, "peak_rss_bytes": 150u64 << 20, "memory": "pss_sum_sampled", "missing": []}
+        });
+    }
+    std::fs::write(&path, doc.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn who_used_the_machine_is_a_table_per_design_and_process() {
+    let dir = run_folder_with_processes();
+    let run = Run::load(dir.path()).unwrap();
+    let (html, md) = report::write(&[run]).unwrap();
+    let doc = check_page(&std::fs::read_to_string(html).unwrap());
+    let section = doc.select(&sel("section#machine")).next().unwrap();
+    let rows: Vec<Vec<String>> = section
+        .select(&sel("tbody tr"))
+        .map(|tr| {
+            tr.select(&sel("td"))
+                .map(|td| td.text().collect::<String>())
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 8, "four processes for each of two designs");
+    let row = |design: &str, process: &str| {
+        rows.iter()
+            .find(|r| r[0] == design && r[1] == process)
+            .unwrap_or_else(|| panic!("no row for {design} {process}: {rows:?}"))
+    };
+    // Sync first, as everywhere; the roles in their order.
+    assert_eq!(rows[0][..2], ["sync", "driver"]);
+    assert_eq!(rows[3][..2], ["sync", "postgres"]);
+    // 6.25 s of CPU over a 12.5 s window is half a core; 150 MiB; the tree's Pss.
+    let postgres = row("async", "postgres");
+    assert_eq!(postgres[2..5], ["6.25 s", "0.50", "150.0 MiB"]);
+    assert!(postgres[5].contains("Pss"), "{postgres:?}");
+    assert_eq!(row("async", "driver")[2..4], ["3.00 s", "0.24"]);
+    // Unknown is a dash with the reason, not a zero.
+    assert_eq!(row("sync", "server")[4], "-");
+    let text = section.text().collect::<String>();
+    assert!(
+        text.contains("sync server: peak memory: /proc/77/status: permission denied"),
+        "{text}"
+    );
+
+    let md = std::fs::read_to_string(md).unwrap();
+    assert!(md.contains("### Who used the machine"), "{md}");
+    assert!(
+        md.contains(
+            "| async | postgres | 6.25 s | 0.50 | 150.0 MiB | peak Pss of the tree, sampled |"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains("> Not measured: sync server: peak memory"),
+        "{md}"
+    );
+}
+
+#[test]
+fn a_run_from_before_processes_were_recorded_says_so() {
+    let dir = run_folder(true);
+    let run = Run::load(dir.path()).unwrap();
+    let (html, md) = report::write(&[run]).unwrap();
+    let html = std::fs::read_to_string(html).unwrap();
+    let doc = check_page(&html);
+    let section = doc.select(&sel("section#machine")).next().unwrap();
+    assert_eq!(section.select(&sel("table")).count(), 0);
+    assert!(
+        section
+            .text()
+            .collect::<String>()
+            .contains("Not recorded in this run"),
+        "{html}"
+    );
+    let md = std::fs::read_to_string(md).unwrap();
+    assert!(!md.contains("Who used the machine"), "{md}");
+}
