@@ -15,6 +15,7 @@ use crate::harness::{self, Answered, Keys, Providers};
 use crate::launch::{ChildServer, server_args, spawn};
 use crate::output::{design_results, write_histograms, write_results};
 use crate::plan::{Gating, Plan, check_loopback};
+use crate::usage::{self, Source, Sources};
 use crate::{gating, shutdown, telemetry};
 
 pub async fn compare(args: CompareArgs) -> Result<()> {
@@ -98,6 +99,21 @@ async fn run_designs(
     )
     .await?;
     let providers = Providers::new(&providers_child.url);
+    let sources = Sources {
+        driver: Source::this_process(),
+        simulator: Source::Process(providers_child.pid()),
+        postgres: match (&database.database_url, server.postmaster_pid()) {
+            (Some(_), _) => Source::Unavailable(
+                "not measured: a PostgreSQL server fanbench did not start (DATABASE_URL), whose \
+                 processes may be serving others too"
+                    .into(),
+            ),
+            (None, Some(pid)) => Source::Tree(pid),
+            (None, None) => Source::Unavailable(
+                "not measured: the throwaway cluster's postmaster.pid could not be read".into(),
+            ),
+        },
+    };
 
     let mut runs = Vec::new();
     // "<design> (repeat k)" of every invalid run, for the exit.
@@ -117,9 +133,10 @@ async fn run_designs(
             if cancel.is_cancelled() {
                 break;
             }
-            let (results, samples) = run_one(&plan, *design, &server, &providers, &cancel)
-                .await
-                .with_context(|| format!("the {} design's run failed", design.name()))?;
+            let (results, samples) =
+                run_one(&plan, *design, &server, &providers, &sources, &cancel)
+                    .await
+                    .with_context(|| format!("the {} design's run failed", design.name()))?;
             if !results.valid {
                 invalid.push(if gating.repeat > 1 {
                     format!("{} (repeat {k})", design.name())
@@ -185,11 +202,21 @@ async fn run_one(
     design: Design,
     server: &DatabaseServer,
     providers: &Providers,
+    sources: &Sources,
     cancel: &CancellationToken,
 ) -> Result<(DesignResults, results::DesignTelemetry)> {
     let db_name = format!("fanbench_{}_{}", design.name(), plan.tag);
     let database_url = fanbench_db::create_database(&server.url, &db_name, None).await?;
-    let measured = measure_one(plan, design, &database_url, &db_name, providers, cancel).await;
+    let measured = measure_one(
+        plan,
+        design,
+        &database_url,
+        &db_name,
+        providers,
+        sources,
+        cancel,
+    )
+    .await;
     // Whether the measurement worked or not, the databases are done with.
     server.finished_with(&db_name).await;
     measured
@@ -202,6 +229,7 @@ async fn measure_one(
     database_url: &str,
     db_name: &str,
     providers: &Providers,
+    sources: &Sources,
     cancel: &CancellationToken,
 ) -> Result<(DesignResults, results::DesignTelemetry)> {
     let name = design.name();
@@ -223,6 +251,8 @@ async fn measure_one(
     let sampler_pool = fanbench_db::connect_pool(database_url, 1, Duration::from_secs(30)).await?;
     let sampler = telemetry::Sampler::start(&child.url, &providers.url, sampler_pool, db_name);
     let options = plan.drive_options(&child.url, name, cancel);
+    // Who used the machine is measured over the load and the drain: what the design cost.
+    let window = usage::Window::start(Source::Process(child.pid()), sources.clone());
     let measurement = driver::drive(plan.scenario.schedule()?, &plan.shape, &options).await?;
     // A stopped run's servers may have had the same Ctrl-C; it is invalid as stopped, not as crashed.
     let exited = |child: &mut ChildServer| child.exited().filter(|_| !measurement.cancelled);
@@ -246,6 +276,7 @@ async fn measure_one(
     };
     // A server that dies while draining leaves a backlog that is not the design's.
     server_exit = server_exit.or_else(|| exited(&mut child));
+    let processes = window.finish().await;
     let samples = sampler.finish(measurement.started_at).await;
     // Stop the server before reconciling: a graceful stop lets requests it is still working on
     // (ones the driver already gave up on) finish or roll back, so the database is final.
@@ -307,6 +338,7 @@ async fn measure_one(
         ));
     }
     results.drain = drain;
+    results.processes = Some(processes);
     results.delivery = delivery;
     results.reconciliation = Some(reconciliation);
     write_histograms(plan, name, &measurement)?;
@@ -317,13 +349,28 @@ async fn run_target(plan: &Plan, target: &str, allow_remote: bool) -> Result<()>
     check_loopback(target, allow_remote)?;
     let cancel = cancellation();
     let options = plan.drive_options(target.trim_end_matches('/'), "target", &cancel);
+    let not_ours = || {
+        Source::Unavailable(
+            "not measured: `run --target` drives a server fanbench did not start".into(),
+        )
+    };
+    let window = usage::Window::start(
+        not_ours(),
+        Sources {
+            driver: Source::this_process(),
+            simulator: not_ours(),
+            postgres: not_ours(),
+        },
+    );
     let measurement = driver::drive(plan.scenario.schedule()?, &plan.shape, &options).await?;
-    let results = design_results(
+    let processes = window.finish().await;
+    let mut results = design_results(
         plan,
         &measurement,
         target.to_string(),
         serde_json::Value::Null,
     );
+    results.processes = Some(processes);
     let invalid = !results.valid;
     write_histograms(plan, "target", &measurement)?;
     let mut designs = BTreeMap::new();

@@ -14,6 +14,7 @@ mod plan;
 mod serve;
 mod shutdown;
 mod telemetry;
+mod usage;
 
 use std::process::ExitCode;
 

@@ -428,6 +428,29 @@ fn compare_on_the_smoke_scenario_runs_end_to_end_and_its_results_validate() {
     );
     assert_eq!(asynchronous["requests"]["status"]["503"], 0);
     assert_eq!(asynchronous["drain"]["drained"], true);
+    // Who used the machine: every process fanbench started, measured over each design's window.
+    for design in ["sync", "async"] {
+        let p = &doc["designs"][design]["processes"];
+        let window = p["window_s"].as_f64().unwrap();
+        assert!(window >= 12.0, "{design}: the window holds the load: {p}");
+        for role in ["driver", "server", "simulator", "postgres"] {
+            let u = &p[role];
+            assert_eq!(u["missing"], serde_json::json!([]), "{design} {role}: {u}");
+            assert!(
+                u["peak_rss_bytes"].as_u64().unwrap() > 1 << 20,
+                "{design} {role}: {u}"
+            );
+            let cpu = u["cpu_seconds"].as_f64().unwrap();
+            assert!(
+                cpu < window * 4.0,
+                "{design} {role}: more cores than a machine: {u}"
+            );
+            if role != "simulator" {
+                assert!(cpu > 0.0, "{design} {role}: {u}");
+            }
+        }
+        assert_eq!(p["postgres"]["memory"], "pss_sum_sampled");
+    }
     let log: Vec<String> = stderr.lines().map(String::from).collect();
     let dir = cluster_dir(&log);
     assert!(
@@ -473,6 +496,20 @@ fn run_target_drives_a_running_server_and_refuses_remote_targets() {
         target["reconciliation"].is_null(),
         "no reconciliation against a server fanbench did not start"
     );
+    // Only the driver is fanbench's to measure; the rest is absent with the reason, not 0.
+    let p = &target["processes"];
+    assert!(p["driver"]["cpu_seconds"].as_f64().unwrap() > 0.0, "{p}");
+    for role in ["server", "simulator", "postgres"] {
+        assert!(p[role]["cpu_seconds"].is_null(), "{role}: {p}");
+        assert!(p[role]["peak_rss_bytes"].is_null(), "{role}: {p}");
+        assert!(
+            p[role]["missing"][0]
+                .as_str()
+                .unwrap()
+                .contains("run --target"),
+            "{role}: {p}"
+        );
+    }
 
     let refused = fanbench()
         .args([
