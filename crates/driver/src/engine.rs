@@ -1,13 +1,25 @@
 //! The open model on goose.
 //!
 //! goose launches the users and owns their HTTP client; the schedule, not goose, decides when each
-//! request goes out. A dispatcher task walks the precomputed schedule and hands each slot to
-//! whichever user is free, a moment before it is due; the user waits out the rest precisely, sends,
-//! and records. There is no goose wait time, throttle or ramp-driven load: users only carry the
+//! request goes out. The whole load runs on one thread of its own, in a single-threaded tokio
+//! runtime: a dispatcher task walks the schedule, sleeps on a high-resolution kernel timer
+//! ([`PreciseTimer`]) until a slot falls due, and hands it to whichever user is free, which sends
+//! it at once and records. No one spins, and on one thread handing a slot over or taking an answer
+//! costs no thread wake-up: context switches, not HTTP, are what an open-model driver pays for on
+//! a small virtual machine. The driver so uses at most one core, and leaves the rest to the
+//! design it measures.
+//!
+//! When the dispatcher wakes it releases every slot already due, and it sleeps at least
+//! [`QUANTUM`]: at high rates one wake-up sends several requests, each at most a quantum late, and
+//! that lateness is measured (send lag) and counted in the latency, which runs from the intended
+//! send time. There is no goose wait time, throttle or ramp-driven load: users only carry the
 //! schedule's requests. If no user is free when a slot falls due, the slot waits, its send lag
 //! grows, and the run says so.
+//!
+//! Recording takes no shared lock on the hot path: each recording thread has a recorder of its
+//! own ([`Shards`]), read by the once-a-second progress line and merged when the run ends.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use goose::config::GooseConfiguration;
@@ -19,8 +31,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::{Progress, Snapshot};
-use crate::record::{Outcome, Recorder, Transport, classify_error};
+use crate::record::{Outcome, Recorder, Shards, Transport, classify_error};
 use crate::schedule::{Schedule, Shape, Slot, TraceError};
+use crate::timer::PreciseTimer;
 
 /// How one run is driven.
 #[derive(Debug, Clone)]
@@ -102,30 +115,48 @@ fn body_for(slot: &Slot, run_tag: &str) -> serde_json::Value {
 }
 
 struct Shared {
-    recorder: Mutex<Recorder>,
+    recorder: Shards,
     slots: flume::Receiver<Slot>,
     t0: Instant,
     run_tag: String,
     cancel: CancellationToken,
 }
 
-fn lock(m: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// The shortest sleep between two releases of due slots. It bounds the send lag the dispatcher
+/// itself adds, and at high rates it batches: at 20,000 requests a second one wake-up releases
+/// about four. Measured by `fanbench bench driver` (docs/PERFORMANCE.md).
+pub const QUANTUM: Duration = Duration::from_micros(250);
 
-/// Waits until `deadline` to well under a millisecond: tokio's timer wakes on millisecond ticks, so
-/// sleep to just before and yield the rest of the way.
-async fn wait_until(deadline: Instant) {
-    // tokio wakes a sleeper at most about a millisecond late; the yields cover that millisecond.
-    let early = Duration::from_millis(1);
-    if let Some(coarse) = deadline.checked_sub(early) {
-        if coarse > Instant::now() {
-            tokio::time::sleep_until(coarse.into()).await;
+/// The dispatcher: releases each slot when it falls due.
+async fn dispatch(
+    schedule: Schedule,
+    shared: Arc<Shared>,
+    tx: flume::Sender<Slot>,
+) -> Result<(), DriverError> {
+    let timer = PreciseTimer::new()
+        .map_err(|e| DriverError::Goose(format!("could not create the dispatch timer: {e}")))?;
+    let mut last_wake = Instant::now();
+    for slot in schedule {
+        let slot = slot?;
+        let due = shared.t0 + slot.at;
+        if due > Instant::now() {
+            let until = due.max(last_wake + QUANTUM);
+            tokio::select! {
+                slept = timer.sleep_until(until) => slept.map_err(|e| {
+                    DriverError::Goose(format!("the dispatch timer failed: {e}"))
+                })?,
+                _ = shared.cancel.cancelled() => return Ok(()),
+            }
+            last_wake = Instant::now();
+        }
+        shared.recorder.with(|r| r.offered(slot.at));
+        // A full channel means every user is busy: the slot waits, and its send lag says so.
+        tokio::select! {
+            sent = tx.send_async(slot) => if sent.is_err() { return Ok(()) },
+            _ = shared.cancel.cancelled() => return Ok(()),
         }
     }
-    while Instant::now() < deadline {
-        tokio::task::yield_now().await;
-    }
+    Ok(())
 }
 
 /// One user: takes slots until the schedule ends or the run is cancelled.
@@ -138,13 +169,12 @@ async fn user_loop(user: &mut GooseUser, shared: Arc<Shared>) {
             },
             _ = shared.cancel.cancelled() => return,
         };
-        wait_until(shared.t0 + slot.at).await;
         if shared.cancel.is_cancelled() {
             return;
         }
         let body = body_for(&slot, &shared.run_tag);
         let actual = shared.t0.elapsed();
-        lock(&shared.recorder).sent(slot.at, actual);
+        shared.recorder.with(|r| r.sent(slot.at, actual));
         let outcome = match user.post_json("/register", &body).await {
             Ok(goose_response) => match goose_response.response {
                 Ok(response) => {
@@ -165,7 +195,9 @@ async fn user_loop(user: &mut GooseUser, shared: Arc<Shared>) {
             },
         };
         let done = shared.t0.elapsed();
-        lock(&shared.recorder).completed(slot.seq, slot.at, actual, done, outcome);
+        shared
+            .recorder
+            .with(|r| r.completed(slot.seq, slot.at, actual, done, outcome));
     }
 }
 
@@ -193,13 +225,85 @@ pub async fn drive(
     let started_at = SystemTime::now() + start_delay;
     let (tx, rx) = flume::bounded::<Slot>(1024);
     let shared = Arc::new(Shared {
-        recorder: Mutex::new(Recorder::new()),
+        recorder: Shards::new(),
         slots: rx,
         t0,
         run_tag: options.run_tag.clone(),
-        cancel: options.cancel.clone(),
+        // A child: the run can stop its own dispatcher without cancelling the caller's token.
+        cancel: options.cancel.child_token(),
     });
 
+    if options.progress {
+        eprintln!(
+            "{}: {} users, all started at once, each sending when the schedule says (goose counts them as it launches them)",
+            options.label, options.users
+        );
+    }
+    let progress = options.progress.then(|| {
+        let shared = shared.clone();
+        Progress::start(&options.label, shape, move || snapshot(&shared))
+    });
+
+    // The load gets a thread and an event loop of its own (see the module's comment).
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let spawned = {
+        let shared = shared.clone();
+        let options = options.clone();
+        std::thread::Builder::new()
+            .name("fanbench-driver".into())
+            .spawn(move || {
+                let loaded = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| {
+                        DriverError::Goose(format!("could not start the driver's runtime: {e}"))
+                    })
+                    .and_then(|rt| rt.block_on(load(schedule, shared, tx, &options)));
+                let _ = done_tx.send(loaded);
+            })
+    };
+    let loaded = match spawned {
+        Ok(thread) => {
+            let loaded = done_rx.await.unwrap_or_else(|_| {
+                Err(DriverError::Goose(
+                    "the driver's thread ended without a result".into(),
+                ))
+            });
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            loaded
+        }
+        Err(e) => Err(DriverError::Goose(format!(
+            "could not start the driver's thread: {e}"
+        ))),
+    };
+    if let Some(p) = progress {
+        p.finish();
+    }
+    loaded?;
+    let cancelled = options.cancel.is_cancelled();
+
+    let elapsed = t0.elapsed();
+    let recorder = shared.recorder.merged();
+    let (trustworthy, warnings) = judge(&recorder, options, cancelled);
+    Ok(Measurement {
+        recorder,
+        started_at,
+        elapsed,
+        users: options.users,
+        cancelled,
+        trustworthy,
+        warnings,
+    })
+}
+
+/// The load itself, on the driver's own runtime: the dispatcher, goose's users, and a watch on
+/// goose's Ctrl-C handler.
+async fn load(
+    schedule: Schedule,
+    shared: Arc<Shared>,
+    tx: flume::Sender<Slot>,
+    options: &DriveOptions,
+) -> Result<(), DriverError> {
     // Goose's own Ctrl-C handler sets its killswitch; treat it as ours.
     let watch = {
         let cancel = options.cancel.clone();
@@ -216,39 +320,7 @@ pub async fn drive(
             }
         })
     };
-
-    let dispatcher = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            // Hand each slot over a little early so its user can wait out the rest precisely.
-            let lead = Duration::from_millis(5);
-            for slot in schedule {
-                let slot = slot?;
-                let due = (shared.t0 + slot.at).checked_sub(lead).unwrap_or(shared.t0);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(due.into()) => {}
-                    _ = shared.cancel.cancelled() => break,
-                }
-                lock(&shared.recorder).offered(slot.at);
-                tokio::select! {
-                    sent = tx.send_async(slot) => if sent.is_err() { break },
-                    _ = shared.cancel.cancelled() => break,
-                }
-            }
-            Ok::<(), TraceError>(())
-        })
-    };
-
-    if options.progress {
-        eprintln!(
-            "{}: {} users, all started at once, each sending when the schedule says (goose counts them as it launches them)",
-            options.label, options.users
-        );
-    }
-    let progress = options.progress.then(|| {
-        let shared = shared.clone();
-        Progress::start(&options.label, shape, move || snapshot(&shared))
-    });
+    let dispatcher = tokio::spawn(dispatch(schedule, shared.clone(), tx));
 
     let mut config = GooseConfiguration::default();
     config.host = Some(options.target.clone());
@@ -276,61 +348,63 @@ pub async fn drive(
                     .register_transaction(Transaction::new(transaction(shared.clone()))),
             )
         })
-        .map_err(|e| DriverError::Goose(e.to_string()))?;
-    let executed = attack.execute().await;
+        .map_err(|e| DriverError::Goose(e.to_string()));
+    let executed = match attack {
+        Ok(attack) => attack
+            .execute()
+            .await
+            .map(drop)
+            .map_err(|e| DriverError::Goose(e.to_string())),
+        Err(e) => Err(e),
+    };
 
-    // The users are gone: stop the dispatcher if it is still waiting to hand out slots.
-    let cancelled = options.cancel.is_cancelled();
-    dispatcher.abort();
+    // The users are gone. The dispatcher has normally finished (the users end when it does); if
+    // goose ended first (an error), stop it rather than let it wait for users that are not there.
+    shared.cancel.cancel();
     let dispatched = dispatcher.await;
     watch.abort();
-    if let Some(p) = progress {
-        p.finish();
-    }
-    executed.map_err(|e| DriverError::Goose(e.to_string()))?;
+    executed?;
     match dispatched {
-        Ok(Err(e)) => return Err(e.into()),
-        // Aborted above once the users were done: expected. Anything else cut the schedule short.
-        Err(join) if !join.is_cancelled() => {
-            return Err(DriverError::Goose(format!("the dispatcher failed: {join}")));
-        }
-        _ => {}
+        Ok(result) => result,
+        Err(e) => Err(DriverError::Goose(format!("the dispatcher failed: {e}"))),
     }
-
-    let elapsed = t0.elapsed();
-    let recorder = match Arc::try_unwrap(shared) {
-        Ok(shared) => shared
-            .recorder
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner()),
-        Err(shared) => std::mem::take(&mut *lock(&shared.recorder)),
-    };
-    let (trustworthy, warnings) = judge(&recorder, options, cancelled);
-    Ok(Measurement {
-        recorder,
-        started_at,
-        elapsed,
-        users: options.users,
-        cancelled,
-        trustworthy,
-        warnings,
-    })
 }
 
 fn snapshot(shared: &Shared) -> Snapshot {
     let elapsed = shared.t0.elapsed();
-    let recorder = lock(&shared.recorder);
     let last = elapsed.as_secs().saturating_sub(1) as usize;
-    let (offered, ok) = recorder.second_counts(last);
-    Snapshot {
+    let mut snap = Snapshot {
         elapsed,
-        offered_rps: offered,
-        ok_rps: ok,
-        sent: recorder.sent_count(),
-        p99_ms: recorder.latency().value_at_quantile(0.99) as f64 / 1000.0,
-        status_503: recorder.status_503(),
-        lag_p99_ms: recorder.lag().value_at_quantile(0.99) as f64 / 1000.0,
-    }
+        offered_rps: 0,
+        ok_rps: 0,
+        sent: 0,
+        p99_ms: 0.0,
+        status_503: 0,
+        lag_p99_ms: 0.0,
+    };
+    let mut latency: Option<hdrhistogram::Histogram<u64>> = None;
+    let mut lag: Option<hdrhistogram::Histogram<u64>> = None;
+    shared.recorder.each(|r| {
+        let (offered, ok) = r.second_counts(last);
+        snap.offered_rps += offered;
+        snap.ok_rps += ok;
+        snap.sent += r.sent_count();
+        snap.status_503 += r.status_503();
+        for (sum, h) in [(&mut latency, r.latency()), (&mut lag, r.lag())] {
+            match sum {
+                Some(sum) => {
+                    let _ = sum.add(h);
+                }
+                None => *sum = Some(h.clone()),
+            }
+        }
+    });
+    let p99 = |h: Option<hdrhistogram::Histogram<u64>>| {
+        h.map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0)
+    };
+    snap.p99_ms = p99(latency);
+    snap.lag_p99_ms = p99(lag);
+    snap
 }
 
 /// Whether the driver kept to its schedule, and what to warn about.

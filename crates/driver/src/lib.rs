@@ -10,6 +10,7 @@ pub mod progress;
 pub mod record;
 pub mod schedule;
 pub mod settings;
+pub mod timer;
 pub mod trace;
 
 pub use engine::{

@@ -2,6 +2,8 @@
 //! with the run's length in seconds, for the timeline).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
@@ -168,6 +170,17 @@ impl SeqSet {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Adds every member of `other`.
+    pub fn union(&mut self, other: &SeqSet) {
+        if self.words.len() < other.words.len() {
+            self.words.resize(other.words.len(), 0);
+        }
+        for (w, o) in self.words.iter_mut().zip(&other.words) {
+            *w |= o;
+        }
+        self.len = self.words.iter().map(|w| u64::from(w.count_ones())).sum();
+    }
 }
 
 /// Per-second histograms keep two significant digits: enough for a timeline's p50/p99, a tenth of
@@ -190,6 +203,16 @@ struct SecondBucket {
 }
 
 impl SecondBucket {
+    fn add(&mut self, other: &SecondBucket) {
+        self.offered += other.offered;
+        self.sent += other.sent;
+        self.completed += other.completed;
+        self.ok += other.ok;
+        self.s503 += other.s503;
+        self.errors += other.errors;
+        add(&mut self.latency, &other.latency);
+    }
+
     fn new() -> Self {
         Self {
             offered: 0,
@@ -227,6 +250,14 @@ impl Default for Recorder {
     }
 }
 
+/// Adds histograms made by this module: their bounds are equal, so no value can fall outside.
+fn add(into: &mut Histogram<u64>, other: &Histogram<u64>) {
+    if let Err(e) = into.add(other) {
+        // Unreachable with equal bounds; losing counts silently would be worse than saying so.
+        tracing::error!(error = %e, "could not merge two latency histograms");
+    }
+}
+
 fn us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
@@ -254,6 +285,33 @@ impl Recorder {
             self.seconds.resize_with(i + 1, SecondBucket::new);
         }
         &mut self.seconds[i]
+    }
+
+    /// Adds everything `other` recorded (the shards of one run become one record).
+    pub fn merge(&mut self, other: &Recorder) {
+        add(&mut self.latency, &other.latency);
+        for (h, o) in self.by_class.iter_mut().zip(&other.by_class) {
+            add(h, o);
+        }
+        add(&mut self.service, &other.service);
+        add(&mut self.lag, &other.lag);
+        for (s, o) in self.status.iter_mut().zip(other.status) {
+            *s += o;
+        }
+        for (t, o) in self.transport.iter_mut().zip(other.transport) {
+            *t += o;
+        }
+        self.accepted.union(&other.accepted);
+        self.intended += other.intended;
+        self.sent += other.sent;
+        self.completed += other.completed;
+        if self.seconds.len() < other.seconds.len() {
+            self.seconds
+                .resize_with(other.seconds.len(), SecondBucket::new);
+        }
+        for (b, o) in self.seconds.iter_mut().zip(&other.seconds) {
+            b.add(o);
+        }
     }
 
     /// A request was scheduled for `intended` (from the run's start).
@@ -511,6 +569,61 @@ pub fn write_hgrm<W: Write>(h: &Histogram<u64>, out: &mut W) -> std::io::Result<
     Ok(())
 }
 
+/// One run's recording, split by thread: each thread that records (the users' runtime workers, the
+/// dispatcher) has a recorder of its own, made on first use, so users never wait on one another's
+/// lock. Only the once-a-second progress reader and the final merge visit them all.
+#[derive(Debug)]
+pub struct Shards {
+    shards: Box<[OnceLock<Mutex<Recorder>>]>,
+}
+
+/// Threads get consecutive numbers on their first record; 64 shards keep two threads from sharing
+/// one until 64 recording threads have existed in this process.
+const SHARDS: usize = 64;
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static THREAD: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+}
+
+fn lock(m: &Mutex<Recorder>) -> MutexGuard<'_, Recorder> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Default for Shards {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shards {
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Records into this thread's recorder.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Recorder) -> T) -> T {
+        let i = THREAD.with(|t| *t) % SHARDS;
+        let shard = self.shards[i].get_or_init(|| Mutex::new(Recorder::new()));
+        f(&mut lock(shard))
+    }
+
+    /// Visits every recorder made so far, one lock at a time.
+    pub fn each(&self, mut f: impl FnMut(&Recorder)) {
+        for shard in self.shards.iter().filter_map(OnceLock::get) {
+            f(&lock(shard));
+        }
+    }
+
+    /// Everything recorded, as one recorder.
+    pub fn merged(&self) -> Recorder {
+        let mut all = Recorder::new();
+        self.each(|r| all.merge(r));
+        all
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,6 +647,54 @@ mod tests {
             (t[1].offered, t[1].sent, t[1].completed, t[1].ok),
             (1, 1, 1, 1)
         );
+    }
+
+    /// Feeds request `seq` through `r` with an outcome and timing that depend on `seq`.
+    fn record_one(r: &mut Recorder, seq: u64) {
+        let at = ms(seq * 7);
+        let outcome = match seq % 4 {
+            0 => Outcome::Status(202),
+            1 => Outcome::Status(503),
+            2 => Outcome::Timeout,
+            _ => Outcome::ConnectionError(Transport::Reset),
+        };
+        r.offered(at);
+        r.sent(at, at + ms(seq % 3));
+        r.completed(seq, at, at + ms(seq % 3), at + ms(20 + seq % 50), outcome);
+    }
+
+    #[test]
+    fn shards_merge_to_what_one_recorder_would_have_recorded() {
+        let mut one = Recorder::new();
+        for seq in 0..2_000 {
+            record_one(&mut one, seq);
+        }
+        // The same requests recorded by four threads, each into its own shard.
+        let shards = Shards::new();
+        std::thread::scope(|scope| {
+            for part in 0..4u64 {
+                let shards = &shards;
+                scope.spawn(move || {
+                    for seq in (part..2_000).step_by(4) {
+                        shards.with(|r| record_one(r, seq));
+                    }
+                });
+            }
+        });
+        let merged = shards.merged();
+        assert_eq!(merged.requests(), one.requests());
+        assert_eq!(merged.latency_ms(), one.latency_ms());
+        assert_eq!(merged.latency_ms_by_class(), one.latency_ms_by_class());
+        assert_eq!(merged.send_lag_ms(), one.send_lag_ms());
+        assert_eq!(merged.service_time_ms(), one.service_time_ms());
+        assert_eq!(merged.timeline(), one.timeline());
+        assert_eq!(merged.accepted().len(), one.accepted().len());
+        assert!(
+            (0..2_000).all(|seq| merged.accepted().contains(seq) == one.accepted().contains(seq))
+        );
+        let mut visited = 0;
+        shards.each(|_| visited += 1);
+        assert_eq!(visited, 4, "one recorder per recording thread");
     }
 
     #[test]
