@@ -20,11 +20,12 @@
 
 mod api;
 pub mod dlq;
+pub mod limit;
 pub mod logstore;
 mod metrics_def;
 pub mod outbox;
 pub mod queue;
-mod signup;
+pub mod signup;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod worker;
@@ -37,8 +38,8 @@ use axum::extract::State;
 use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use signup_core::ProviderClient;
 use signup_core::telemetry::{self, Registry};
+use signup_core::{Channel, ProviderClient};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -70,8 +71,15 @@ impl Role {
     }
 }
 
-/// Settings. Pool size, acquire timeout and provider timeout mean the same as in the sync design
-/// and default to the same values.
+/// Connections the workers of one process use (claims, finishes, depth, pruning), in a pool of
+/// their own: one per channel and one for the upkeep loops. Sharing the request path's pool put
+/// every claim and finish in the queue behind a thousand sign-ups a second, so the queue was
+/// drained only as fast as the pool's leftovers allowed; and the request path, like the sync
+/// design's, keeps `pool_size` connections to itself.
+pub const WORKER_POOL_SIZE: u32 = Channel::ALL.len() as u32 + 1;
+
+/// Settings. Pool size (the request path's pool), acquire timeout and provider timeout mean the
+/// same as in the sync design and default to the same values.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub pool_size: u32,
@@ -105,7 +113,10 @@ pub struct Settings {
     pub acquire_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub provider_timeout: Duration,
+    /// Provider calls in flight per channel to start with, and the floor of the adaptive limit.
     pub concurrency: u32,
+    /// The most provider calls in flight per channel the adaptive limit grows to.
+    pub max_concurrency: u32,
     pub batch: u32,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -127,6 +138,7 @@ impl Default for Settings {
             acquire_timeout: c.acquire_timeout,
             provider_timeout: c.provider_timeout,
             concurrency: u32::try_from(w.concurrency).unwrap_or(u32::MAX),
+            max_concurrency: u32::try_from(w.max_concurrency).unwrap_or(u32::MAX),
             batch: u32::try_from(w.batch).unwrap_or(u32::MAX),
             poll_interval: w.poll_interval,
             lease: w.lease,
@@ -213,8 +225,14 @@ impl Service {
                 .map_err(|e| StartError::Providers(e.to_string()))?;
             let log_pool = logstore::pool(&endpoints.log_database_url, config.log_pool_size)?;
             let (logs, log_task) = logstore::spawn_writer(log_pool, metrics.clone());
+            let worker_pool = fanbench_db::connect_pool(
+                &endpoints.database_url,
+                WORKER_POOL_SIZE,
+                config.acquire_timeout,
+            )
+            .await?;
             let ctx = Arc::new(worker::Ctx {
-                pool: pool.clone(),
+                pool: worker_pool,
                 providers,
                 metrics: metrics.clone(),
                 logs,
@@ -265,12 +283,16 @@ impl Service {
     pub async fn run(self, listener: TcpListener, stop: CancellationToken) -> std::io::Result<()> {
         self.state.registry.spawn_upkeep();
         let router = self.router();
-        let (worker_task, log_task) = match self.workers {
-            Some((ctx, log_task)) => (
-                Some(tokio::spawn(worker::run(ctx, stop.clone()))),
-                Some(log_task),
-            ),
-            None => (None, None),
+        let (worker_task, log_task, worker_pool) = match self.workers {
+            Some((ctx, log_task)) => {
+                let worker_pool = ctx.pool.clone();
+                (
+                    Some(tokio::spawn(worker::run(ctx, stop.clone()))),
+                    Some(log_task),
+                    Some(worker_pool),
+                )
+            }
+            None => (None, None, None),
         };
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(stop.clone().cancelled_owned())
@@ -281,6 +303,9 @@ impl Service {
         // The workers held the only log sinks; with them gone the writer flushes and ends.
         if let Some(task) = log_task {
             let _ = task.await;
+        }
+        if let Some(pool) = worker_pool {
+            pool.close().await;
         }
         self.state.pool.close().await;
         served

@@ -14,6 +14,8 @@ pub struct ChannelMetrics {
     pub retried: Counter,
     pub dead_lettered: Counter,
     pub in_flight: Gauge,
+    /// The adaptive bound on provider calls in flight.
+    pub limit: Gauge,
     /// Commit (the sign-up transaction) → provider acknowledgement.
     pub delivery: Histogram,
     pub depth: Gauge,
@@ -42,6 +44,10 @@ impl AsyncMetrics {
             metrics::describe_counter!("fanbench_deliveries_retried_total", "Attempts that failed and were rescheduled");
             metrics::describe_counter!("fanbench_deliveries_dead_lettered_total", "Deliveries given up on");
             metrics::describe_gauge!("fanbench_deliveries_in_flight", "Provider calls under way");
+            metrics::describe_gauge!(
+                "fanbench_deliveries_concurrency_limit",
+                "The adaptive bound on provider calls in flight"
+            );
             metrics::describe_histogram!(
                 "fanbench_delivery_seconds",
                 metrics::Unit::Seconds,
@@ -60,6 +66,7 @@ impl AsyncMetrics {
                     retried: metrics::counter!("fanbench_deliveries_retried_total", "channel" => name),
                     dead_lettered: metrics::counter!("fanbench_deliveries_dead_lettered_total", "channel" => name),
                     in_flight: metrics::gauge!("fanbench_deliveries_in_flight", "channel" => name),
+                    limit: metrics::gauge!("fanbench_deliveries_concurrency_limit", "channel" => name),
                     delivery: metrics::histogram!("fanbench_delivery_seconds", "channel" => name),
                     depth: metrics::gauge!("fanbench_queue_depth", "channel" => name),
                     oldest_due: metrics::gauge!("fanbench_queue_oldest_due_seconds", "channel" => name),

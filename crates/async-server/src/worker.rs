@@ -3,6 +3,8 @@
 //!
 //! Each channel has its own claim loop, its own bound on provider calls in flight and its own
 //! finisher, so a slow or failing SMS provider fills only SMS's slots: email and push keep moving.
+//! The bound adapts ([`crate::limit`]): from `concurrency` up to `max_concurrency` while the channel
+//! is saturated and its provider healthy, back down when the provider pushes back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,11 +12,12 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use signup_core::{Channel, ProviderClient};
 use sqlx::PgPool;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::limit::{Aimd, Gate, Signal};
 use crate::logstore::{LogEntry, LogSink};
 use crate::metrics_def::AsyncMetrics;
 use crate::queue::{self, Backoff, Claimed, Finish, Outcome};
@@ -22,8 +25,11 @@ use crate::queue::{self, Backoff, Claimed, Finish, Outcome};
 /// How the workers run. The defaults are what the design gives, not tuning for a benchmark.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Provider calls in flight per channel.
+    /// Provider calls in flight per channel to start with, and the least the adaptive limit goes
+    /// down to.
     pub concurrency: usize,
+    /// The most provider calls in flight per channel the adaptive limit grows to.
+    pub max_concurrency: usize,
     /// Most rows one claim takes.
     pub batch: usize,
     /// How long a claim loop sleeps when it found less than a full batch.
@@ -43,6 +49,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             concurrency: 64,
+            max_concurrency: 1024,
             batch: 32,
             poll_interval: Duration::from_millis(50),
             lease: Duration::from_secs(30),
@@ -99,9 +106,20 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
 }
 
 async fn channel_loop(ctx: Arc<Ctx>, channel: Channel, stop: CancellationToken) {
-    let concurrency = ctx.config.concurrency.max(1);
-    let slots = Arc::new(Semaphore::new(concurrency));
-    let (done_tx, done_rx) = mpsc::channel::<Outcome>(concurrency * 4);
+    let gate = Arc::new(Gate::new(Aimd::new(
+        ctx.config.concurrency,
+        ctx.config.max_concurrency,
+    )));
+    let metrics = ctx.metrics.channel(channel);
+    metrics.limit.set(gate.limit() as f64);
+    let slots = gate.slots().clone();
+    let (done_tx, done_rx) = mpsc::channel::<Outcome>(
+        ctx.config
+            .max_concurrency
+            .max(ctx.config.concurrency)
+            .max(1)
+            * 2,
+    );
     let finisher = tokio::spawn(finish_loop(ctx.clone(), done_rx));
     let mut sends = JoinSet::new();
 
@@ -115,9 +133,14 @@ async fn channel_loop(ctx: Arc<Ctx>, channel: Channel, stop: CancellationToken) 
             }
             continue;
         }
+        // A claim takes up to `batch` rows, or a quarter of the current limit once the limit has
+        // grown past four batches: a backlog drained at thousands a second then costs tens of
+        // claims a second, not hundreds (each is a commit).
+        let limit_now = gate.limit();
+        let claim_size = ctx.config.batch.max(limit_now / 4).max(1);
         // Under saturation slots free up one at a time; gather half a batch (or wait a poll
         // interval) rather than run a claim query per finished send.
-        let half_batch = ctx.config.batch.min(concurrency).div_ceil(2);
+        let half_batch = ctx.config.batch.min(limit_now).div_ceil(2);
         if free < half_batch && sends.len() >= half_batch {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -129,7 +152,7 @@ async fn channel_loop(ctx: Arc<Ctx>, channel: Channel, stop: CancellationToken) 
                 continue;
             }
         }
-        let limit = free.min(ctx.config.batch.max(1));
+        let limit = slots.available_permits().min(claim_size);
         let claimed = queue::claim(
             &ctx.pool,
             channel,
@@ -141,17 +164,20 @@ async fn channel_loop(ctx: Arc<Ctx>, channel: Channel, stop: CancellationToken) 
         let full = match claimed {
             Ok(rows) => {
                 let n = rows.len();
-                ctx.metrics.channel(channel).claimed.increment(n as u64);
+                metrics.claimed.increment(n as u64);
                 for row in rows {
                     let Ok(permit) = slots.clone().acquire_owned().await else {
                         break;
                     };
                     let ctx = ctx.clone();
+                    let gate = gate.clone();
                     let done_tx = done_tx.clone();
                     sends.spawn(async move {
-                        let outcome = send(&ctx, channel, row).await;
+                        let (outcome, signal) = send(&ctx, channel, row).await;
                         let _ = done_tx.send(outcome).await;
-                        drop(permit);
+                        if let Some(limit) = gate.finished(permit, signal) {
+                            ctx.metrics.channel(channel).limit.set(limit as f64);
+                        }
                     });
                 }
                 n == limit
@@ -161,6 +187,10 @@ async fn channel_loop(ctx: Arc<Ctx>, channel: Channel, stop: CancellationToken) 
                 false
             }
         };
+        // Every slot busy and the queue had more: more slots would have been used.
+        if full && slots.available_permits() == 0 {
+            gate.saturated();
+        }
         // Reap finished send tasks so the set does not grow.
         while sends.try_join_next().is_some() {}
         if !full {
@@ -185,8 +215,9 @@ async fn channel_loop(ctx: Arc<Ctx>, channel: Channel, stop: CancellationToken) 
     let _ = finisher.await;
 }
 
-/// One attempt: the provider call, with no database connection held.
-async fn send(ctx: &Ctx, channel: Channel, row: Claimed) -> Outcome {
+/// One attempt: the provider call, with no database connection held. Returns its outcome, and
+/// what it says about the provider's load.
+async fn send(ctx: &Ctx, channel: Channel, row: Claimed) -> (Outcome, Signal) {
     let m = ctx.metrics.channel(channel);
     m.in_flight.increment(1.0);
     let started = Instant::now();
@@ -197,6 +228,20 @@ async fn send(ctx: &Ctx, channel: Channel, row: Claimed) -> Outcome {
     let took = started.elapsed();
     m.in_flight.decrement(1.0);
 
+    let signal = match &sent {
+        Ok(_) => Signal::Ok(took),
+        Err(signup_core::ProviderError::Timeout { .. }) => Signal::Backpressure,
+        Err(signup_core::ProviderError::Transport { .. }) => Signal::Failed,
+        Err(signup_core::ProviderError::Status { status, .. }) => {
+            if status.as_u16() == 429 {
+                Signal::Backpressure
+            } else if status.is_server_error() {
+                Signal::Failed
+            } else {
+                Signal::Neutral
+            }
+        }
+    };
     let (finish, outcome, status) = match sent {
         Ok(status) => {
             m.sent.increment(1);
@@ -249,20 +294,38 @@ async fn send(ctx: &Ctx, channel: Channel, row: Claimed) -> Outcome {
         },
         &ctx.metrics,
     );
-    Outcome {
+    let outcome = Outcome {
         id: row.id,
         attempt: row.attempt,
         finish,
-    }
+    };
+    (outcome, signal)
 }
 
-/// Writes outcomes back in batches: whatever has arrived since the last write, up to 512 rows.
+/// How long a finisher with less than a full batch waits for more outcomes before it writes.
+const FINISH_LINGER: Duration = Duration::from_millis(20);
+
+/// Writes outcomes back in batches: whatever has arrived since the last write (and within
+/// [`FINISH_LINGER`] of the first), up to 512 rows.
 async fn finish_loop(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Outcome>) {
-    let mut batch = Vec::with_capacity(512);
+    const MOST: usize = 512;
+    let mut batch = Vec::with_capacity(MOST);
     loop {
         batch.clear();
-        if rx.recv_many(&mut batch, 512).await == 0 {
+        if rx.recv_many(&mut batch, MOST).await == 0 {
             return;
+        }
+        // A short batch waits a moment for company: at a thousand sends a second a channel would
+        // otherwise commit a finish every few milliseconds. The send slots are already free (the
+        // outcome is in the channel), so the wait delays only the row's bookkeeping.
+        if batch.len() < MOST {
+            tokio::time::sleep(FINISH_LINGER).await;
+            while batch.len() < MOST {
+                match rx.try_recv() {
+                    Ok(outcome) => batch.push(outcome),
+                    Err(_) => break,
+                }
+            }
         }
         for attempt in 0.. {
             match queue::finish(&ctx.pool, ctx.worker_id, &batch).await {

@@ -138,9 +138,14 @@ pub struct AsyncArgs {
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Provider calls in flight per channel.
+    /// Provider calls in flight per channel to start with; the adaptive limit never goes below it.
     #[arg(long, default_value_t = async_server::Settings::default().concurrency, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: u32,
+
+    /// The most provider calls in flight per channel: the limit grows towards it while a channel
+    /// is saturated and its provider healthy (a value below --concurrency means --concurrency).
+    #[arg(long, default_value_t = async_server::Settings::default().max_concurrency, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrency: u32,
 
     /// Most rows one claim takes.
     #[arg(long, default_value_t = async_server::Settings::default().batch, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -455,6 +460,7 @@ mod tests {
         assert_eq!(*args.pool.acquire_timeout, settings.acquire_timeout);
         assert_eq!(*args.provider_timeout, settings.provider_timeout);
         assert_eq!(args.workers.concurrency, settings.concurrency);
+        assert_eq!(args.workers.max_concurrency, settings.max_concurrency);
         assert_eq!(args.workers.batch, settings.batch);
         assert_eq!(*args.workers.poll_interval, settings.poll_interval);
         assert_eq!(*args.workers.lease, settings.lease);

@@ -73,6 +73,7 @@ async fn serve_async(args: AsyncArgs) -> Result<()> {
         provider_timeout: args.provider_timeout.into(),
         workers: async_server::WorkerConfig {
             concurrency: w.concurrency as usize,
+            max_concurrency: w.max_concurrency as usize,
             batch: w.batch as usize,
             poll_interval: w.poll_interval.into(),
             lease: w.lease.into(),

@@ -504,7 +504,8 @@ async fn an_outage_grows_a_backlog_that_drains_afterwards() {
 
 #[tokio::test]
 async fn a_slow_sms_provider_does_not_delay_email() {
-    // SMS takes 2 s a send with only 4 slots: 30 SMS take about 15 s to get through.
+    // SMS takes 2 s a send with only 4 slots (a fixed bound: the limit does not adapt): 30 SMS
+    // take about 15 s to get through.
     let providers = SimConfig {
         sms: fixed(2000),
         ..all(fixed(5))
@@ -512,6 +513,7 @@ async fn a_slow_sms_provider_does_not_delay_email() {
     let config = Config {
         workers: WorkerConfig {
             concurrency: 4,
+            max_concurrency: 4,
             ..WorkerConfig::default()
         },
         ..Config::default()
@@ -546,6 +548,33 @@ async fn a_slow_sms_provider_does_not_delay_email() {
         sms_done < 15,
         "SMS was meant to be slow, yet {sms_done} are done"
     );
+    stack.shutdown().await;
+}
+
+/// A slow but healthy provider with a backlog: the channel's limit grows past its floor (and
+/// stays within its cap), and the gauge says so.
+#[tokio::test]
+async fn a_saturated_channel_with_a_healthy_provider_gets_more_slots() {
+    let providers = SimConfig {
+        sms: fixed(100),
+        ..all(fixed(1))
+    };
+    let config = Config {
+        workers: WorkerConfig {
+            concurrency: 2,
+            max_concurrency: 48,
+            ..quick().workers
+        },
+        ..quick()
+    };
+    let stack = start(providers, config).await;
+    let limit = r#"fanbench_deliveries_concurrency_limit{channel="sms"}"#;
+    assert_eq!(stack.metric(limit).await, 2.0, "it starts at the floor");
+    let keys = stack.sign_up(0, 300).await;
+    stack.wait_delivered(&keys, Duration::from_secs(60)).await;
+    no_duplicates(&stack.summary().await);
+    let grown = stack.metric(limit).await;
+    assert!(grown > 2.0 && grown <= 48.0, "the SMS limit is {grown}");
     stack.shutdown().await;
 }
 
@@ -843,10 +872,12 @@ async fn a_database_failing_mid_request_gets_503_with_retry_after_and_a_retry_is
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_sends_and_releases_what_it_holds() {
-    // 300 ms sends and 2 slots a channel: at shutdown most rows are still waiting, a few in flight.
+    // 300 ms sends and 2 slots a channel (fixed): at shutdown most rows are still waiting, a few
+    // in flight.
     let config = Config {
         workers: WorkerConfig {
             concurrency: 2,
+            max_concurrency: 2,
             ..WorkerConfig::default()
         },
         ..Config::default()
