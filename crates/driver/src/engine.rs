@@ -162,12 +162,10 @@ async fn dispatch(
 /// One user: takes slots until the schedule ends or the run is cancelled.
 async fn user_loop(user: &mut GooseUser, shared: Arc<Shared>) {
     loop {
-        let slot = tokio::select! {
-            slot = shared.slots.recv_async() => match slot {
-                Ok(slot) => slot,
-                Err(_) => return, // the schedule is done
-            },
-            _ = shared.cancel.cancelled() => return,
+        // The channel closes when the dispatcher ends: at the end of the schedule, or at once on a
+        // stop. So a free user needs no second future to learn of a stop.
+        let Ok(slot) = shared.slots.recv_async().await else {
+            return;
         };
         if shared.cancel.is_cancelled() {
             return;

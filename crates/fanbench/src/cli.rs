@@ -68,6 +68,109 @@ pub enum Command {
     /// Start the whole stack in this process, send one sign-up end to end, and show what each
     /// provider received. Takes a few seconds; leaves nothing running.
     Demo(DemoArgs),
+    /// Measure fanbench and the async design against references, in one run each: the driver
+    /// against wrk, the API against pgbench, the whole design end to end. Prints the figures side
+    /// by side and writes them to OUT/bench-<what>.json. These measure; the tests do not.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The driver's cost and ceiling: drive a trivial endpoint (`serve null`) at each rate and
+    /// print requests/s, CPU microseconds per request and send lag, beside wrk's (when installed)
+    /// against the same endpoint.
+    ///
+    /// Example: fanbench bench driver --rates 5000,20000 --duration 10s
+    Driver(BenchDriverArgs),
+    /// The async design's ingest ceiling against PostgreSQL's own: pgbench runs the API's sign-up
+    /// statement on a fresh database, then the API alone (`serve async --role api`) is driven at
+    /// rising rates. Prints the highest rate held at p99 < --p99 with no 503, as a share of
+    /// pgbench's rate.
+    ///
+    /// Example: fanbench bench ingest --rates 1000,2000,3000
+    Ingest(BenchIngestArgs),
+    /// The highest rate at which the async design keeps up end to end: every channel delivers,
+    /// the queue does not grow, and delivery p99 stays under --delivery-p99. Runs the design
+    /// (`run --design async`) at rising rates, stopping at the first that fails.
+    ///
+    /// Example: fanbench bench e2e --rates 500,1000,1500
+    E2e(BenchE2eArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchOutArgs {
+    /// Where the figures and each step's run folder go. Default: reports/bench/<UTC time>-<what>/
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDriverArgs {
+    /// Offered rates, requests per second, one step each.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000,20000,40000", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rates: Vec<u32>,
+
+    /// How long each step (and wrk) runs.
+    #[arg(long, default_value = "10s")]
+    pub duration: humantime::Duration,
+
+    /// wrk's connections (one thread); skip wrk with --no-wrk.
+    #[arg(long, default_value_t = 50)]
+    pub wrk_connections: u32,
+
+    /// Do not run wrk even when it is installed.
+    #[arg(long)]
+    pub no_wrk: bool,
+
+    #[command(flatten)]
+    pub out: BenchOutArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchIngestArgs {
+    /// pgbench client counts, one pgbench run each; the reference is the one equal to the API's
+    /// pool size (10), or the best when none is.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,10,16")]
+    pub clients: Vec<u32>,
+
+    /// Offered rates for the API alone, sign-ups per second, one step each (stops at the first
+    /// that fails).
+    #[arg(long, value_delimiter = ',', default_value = "500,1000,1500,2000,2500,3000,4000", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rates: Vec<u32>,
+
+    /// How long each pgbench run and each step lasts.
+    #[arg(long, default_value = "10s")]
+    pub duration: humantime::Duration,
+
+    /// The accepted-latency p99 a step must stay under, in milliseconds.
+    #[arg(long, default_value_t = 50.0)]
+    pub p99: f64,
+
+    #[command(flatten)]
+    pub out: BenchOutArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchE2eArgs {
+    /// Offered rates, sign-ups per second, one step each (stops at the first that fails).
+    #[arg(long, value_delimiter = ',', default_value = "250,500,750,1000,1250,1500,2000", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rates: Vec<u32>,
+
+    /// How long each step offers load.
+    #[arg(long, default_value = "30s")]
+    pub duration: humantime::Duration,
+
+    /// The delivery p99 every channel must stay under, in milliseconds.
+    #[arg(long, default_value_t = 1000.0)]
+    pub delivery_p99: f64,
+
+    /// The accepted-latency p99 a step must stay under, in milliseconds.
+    #[arg(long, default_value_t = 100.0)]
+    pub p99: f64,
+
+    #[command(flatten)]
+    pub out: BenchOutArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +190,20 @@ pub enum ServeCommand {
     ///
     /// Example: fanbench serve async --providers-url http://127.0.0.1:7001
     Async(AsyncArgs),
+    /// A trivial endpoint: answers every POST /register with 202 at once, touching nothing. What
+    /// `fanbench bench driver` drives, so that only the driver's own cost is measured.
+    Null(NullArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NullArgs {
+    /// Stop when standard input closes (set by `fanbench bench` for the servers it runs).
+    #[arg(long, hide = true)]
+    pub watch_stdin: bool,
+
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7009")]
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -1,6 +1,7 @@
 //! The `fanbench` command: thin glue over the library crates. Errors become exit codes here and
 //! nowhere else: 0 success, 1 "the answer is no" (a failed gate), 2 an error (an invalid run among them).
 
+mod bench;
 mod cli;
 mod compare;
 mod demo;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(serve) => serve::run(serve).await,
             Command::Demo(demo) => demo::run(demo).await,
+            Command::Bench(bench) => bench::run(bench).await,
             Command::Dlq(dlq) => dlq::run(dlq).await,
             Command::Compare(args) => compare::compare(args).await,
             Command::Run(args) => compare::run(args).await,

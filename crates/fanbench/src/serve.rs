@@ -7,7 +7,7 @@ use fanbench_db::Database;
 use provider_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
-use crate::cli::{AsyncArgs, ProvidersArgs, RoleArg, ServeCommand, SyncArgs};
+use crate::cli::{AsyncArgs, NullArgs, ProvidersArgs, RoleArg, ServeCommand, SyncArgs};
 use crate::shutdown;
 
 pub async fn run(command: ServeCommand) -> Result<()> {
@@ -15,7 +15,30 @@ pub async fn run(command: ServeCommand) -> Result<()> {
         ServeCommand::Providers(args) => providers(args).await,
         ServeCommand::Sync(args) => sync(args).await,
         ServeCommand::Async(args) => serve_async(args).await,
+        ServeCommand::Null(args) => null(args).await,
     }
+}
+
+/// Reads the body (as a real server would) and answers 202 with a small JSON body.
+async fn null(args: NullArgs) -> Result<()> {
+    use axum::http::StatusCode;
+    let router = axum::Router::new().route(
+        "/register",
+        axum::routing::post(|_body: axum::body::Bytes| async {
+            (
+                StatusCode::ACCEPTED,
+                [("content-type", "application/json")],
+                r#"{"accepted":true}"#,
+            )
+        }),
+    );
+    let listener = bind(args.listen).await?;
+    announce("null endpoint", &listener)?;
+    let stop = stop_token(args.watch_stdin);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .context("null endpoint failed")
 }
 
 async fn providers(args: ProvidersArgs) -> Result<()> {

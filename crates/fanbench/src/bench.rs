@@ -1,0 +1,996 @@
+//! `fanbench bench …`: measurements against references, each in one run, so a figure and its
+//! reference share a machine and a minute. Benchmarks measure; the tests check behaviour and never
+//! time anything.
+//!
+//! - `driver`: the driver against a trivial endpoint, beside wrk against the same endpoint.
+//! - `ingest`: pgbench running the async design's own sign-up statement, then the API alone.
+//! - `e2e`: the async design end to end at rising rates, until a channel falls behind.
+//!
+//! Every step is a child process (`fanbench run`, `wrk`, `pgbench`) so its CPU time can be read
+//! from the kernel's accounting of reaped children, the same way for fanbench and its references.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use results::{DesignResults, RunResults};
+use serde::Serialize;
+
+use crate::cli::RunDatabaseArgs;
+use crate::cli::{BenchCommand, BenchDriverArgs, BenchE2eArgs, BenchIngestArgs, BenchOutArgs};
+use crate::environment::DatabaseServer;
+use crate::launch::ChildServer;
+use crate::usage::process_cpu;
+
+pub async fn run(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Driver(args) => driver(args).await,
+        BenchCommand::Ingest(args) => ingest(args).await,
+        BenchCommand::E2e(args) => e2e(args).await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// bench driver
+
+/// One rate's figures for the driver.
+#[derive(Debug, Serialize)]
+struct DriverStep {
+    offered_rps: u32,
+    intended: u64,
+    sent: u64,
+    /// Answers per second over the step's scheduled length.
+    achieved_rps: f64,
+    /// The driver process's user + system CPU, whole process (start-up included), per request sent.
+    cpu_us_per_request: f64,
+    cpu_seconds: f64,
+    send_lag_p99_ms: f64,
+    send_lag_max_ms: f64,
+    latency_p99_ms: f64,
+    trustworthy: bool,
+    /// The endpoint's CPU over the step, per request (what the server side cost).
+    endpoint_cpu_us_per_request: Option<f64>,
+}
+
+/// wrk against the same endpoint: closed loop, as fast as it goes.
+#[derive(Debug, Serialize)]
+struct WrkStep {
+    connections: u32,
+    requests: u64,
+    requests_per_s: f64,
+    cpu_seconds: f64,
+    cpu_us_per_request: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct DriverReport {
+    cpus: usize,
+    duration_s: f64,
+    steps: Vec<DriverStep>,
+    wrk: Option<WrkStep>,
+    /// Why wrk did not run, when it did not.
+    wrk_missing: Option<String>,
+}
+
+async fn driver(args: BenchDriverArgs) -> Result<()> {
+    let out = out_dir(&args.out, "driver")?;
+    let duration: Duration = args.duration.into();
+    let endpoint = spawn_child(
+        "null endpoint",
+        &["serve", "null"],
+        &out.join("endpoint.log"),
+    )?;
+    eprintln!(
+        "bench driver: endpoint {} ; results in {}",
+        endpoint.url,
+        out.display()
+    );
+
+    let mut steps = Vec::new();
+    for &rate in &args.rates {
+        let scenario = out.join(format!("driver-{rate}.toml"));
+        std::fs::write(&scenario, driver_scenario(rate, duration))?;
+        let dir = out.join(format!("driver-{rate}"));
+        let endpoint_before = process_cpu(endpoint.pid());
+        let mut cmd = fanbench()?;
+        cmd.args(["run", "--quiet", "--target", &endpoint.url, "--scenario"])
+            .arg(&scenario)
+            .arg("--out")
+            .arg(&dir);
+        eprintln!(
+            "bench driver: {rate}/s for {}",
+            humantime::format_duration(duration)
+        );
+        let (status, cpu) = timed(cmd).await?;
+        let endpoint_cpu = match (endpoint_before, process_cpu(endpoint.pid())) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        let d = read_design(&dir, results::TARGET)
+            .with_context(|| format!("the {rate}/s step ({status}) left no results"))?;
+        let sent = d.requests.sent.max(1) as f64;
+        steps.push(DriverStep {
+            offered_rps: rate,
+            intended: d.requests.intended,
+            sent: d.requests.sent,
+            achieved_rps: d.requests.completed as f64 / duration.as_secs_f64(),
+            cpu_us_per_request: cpu.as_secs_f64() * 1e6 / sent,
+            cpu_seconds: cpu.as_secs_f64(),
+            send_lag_p99_ms: d.send_lag_ms.p99,
+            send_lag_max_ms: d.send_lag_ms.max,
+            latency_p99_ms: d.latency_ms.p99,
+            trustworthy: d.trustworthy,
+            endpoint_cpu_us_per_request: endpoint_cpu.map(|c| c.as_secs_f64() * 1e6 / sent),
+        });
+    }
+
+    let (wrk, wrk_missing) = if args.no_wrk {
+        (None, Some("--no-wrk".to_string()))
+    } else if !on_path("wrk") {
+        (
+            None,
+            Some("wrk is not installed (sudo apt-get install -y wrk)".to_string()),
+        )
+    } else {
+        eprintln!(
+            "bench driver: wrk, {} connections, for {}",
+            args.wrk_connections,
+            humantime::format_duration(duration)
+        );
+        (
+            Some(run_wrk(&endpoint.url, args.wrk_connections, duration, &out).await?),
+            None,
+        )
+    };
+    endpoint.stop(Duration::from_secs(5))?;
+
+    let report = DriverReport {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        duration_s: duration.as_secs_f64(),
+        steps,
+        wrk,
+        wrk_missing,
+    };
+    print!("{}", driver_table(&report));
+    write_json(&out.join("bench-driver.json"), &report)
+}
+
+fn driver_scenario(rate: u32, duration: Duration) -> String {
+    format!(
+        "name = \"bench-driver-{rate}\"\n\
+         description = \"fanbench bench driver: {rate}/s, evenly spaced, at a trivial endpoint\"\n\
+         [arrivals]\nprocess = \"uniform\"\n\
+         phases = [{{ kind = \"constant\", duration = \"{}\", rate = {rate} }}]\n\
+         [driver]\n\
+         # The endpoint answers in well under a millisecond: users for 50 ms of latency suffice.\n\
+         max_latency = \"50ms\"\n",
+        humantime::format_duration(duration)
+    )
+}
+
+fn driver_table(r: &DriverReport) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "\nfanbench's driver at a trivial endpoint ({} cores, {:.0} s a step)\n",
+        r.cpus, r.duration_s
+    ));
+    s.push_str(&format!(
+        "{:>10} {:>16} {:>12} {:>10} {:>12} {:>12} {:>12} {:>12}  {}\n",
+        "offered/s",
+        "sent",
+        "answered/s",
+        "CPU µs/req",
+        "lag p99 ms",
+        "lag max ms",
+        "lat p99 ms",
+        "server µs/req",
+        "on schedule"
+    ));
+    for st in &r.steps {
+        s.push_str(&format!(
+            "{:>10} {:>16} {:>12.0} {:>10.1} {:>12.3} {:>12.2} {:>12.2} {:>12}  {}\n",
+            st.offered_rps,
+            format!("{} of {}", st.sent, st.intended),
+            st.achieved_rps,
+            st.cpu_us_per_request,
+            st.send_lag_p99_ms,
+            st.send_lag_max_ms,
+            st.latency_p99_ms,
+            st.endpoint_cpu_us_per_request
+                .map_or("-".into(), |v| format!("{v:.1}")),
+            on_schedule(st),
+        ));
+    }
+    match (&r.wrk, &r.wrk_missing) {
+        (Some(w), _) => {
+            s.push_str(&format!(
+                "{:>10} {:>16} {:>12.0} {:>10.1}   (wrk, {} connections, closed loop)\n",
+                "wrk", w.requests, w.requests_per_s, w.cpu_us_per_request, w.connections
+            ));
+            if let Some(st) = r.steps.iter().find(|s| s.offered_rps == 5000) {
+                s.push_str(&format!(
+                    "CPU per request at 5,000/s: {:.1} µs = {:.1}× wrk's {:.1} µs\n",
+                    st.cpu_us_per_request,
+                    st.cpu_us_per_request / w.cpu_us_per_request,
+                    w.cpu_us_per_request
+                ));
+            }
+        }
+        (None, Some(why)) => s.push_str(&format!("wrk: not run ({why})\n")),
+        (None, None) => {}
+    }
+    s
+}
+
+/// "yes" when everything was sent with send lag p99 under a millisecond.
+fn on_schedule(st: &DriverStep) -> &'static str {
+    if st.sent == st.intended && st.send_lag_p99_ms < 1.0 {
+        "yes"
+    } else if st.trustworthy {
+        "late (lag p99 ≥ 1 ms, under the run's 10 ms threshold)"
+    } else {
+        "NO: the driver was the bottleneck"
+    }
+}
+
+async fn run_wrk(url: &str, connections: u32, duration: Duration, out: &Path) -> Result<WrkStep> {
+    let script = out.join("wrk-post.lua");
+    std::fs::write(
+        &script,
+        "wrk.method = \"POST\"\n\
+         wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+         wrk.body = '{\"email\":\"s1-t0.wrk@load.fanbench.test\",\"name\":\"Load user 1\"}'\n",
+    )?;
+    let log = out.join("wrk.txt");
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t1", "-c"])
+        .arg(connections.to_string())
+        .arg("-d")
+        .arg(format!("{}s", duration.as_secs().max(1)))
+        .arg("-s")
+        .arg(&script)
+        .arg(format!("{url}/register"))
+        .stdout(std::fs::File::create(&log)?);
+    let (status, cpu) = timed(cmd).await?;
+    let text = std::fs::read_to_string(&log)?;
+    if !status.success() {
+        bail!("wrk failed ({status}): {text}");
+    }
+    let (requests, rps) =
+        parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))?;
+    Ok(WrkStep {
+        connections,
+        requests,
+        requests_per_s: rps,
+        cpu_seconds: cpu.as_secs_f64(),
+        cpu_us_per_request: cpu.as_secs_f64() * 1e6 / requests.max(1) as f64,
+    })
+}
+
+/// Total requests ("N requests in 10.00s") and "Requests/sec:" from wrk's report.
+fn parse_wrk(text: &str) -> Option<(u64, f64)> {
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((requests, rps))
+}
+
+// ---------------------------------------------------------------------------------------------
+// bench ingest
+
+#[derive(Debug, Serialize)]
+struct PgbenchStep {
+    clients: u32,
+    transactions: u64,
+    tps: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct IngestStep {
+    offered_rps: u32,
+    sent: u64,
+    accepted: u64,
+    status_503: u64,
+    accepted_p99_ms: f64,
+    send_lag_p99_ms: f64,
+    trustworthy: bool,
+    valid: bool,
+    passed: bool,
+    why: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct IngestReport {
+    cpus: usize,
+    duration_s: f64,
+    statement: String,
+    pgbench: Vec<PgbenchStep>,
+    /// The pgbench figure the API is measured against: at the API's pool size, else the best.
+    reference_tps: f64,
+    reference_clients: u32,
+    api: Vec<IngestStep>,
+    /// The highest offered rate the API held.
+    held_rps: Option<u32>,
+    /// `held_rps / reference_tps`.
+    share_of_pgbench: Option<f64>,
+}
+
+async fn ingest(args: BenchIngestArgs) -> Result<()> {
+    let out = out_dir(&args.out, "ingest")?;
+    let duration: Duration = args.duration.into();
+    let server = DatabaseServer::start(&RunDatabaseArgs {
+        database_url: None,
+        keep_databases: false,
+    })
+    .await?;
+
+    // pgbench on a database of its own, migrated like the async design's.
+    let pgbench_url = fresh_async_database(&server.url, "bench_pgbench").await?;
+    let script = out.join("signup.pgbench.sql");
+    let statement = pgbench_script(async_server::signup::SIGNUP_SQL)?;
+    std::fs::write(&script, &statement)?;
+    let pgbench = find_pgbench()?;
+    let mut pg_steps = Vec::new();
+    for &clients in &args.clients {
+        eprintln!(
+            "bench ingest: pgbench, {clients} client(s), {}",
+            humantime::format_duration(duration)
+        );
+        let log = out.join(format!("pgbench-{clients}.txt"));
+        let mut cmd = Command::new(&pgbench);
+        cmd.args(["-n", "-M", "prepared", "-c"])
+            .arg(clients.to_string())
+            .arg("-j")
+            .arg(clients.min(2).to_string())
+            .arg("-T")
+            .arg(duration.as_secs().max(1).to_string())
+            .arg("-f")
+            .arg(&script)
+            .arg(&pgbench_url)
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::process::Stdio::null());
+        let (status, _) = timed(cmd).await?;
+        let text = std::fs::read_to_string(&log)?;
+        let (transactions, tps) = parse_pgbench(&text)
+            .with_context(|| format!("pgbench ({status}) printed no figures:\n{text}"))?;
+        pg_steps.push(PgbenchStep {
+            clients,
+            transactions,
+            tps,
+        });
+    }
+    let pool = async_server::Settings::default().pool_size;
+    let reference = pg_steps
+        .iter()
+        .find(|s| s.clients == pool)
+        .or_else(|| pg_steps.iter().max_by(|a, b| a.tps.total_cmp(&b.tps)))
+        .map(|s| (s.tps, s.clients))
+        .unwrap_or((0.0, 0));
+
+    // The API alone on a fresh database: no workers, so only ingest is measured.
+    let api_url = fresh_async_database(&server.url, "bench_api").await?;
+    let api = spawn_child(
+        "async API",
+        &[
+            "serve",
+            "async",
+            "--role",
+            "api",
+            "--database-url",
+            &api_url,
+            // The API role never calls a provider.
+            "--providers-url",
+            "http://127.0.0.1:9",
+        ],
+        &out.join("api.log"),
+    )?;
+    let mut steps = Vec::new();
+    for &rate in &args.rates {
+        let scenario = out.join(format!("ingest-{rate}.toml"));
+        std::fs::write(
+            &scenario,
+            signup_scenario("bench-ingest", rate, duration, None),
+        )?;
+        let dir = out.join(format!("ingest-{rate}"));
+        let mut cmd = fanbench()?;
+        cmd.args(["run", "--quiet", "--target", &api.url, "--scenario"])
+            .arg(&scenario)
+            .arg("--out")
+            .arg(&dir);
+        eprintln!("bench ingest: the API alone at {rate}/s");
+        let _ = timed(cmd).await?;
+        let d = read_design(&dir, results::TARGET)?;
+        let step = ingest_step(rate, &d, args.p99);
+        let passed = step.passed;
+        eprintln!(
+            "bench ingest: {rate}/s: accepted p99 {:.1} ms, 503 {}, {}",
+            step.accepted_p99_ms,
+            step.status_503,
+            if passed {
+                "held".to_string()
+            } else {
+                step.why.join("; ")
+            }
+        );
+        steps.push(step);
+        if !passed {
+            break;
+        }
+    }
+    api.stop(Duration::from_secs(10))?;
+    let held = steps
+        .iter()
+        .filter(|s| s.passed)
+        .map(|s| s.offered_rps)
+        .max();
+    let report = IngestReport {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        duration_s: duration.as_secs_f64(),
+        statement,
+        pgbench: pg_steps,
+        reference_tps: reference.0,
+        reference_clients: reference.1,
+        api: steps,
+        held_rps: held,
+        share_of_pgbench: held
+            .filter(|_| reference.0 > 0.0)
+            .map(|h| f64::from(h) / reference.0),
+    };
+    print!("{}", ingest_table(&report, args.p99));
+    write_json(&out.join("bench-ingest.json"), &report)
+}
+
+fn ingest_step(rate: u32, d: &DesignResults, p99_bound: f64) -> IngestStep {
+    let status = |k: &str| d.requests.status.get(k).copied().unwrap_or(0);
+    let accepted_p99 = d
+        .latency_ms_by_class
+        .get("2xx")
+        .map_or(f64::INFINITY, |c| c.latency.p99);
+    let mut why = Vec::new();
+    if !d.valid {
+        why.push(format!("invalid: {}", d.invalid_reasons.join(", ")));
+    }
+    if !d.trustworthy {
+        why.push("the driver could not keep to the schedule".into());
+    }
+    if status("503") > 0 {
+        why.push(format!("{} refused (503)", status("503")));
+    }
+    let failed = d.requests.sent - status("2xx");
+    if failed > 0 {
+        why.push(format!("{failed} not accepted"));
+    }
+    if accepted_p99 >= p99_bound {
+        why.push(format!(
+            "accepted p99 {accepted_p99:.1} ms ≥ {p99_bound} ms"
+        ));
+    }
+    IngestStep {
+        offered_rps: rate,
+        sent: d.requests.sent,
+        accepted: status("2xx"),
+        status_503: status("503"),
+        accepted_p99_ms: accepted_p99,
+        send_lag_p99_ms: d.send_lag_ms.p99,
+        trustworthy: d.trustworthy,
+        valid: d.valid,
+        passed: why.is_empty(),
+        why,
+    }
+}
+
+fn ingest_table(r: &IngestReport, p99: f64) -> String {
+    let mut s = format!(
+        "\nPostgreSQL's own rate for the async sign-up statement (pgbench, {} cores, {:.0} s each)\n",
+        r.cpus, r.duration_s
+    );
+    for p in &r.pgbench {
+        s.push_str(&format!(
+            "  {:>3} client(s): {:>8.0} sign-ups/s\n",
+            p.clients, p.tps
+        ));
+    }
+    s.push_str(&format!(
+        "\nThe async API alone (--role api, pool {}), p99 < {p99} ms and no 503 to hold\n",
+        async_server::Settings::default().pool_size
+    ));
+    for st in &r.api {
+        s.push_str(&format!(
+            "  {:>6}/s: accepted {:>8} of {:>8}, p99 {:>7.1} ms, lag p99 {:>5.2} ms  {}\n",
+            st.offered_rps,
+            st.accepted,
+            st.sent,
+            st.accepted_p99_ms,
+            st.send_lag_p99_ms,
+            if st.passed {
+                "held".to_string()
+            } else {
+                format!("FAILED: {}", st.why.join("; "))
+            }
+        ));
+    }
+    match (r.held_rps, r.share_of_pgbench) {
+        (Some(h), Some(share)) => s.push_str(&format!(
+            "\nhighest rate held: {h}/s = {share:.2} × pgbench's {:.0}/s ({} clients)\n",
+            r.reference_tps, r.reference_clients
+        )),
+        _ => s.push_str("\nno rate was held\n"),
+    }
+    s
+}
+
+/// The server's sign-up statement as a pgbench script: each parameter becomes the SQL that makes
+/// a value of the same shape (a time-ordered id, a unique email, all three channels), so
+/// PostgreSQL does the work the API asks of it, and nothing else.
+fn pgbench_script(sql: &str) -> Result<String> {
+    // Time-ordered like the server's UUIDv7: 48 bits of milliseconds, then random bits.
+    let uuid = "(lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0') \
+                || substr(md5(random()::text), 1, 20))::uuid";
+    let email = "('pgb-' || CAST(:r AS text) || '@bench.fanbench.test')";
+    let phone = "'+15550000000'";
+    let device = "('device-' || CAST(:r AS text))";
+    let params = [
+        ("$8", format!("ARRAY[{email}, {phone}, {device}]")),
+        ("$7", "ARRAY['email', 'sms', 'push']".to_string()),
+        ("$6", uuid.to_string()),
+        ("$5", device.to_string()),
+        ("$4", phone.to_string()),
+        ("$3", "('Load user ' || CAST(:r AS text))".to_string()),
+        ("$2", email.to_string()),
+        ("$1", uuid.to_string()),
+    ];
+    let mut body = sql.to_string();
+    for (p, v) in params {
+        if !body.contains(p) {
+            bail!("the sign-up statement has no {p}: update the pgbench script with it");
+        }
+        body = body.replace(p, &v);
+    }
+    if body.contains('$') {
+        bail!("the sign-up statement has parameters the pgbench script does not fill");
+    }
+    // pgbench reads one statement per line unless it ends with a semicolon: flatten it.
+    let flat = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    Ok(format!("\\set r random(1, 9000000000000000000)\n{flat};\n"))
+}
+
+/// Transactions processed and tps from pgbench's report.
+fn parse_pgbench(text: &str) -> Option<(u64, f64)> {
+    let transactions = text
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let tps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((transactions, tps))
+}
+
+/// pgbench ships beside the server binaries (Debian's `postgresql-NN` package), which may be
+/// reached through symlinks (e.g. /usr/local/bin/postgres) that do not include it.
+fn find_pgbench() -> Result<PathBuf> {
+    let dir = fanbench_db::find_pg_bin().context("pgbench comes with the PostgreSQL server")?;
+    let beside_real = std::fs::canonicalize(dir.join("postgres"))
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("pgbench")));
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("pgbench"))
+            .find(|p| p.is_file())
+    });
+    [Some(dir.join("pgbench")), beside_real, on_path]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .context(
+            "pgbench was not found beside the PostgreSQL server binaries or on PATH; it ships \
+             with the server: sudo apt-get install -y postgresql",
+        )
+}
+
+async fn fresh_async_database(server_url: &str, name: &str) -> Result<String> {
+    let url = fanbench_db::database_url_with_name(server_url, name)?;
+    fanbench_db::ensure_database(&url).await?;
+    let pool = fanbench_db::connect_pool(&url, 2, Duration::from_secs(5)).await?;
+    async_server::migrate(&pool).await?;
+    pool.close().await;
+    Ok(url)
+}
+
+// ---------------------------------------------------------------------------------------------
+// bench e2e
+
+#[derive(Debug, Serialize)]
+struct E2eStep {
+    offered_rps: u32,
+    accepted_p99_ms: f64,
+    status_503: u64,
+    /// Delivery p99 per channel, from the sign-up's intended send time to the provider's receipt.
+    delivery_p99_ms: std::collections::BTreeMap<String, f64>,
+    /// The queue's growth over the second half of the load, rows a second, all channels.
+    backlog_slope_per_s: Option<f64>,
+    expected: u64,
+    delivered: u64,
+    lost: u64,
+    undelivered: u64,
+    trustworthy: bool,
+    valid: bool,
+    passed: bool,
+    why: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct E2eReport {
+    cpus: usize,
+    duration_s: f64,
+    steps: Vec<E2eStep>,
+    held_rps: Option<u32>,
+}
+
+async fn e2e(args: BenchE2eArgs) -> Result<()> {
+    let out = out_dir(&args.out, "e2e")?;
+    let duration: Duration = args.duration.into();
+    let server = DatabaseServer::start(&RunDatabaseArgs {
+        database_url: None,
+        keep_databases: false,
+    })
+    .await?;
+    let mut steps = Vec::new();
+    for &rate in &args.rates {
+        let scenario = out.join(format!("e2e-{rate}.toml"));
+        // A short drain: a design that kept up has almost nothing queued when the load stops.
+        std::fs::write(
+            &scenario,
+            signup_scenario("bench-e2e", rate, duration, Some("10s")),
+        )?;
+        let dir = out.join(format!("e2e-{rate}"));
+        let mut cmd = fanbench()?;
+        cmd.args(["run", "--quiet", "--design", "async", "--scenario"])
+            .arg(&scenario)
+            .arg("--out")
+            .arg(&dir)
+            .arg("--database-url")
+            .arg(&server.url);
+        eprintln!(
+            "bench e2e: the async design at {rate}/s for {}",
+            humantime::format_duration(duration)
+        );
+        let _ = timed(cmd).await?;
+        let d = read_design(&dir, results::ASYNC)?;
+        let slope = backlog_slope(&dir, duration);
+        let step = e2e_step(rate, &d, slope, args.p99, args.delivery_p99);
+        eprintln!(
+            "bench e2e: {rate}/s: {}",
+            if step.passed {
+                "kept up".to_string()
+            } else {
+                step.why.join("; ")
+            }
+        );
+        let passed = step.passed;
+        steps.push(step);
+        if !passed {
+            break;
+        }
+    }
+    let report = E2eReport {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        duration_s: duration.as_secs_f64(),
+        held_rps: steps
+            .iter()
+            .filter(|s| s.passed)
+            .map(|s| s.offered_rps)
+            .max(),
+        steps,
+    };
+    print!("{}", e2e_table(&report, &args));
+    write_json(&out.join("bench-e2e.json"), &report)
+}
+
+fn e2e_step(
+    rate: u32,
+    d: &DesignResults,
+    slope: Option<f64>,
+    p99_bound: f64,
+    delivery_bound: f64,
+) -> E2eStep {
+    let status_503 = d.requests.status.get("503").copied().unwrap_or(0);
+    let accepted_p99 = d
+        .latency_ms_by_class
+        .get("2xx")
+        .map_or(f64::INFINITY, |c| c.latency.p99);
+    let delivery: std::collections::BTreeMap<String, f64> = d
+        .delivery
+        .iter()
+        .map(|(c, v)| (c.clone(), v.p99_ms))
+        .collect();
+    let rec = d.reconciliation.clone().unwrap_or_default();
+    let mut why = Vec::new();
+    if !d.valid {
+        why.push(format!("invalid: {}", d.invalid_reasons.join(", ")));
+    }
+    if !d.trustworthy {
+        why.push("the driver could not keep to the schedule".into());
+    }
+    if status_503 > 0 {
+        why.push(format!("{status_503} refused (503)"));
+    }
+    if accepted_p99 >= p99_bound {
+        why.push(format!(
+            "accepted p99 {accepted_p99:.1} ms ≥ {p99_bound} ms"
+        ));
+    }
+    for (channel, p99) in &delivery {
+        if *p99 >= delivery_bound {
+            why.push(format!(
+                "{channel} delivery p99 {p99:.0} ms ≥ {delivery_bound} ms"
+            ));
+        }
+    }
+    if delivery.is_empty() {
+        why.push("nothing was delivered".into());
+    }
+    if rec.lost > 0 || rec.undelivered > 0 || rec.dead > 0 {
+        why.push(format!(
+            "{} lost, {} dead, {} still queued after the drain",
+            rec.lost, rec.dead, rec.undelivered
+        ));
+    }
+    // Growing by more than 1 % of the notifications arriving (about three per sign-up) is a
+    // queue that falls behind, not noise.
+    if let Some(s) = slope {
+        let limit = (f64::from(rate) * 3.0 * 0.01).max(5.0);
+        if s > limit {
+            why.push(format!(
+                "the queue grew by {s:.0} rows/s (limit {limit:.0})"
+            ));
+        }
+    }
+    E2eStep {
+        offered_rps: rate,
+        accepted_p99_ms: accepted_p99,
+        status_503,
+        delivery_p99_ms: delivery,
+        backlog_slope_per_s: slope,
+        expected: rec.expected,
+        delivered: rec.delivered,
+        lost: rec.lost,
+        undelivered: rec.undelivered,
+        trustworthy: d.trustworthy,
+        valid: d.valid,
+        passed: why.is_empty(),
+        why,
+    }
+}
+
+/// The least-squares slope of the total queue depth (all channels, from the server's
+/// `fanbench_queue_depth` gauge sampled each second) over the second half of the load.
+fn backlog_slope(dir: &Path, duration: Duration) -> Option<f64> {
+    let text = std::fs::read_to_string(dir.join("telemetry.json")).ok()?;
+    let telemetry: results::Telemetry = serde_json::from_str(&text).ok()?;
+    let samples = &telemetry.designs.get(results::ASYNC)?.samples;
+    let end = duration.as_secs_f64();
+    let points: Vec<(f64, f64)> = samples
+        .iter()
+        .filter(|s| s.t >= end / 2.0 && s.t <= end)
+        .map(|s| {
+            let depth = s
+                .server
+                .iter()
+                .filter(|(k, _)| k.starts_with("fanbench_queue_depth"))
+                .map(|(_, v)| v)
+                .sum::<f64>();
+            (s.t, depth)
+        })
+        .collect();
+    slope(&points)
+}
+
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 3 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (num, den) = points.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
+        (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
+    });
+    (den > 0.0).then(|| num / den)
+}
+
+fn e2e_table(r: &E2eReport, args: &BenchE2eArgs) -> String {
+    let mut s = format!(
+        "\nThe async design end to end ({} cores, {:.0} s a step; accepted p99 < {} ms, delivery p99 < {} ms, the queue not growing, nothing lost or left)\n",
+        r.cpus, r.duration_s, args.p99, args.delivery_p99
+    );
+    for st in &r.steps {
+        let delivery = st
+            .delivery_p99_ms
+            .iter()
+            .map(|(c, v)| format!("{c} {v:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        s.push_str(&format!(
+            "  {:>6}/s: accepted p99 {:>7.1} ms; delivery p99 ms: {delivery}; queue {:+.1} rows/s; delivered {} of {}  {}\n",
+            st.offered_rps,
+            st.accepted_p99_ms,
+            st.backlog_slope_per_s.unwrap_or(f64::NAN),
+            st.delivered,
+            st.expected,
+            if st.passed {
+                "kept up".to_string()
+            } else {
+                format!("FELL BEHIND: {}", st.why.join("; "))
+            }
+        ));
+    }
+    match r.held_rps {
+        Some(h) => s.push_str(&format!("\nhighest rate kept up with: {h}/s\n")),
+        None => s.push_str("\nno rate was kept up with\n"),
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// shared
+
+/// A constant Poisson load of sign-ups with every channel, as the story's users sign up.
+fn signup_scenario(name: &str, rate: u32, duration: Duration, drain: Option<&str>) -> String {
+    let mut s = format!(
+        "name = \"{name}-{rate}\"\n\
+         description = \"fanbench bench: {rate} sign-ups/s, Poisson arrivals, every channel\"\n\
+         [arrivals]\nprocess = \"poisson\"\nseed = 1\n\
+         phases = [{{ kind = \"constant\", duration = \"{}\", rate = {rate} }}]\n\
+         [payload]\nphone_share = 1.0\ndevice_share = 1.0\n\
+         [driver]\nmax_latency = \"200ms\"\n",
+        humantime::format_duration(duration)
+    );
+    if let Some(drain) = drain {
+        s.push_str(&format!("[servers.async]\ndrain_timeout = \"{drain}\"\n"));
+    }
+    s
+}
+
+fn out_dir(args: &BenchOutArgs, what: &str) -> Result<PathBuf> {
+    let dir = match &args.out {
+        Some(d) => d.clone(),
+        None => PathBuf::from("reports/bench").join(format!(
+            "{}-{what}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+        )),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn fanbench() -> Result<Command> {
+    let exe = std::env::current_exe().context("cannot find the fanbench executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.stdout(std::process::Stdio::null());
+    Ok(cmd)
+}
+
+fn spawn_child(name: &str, args: &[&str], log: &Path) -> Result<ChildServer> {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    ChildServer::spawn(name, &args, log)
+}
+
+/// Runs `cmd` to the end; returns how it ended and the user + system CPU time it and its own
+/// children used, from the kernel's accounting of reaped children (`getrusage(RUSAGE_CHILDREN)`
+/// before and after). Steps run one at a time, so nothing else is reaped in between.
+async fn timed(mut cmd: Command) -> Result<(ExitStatus, Duration)> {
+    tokio::task::spawn_blocking(move || {
+        let before = children_cpu()?;
+        let status = cmd.status().context("could not start a benchmark step")?;
+        let after = children_cpu()?;
+        Ok((status, after.saturating_sub(before)))
+    })
+    .await?
+}
+
+fn children_cpu() -> Result<Duration> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage")?;
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec().max(0) as u64)
+            + Duration::from_micros(t.tv_usec().max(0) as u64)
+    };
+    Ok(tv(usage.user_time()) + tv(usage.system_time()))
+}
+
+fn read_design(dir: &Path, design: &str) -> Result<DesignResults> {
+    let path = dir.join("results.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("could not read {}", path.display()))?;
+    let mut run: RunResults = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a results file", path.display()))?;
+    run.designs
+        .remove(design)
+        .with_context(|| format!("{} has no {design} results", path.display()))
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
+        .with_context(|| format!("could not write {}", path.display()))?;
+    eprintln!("bench: wrote {}", path.display());
+    Ok(())
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_and_pgbench_reports_parse() {
+        let wrk = "Running 10s test @ http://127.0.0.1:1/register\n  1 threads and 50 connections\n\
+                   925000 requests in 10.00s, 80.00MB read\nRequests/sec:  92500.12\nTransfer/sec: 8MB\n";
+        assert_eq!(parse_wrk(wrk), Some((925_000, 92_500.12)));
+        assert_eq!(parse_wrk("garbage"), None);
+        let pgbench = "transaction type: x.sql\nnumber of transactions actually processed: 48020\n\
+                       number of failed transactions: 0 (0.000%)\nlatency average = 0.8 ms\n\
+                       initial connection time = 3.1 ms\ntps = 4802.123456 (without initial connection time)\n";
+        assert_eq!(parse_pgbench(pgbench), Some((48_020, 4802.123456)));
+        assert_eq!(parse_pgbench("error"), None);
+    }
+
+    #[test]
+    fn the_pgbench_script_fills_every_parameter_of_the_servers_statement() {
+        let script = pgbench_script(async_server::signup::SIGNUP_SQL).unwrap();
+        assert!(!script.contains('$'), "{script}");
+        assert!(script.starts_with("\\set r random("));
+        // One statement on one line, ending the script.
+        assert_eq!(script.lines().count(), 2, "{script}");
+        assert!(script.trim_end().ends_with(';'));
+        assert!(
+            pgbench_script("SELECT $1").is_err(),
+            "a statement of another shape is refused"
+        );
+    }
+
+    #[test]
+    fn a_growing_queue_has_a_positive_slope() {
+        let growing: Vec<(f64, f64)> = (0..10).map(|t| (t as f64, 100.0 * t as f64)).collect();
+        assert!((slope(&growing).unwrap() - 100.0).abs() < 1e-9);
+        let flat: Vec<(f64, f64)> = (0..10).map(|t| (t as f64, 7.0)).collect();
+        assert_eq!(slope(&flat), Some(0.0));
+        assert_eq!(slope(&[(0.0, 1.0)]), None);
+    }
+
+    #[test]
+    fn scenarios_written_for_a_step_load() {
+        for text in [
+            driver_scenario(5000, Duration::from_secs(10)),
+            signup_scenario("bench-e2e", 1000, Duration::from_secs(30), Some("10s")),
+        ] {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), &text).unwrap();
+            scenario::Scenario::load(file.path()).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        }
+    }
+}
