@@ -10,6 +10,7 @@ pub mod progress;
 pub mod record;
 pub mod schedule;
 pub mod settings;
+pub mod slots;
 pub mod timer;
 pub mod trace;
 
