@@ -1,5 +1,6 @@
-//! The statements a sign-up runs in both designs, written once so the designs differ only in what
-//! they do around them.
+//! The sign-up's shared pieces: the user to insert ([`NewUser`]) for both designs, and the naive
+//! design's statements (insert the user, bump the day's counter row). The async design runs its
+//! own single statement (`async_server::signup`), built from the same `NewUser`.
 
 use sqlx::PgConnection;
 use uuid::Uuid;

@@ -75,7 +75,8 @@ pub async fn fresh_empty_database() -> Result<String, DbError> {
 
 /// Holds today's counter row locked, so a sign-up waits at its bump inside its transaction, and
 /// ends that waiting backend the way a crashing or restarting server would.
-/// Both designs' tests use it: the sign-up statements are this crate's.
+/// The sync design's tests use it (its sign-up bumps that row); the async design takes no counter
+/// row and has its own test of a sign-up ended mid-statement.
 pub async fn end_a_sign_up_mid_transaction<T>(
     db: &sqlx::PgPool,
     request: impl std::future::Future<Output = T>,

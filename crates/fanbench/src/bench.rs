@@ -63,6 +63,17 @@ struct WrkStep {
     cpu_us_per_request: f64,
 }
 
+/// oha at the same rate: an open-model peer (`-q`, with `--latency-correction`).
+#[derive(Debug, Serialize)]
+struct OhaStep {
+    offered_rps: u32,
+    connections: u32,
+    requests: u64,
+    cpu_seconds: f64,
+    cpu_us_per_request: f64,
+    latency_p99_ms: Option<f64>,
+}
+
 #[derive(Debug, Serialize)]
 struct DriverReport {
     cpus: usize,
@@ -71,6 +82,9 @@ struct DriverReport {
     wrk: Option<WrkStep>,
     /// Why wrk did not run, when it did not.
     wrk_missing: Option<String>,
+    /// oha at each rate, when installed.
+    oha: Vec<OhaStep>,
+    oha_missing: Option<String>,
 }
 
 async fn driver(args: BenchDriverArgs) -> Result<()> {
@@ -143,6 +157,21 @@ async fn driver(args: BenchDriverArgs) -> Result<()> {
             None,
         )
     };
+    let mut oha = Vec::new();
+    let oha_missing = if args.no_wrk {
+        Some("--no-wrk".to_string())
+    } else if !on_path("oha") {
+        Some("oha is not installed (cargo install oha)".to_string())
+    } else {
+        for &rate in &args.rates {
+            eprintln!(
+                "bench driver: oha at {rate}/s for {}",
+                humantime::format_duration(duration)
+            );
+            oha.push(run_oha(&endpoint.url, rate, args.wrk_connections, duration, &out).await?);
+        }
+        None
+    };
     endpoint.stop(Duration::from_secs(5))?;
 
     let report = DriverReport {
@@ -151,6 +180,8 @@ async fn driver(args: BenchDriverArgs) -> Result<()> {
         steps,
         wrk,
         wrk_missing,
+        oha,
+        oha_missing,
     };
     print!("{}", driver_table(&report));
     write_json(&out.join("bench-driver.json"), &report)
@@ -221,7 +252,75 @@ fn driver_table(r: &DriverReport) -> String {
         (None, Some(why)) => s.push_str(&format!("wrk: not run ({why})\n")),
         (None, None) => {}
     }
+    for o in &r.oha {
+        let ours = r.steps.iter().find(|st| st.offered_rps == o.offered_rps);
+        s.push_str(&format!(
+            "oha at {:>6}/s: {:>8} requests, {:>6.1} CPU µs/req, latency p99 {} ms{}\n",
+            o.offered_rps,
+            o.requests,
+            o.cpu_us_per_request,
+            o.latency_p99_ms.map_or("-".into(), |v| format!("{v:.2}")),
+            ours.map_or(String::new(), |st| format!(
+                "  (fanbench: {:.1} µs/req, {:.1}× oha's)",
+                st.cpu_us_per_request,
+                st.cpu_us_per_request / o.cpu_us_per_request.max(f64::EPSILON)
+            ))
+        ));
+    }
+    if let Some(why) = &r.oha_missing {
+        s.push_str(&format!("oha: not run ({why})\n"));
+    }
     s
+}
+
+/// oha at `rate` with latency correction: an open-model load generator at the same rate, so its
+/// CPU per request is the like-for-like reference (wrk's closed loop at full speed pays no
+/// wake-ups at all).
+async fn run_oha(
+    url: &str,
+    rate: u32,
+    connections: u32,
+    duration: Duration,
+    out: &Path,
+) -> Result<OhaStep> {
+    let log = out.join(format!("oha-{rate}.json"));
+    let mut cmd = Command::new("oha");
+    cmd.args(["--no-tui", "--latency-correction", "--output-format", "json"])
+        .args(["-q", &rate.to_string(), "-c", &connections.to_string()])
+        .args(["-z", &format!("{}s", duration.as_secs().max(1))])
+        .args(["-m", "POST", "-H", "content-type: application/json"])
+        .args(["-d", r#"{"email":"s1-t0.oha@load.fanbench.test","name":"Load user 1"}"#])
+        .arg(format!("{url}/register"))
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::process::Stdio::null());
+    let (status, cpu) = timed(cmd).await?;
+    let text = std::fs::read_to_string(&log)?;
+    let (requests, p99) = parse_oha(&text)
+        .with_context(|| format!("oha ({status}) wrote no report to {}", log.display()))?;
+    Ok(OhaStep {
+        offered_rps: rate,
+        connections,
+        requests,
+        cpu_seconds: cpu.as_secs_f64(),
+        cpu_us_per_request: cpu.as_secs_f64() * 1e6 / requests.max(1) as f64,
+        latency_p99_ms: p99,
+    })
+}
+
+/// Answered requests (every status) and latency p99 in milliseconds from oha's JSON report.
+fn parse_oha(text: &str) -> Option<(u64, Option<f64>)> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let requests = v
+        .get("statusCodeDistribution")?
+        .as_object()?
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    let p99 = v
+        .pointer("/latencyPercentiles/p99")
+        .and_then(serde_json::Value::as_f64)
+        .map(|s| s * 1000.0);
+    Some((requests, p99))
 }
 
 /// "yes" when everything was sent with send lag p99 under a millisecond.
@@ -632,6 +731,9 @@ struct E2eStep {
     delivered: u64,
     lost: u64,
     undelivered: u64,
+    /// Cores each process used on average over the step (CPU seconds ÷ window): who used the
+    /// machine, and so what ran out first.
+    cores: std::collections::BTreeMap<String, f64>,
     trustworthy: bool,
     valid: bool,
     passed: bool,
@@ -649,12 +751,9 @@ struct E2eReport {
 async fn e2e(args: BenchE2eArgs) -> Result<()> {
     let out = out_dir(&args.out, "e2e")?;
     let duration: Duration = args.duration.into();
-    let server = DatabaseServer::start(&RunDatabaseArgs {
-        database_url: None,
-        keep_databases: false,
-    })
-    .await?;
-    let mut steps = Vec::new();
+    // Each step starts its own throwaway cluster (a few seconds), so PostgreSQL's CPU and memory
+    // are fanbench's to measure and appear in the step's results.
+let mut steps = Vec::new();
     for &rate in &args.rates {
         let scenario = out.join(format!("e2e-{rate}.toml"));
         // A short drain: a design that kept up has almost nothing queued when the load stops.
@@ -667,9 +766,7 @@ async fn e2e(args: BenchE2eArgs) -> Result<()> {
         cmd.args(["run", "--quiet", "--design", "async", "--scenario"])
             .arg(&scenario)
             .arg("--out")
-            .arg(&dir)
-            .arg("--database-url")
-            .arg(&server.url);
+            .arg(&dir);
         eprintln!(
             "bench e2e: the async design at {rate}/s for {}",
             humantime::format_duration(duration)
@@ -765,7 +862,21 @@ fn e2e_step(
             ));
         }
     }
+    let cores = d
+        .processes
+        .iter()
+        .flat_map(|p| {
+            p.roles().map(|(role, usage)| {
+                (
+                    role.to_string(),
+                    usage.cpu_seconds.map(|c| c / p.window_s.max(f64::EPSILON)),
+                )
+            })
+        })
+        .filter_map(|(role, cores)| Some((role, cores?)))
+        .collect();
     E2eStep {
+        cores,
         offered_rps: rate,
         accepted_p99_ms: accepted_p99,
         status_503,
@@ -845,6 +956,15 @@ fn e2e_table(r: &E2eReport, args: &BenchE2eArgs) -> String {
                 format!("FELL BEHIND: {}", st.why.join("; "))
             }
         ));
+        let cores = st
+            .cores
+            .iter()
+            .map(|(role, c)| format!("{role} {c:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !cores.is_empty() {
+            s.push_str(&format!("            cores used: {cores}\n"));
+        }
     }
     match r.held_rps {
         Some(h) => s.push_str(&format!("\nhighest rate kept up with: {h}/s\n")),
@@ -946,6 +1066,16 @@ fn on_path(program: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oha_reports_parse() {
+        let oha = r#"{"summary":{"successRate":1.0},"latencyPercentiles":{"p50":7.6e-5,"p99":0.000258},
+                      "statusCodeDistribution":{"202":2990,"503":10},"errorDistribution":{}}"#;
+        let (requests, p99) = parse_oha(oha).unwrap();
+        assert_eq!(requests, 3000);
+        assert!((p99.unwrap() - 0.258).abs() < 1e-9);
+        assert_eq!(parse_oha("not json"), None);
+    }
 
     #[test]
     fn wrk_and_pgbench_reports_parse() {

@@ -78,8 +78,8 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// The driver's cost and ceiling: drive a trivial endpoint (`serve null`) at each rate and
-    /// print requests/s, CPU microseconds per request and send lag, beside wrk's (when installed)
-    /// against the same endpoint.
+    /// print requests/s, CPU microseconds per request and send lag, beside wrk (closed loop, full
+    /// speed) and oha (open model, the same rates) against the same endpoint, when installed.
     ///
     /// Example: fanbench bench driver --rates 5000,20000 --duration 10s
     Driver(BenchDriverArgs),
@@ -115,11 +115,11 @@ pub struct BenchDriverArgs {
     #[arg(long, default_value = "10s")]
     pub duration: humantime::Duration,
 
-    /// wrk's connections (one thread); skip wrk with --no-wrk.
+    /// wrk's and oha's connections (wrk on one thread).
     #[arg(long, default_value_t = 50)]
     pub wrk_connections: u32,
 
-    /// Do not run wrk even when it is installed.
+    /// Do not run wrk or oha even when they are installed.
     #[arg(long)]
     pub no_wrk: bool,
 
@@ -136,7 +136,7 @@ pub struct BenchIngestArgs {
 
     /// Offered rates for the API alone, sign-ups per second, one step each (stops at the first
     /// that fails).
-    #[arg(long, value_delimiter = ',', default_value = "500,1000,1500,2000,2500,3000,4000", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, value_delimiter = ',', default_value = "1000,2000,3000,4000,5000,6000,7000", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rates: Vec<u32>,
 
     /// How long each pgbench run and each step lasts.
@@ -154,7 +154,7 @@ pub struct BenchIngestArgs {
 #[derive(Debug, Args)]
 pub struct BenchE2eArgs {
     /// Offered rates, sign-ups per second, one step each (stops at the first that fails).
-    #[arg(long, value_delimiter = ',', default_value = "250,500,750,1000,1250,1500,2000", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, value_delimiter = ',', default_value = "250,500,1000,1500,2000,2500,3000", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rates: Vec<u32>,
 
     /// How long each step offers load.
