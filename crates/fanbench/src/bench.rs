@@ -10,17 +10,20 @@
 //! from the kernel's accounting of reaped children, the same way for fanbench and its references.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use results::{DesignResults, RunResults};
+use results::DesignResults;
 use serde::Serialize;
 
 use crate::cli::RunDatabaseArgs;
 use crate::cli::{BenchCommand, BenchDriverArgs, BenchE2eArgs, BenchIngestArgs, BenchOutArgs};
 use crate::environment::DatabaseServer;
 use crate::launch::ChildServer;
+use crate::steps::{
+    E2eStep, backlog_slope, e2e_step, fanbench, read_design, signup_scenario, timed, write_json,
+};
 use crate::usage::process_cpu;
 
 pub async fn run(command: BenchCommand) -> Result<()> {
@@ -285,14 +288,22 @@ async fn run_oha(
 ) -> Result<OhaStep> {
     let log = out.join(format!("oha-{rate}.json"));
     let mut cmd = Command::new("oha");
-    cmd.args(["--no-tui", "--latency-correction", "--output-format", "json"])
-        .args(["-q", &rate.to_string(), "-c", &connections.to_string()])
-        .args(["-z", &format!("{}s", duration.as_secs().max(1))])
-        .args(["-m", "POST", "-H", "content-type: application/json"])
-        .args(["-d", r#"{"email":"s1-t0.oha@load.fanbench.test","name":"Load user 1"}"#])
-        .arg(format!("{url}/register"))
-        .stdout(std::fs::File::create(&log)?)
-        .stderr(std::process::Stdio::null());
+    cmd.args([
+        "--no-tui",
+        "--latency-correction",
+        "--output-format",
+        "json",
+    ])
+    .args(["-q", &rate.to_string(), "-c", &connections.to_string()])
+    .args(["-z", &format!("{}s", duration.as_secs().max(1))])
+    .args(["-m", "POST", "-H", "content-type: application/json"])
+    .args([
+        "-d",
+        r#"{"email":"s1-t0.oha@load.fanbench.test","name":"Load user 1"}"#,
+    ])
+    .arg(format!("{url}/register"))
+    .stdout(std::fs::File::create(&log)?)
+    .stderr(std::process::Stdio::null());
     let (status, cpu) = timed(cmd).await?;
     let text = std::fs::read_to_string(&log)?;
     let (requests, p99) = parse_oha(&text)
@@ -719,28 +730,6 @@ async fn fresh_async_database(server_url: &str, name: &str) -> Result<String> {
 // bench e2e
 
 #[derive(Debug, Serialize)]
-struct E2eStep {
-    offered_rps: u32,
-    accepted_p99_ms: f64,
-    status_503: u64,
-    /// Delivery p99 per channel, from the sign-up's intended send time to the provider's receipt.
-    delivery_p99_ms: std::collections::BTreeMap<String, f64>,
-    /// The queue's growth over the second half of the load, rows a second, all channels.
-    backlog_slope_per_s: Option<f64>,
-    expected: u64,
-    delivered: u64,
-    lost: u64,
-    undelivered: u64,
-    /// Cores each process used on average over the step (CPU seconds ÷ window): who used the
-    /// machine, and so what ran out first.
-    cores: std::collections::BTreeMap<String, f64>,
-    trustworthy: bool,
-    valid: bool,
-    passed: bool,
-    why: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
 struct E2eReport {
     cpus: usize,
     duration_s: f64,
@@ -753,7 +742,7 @@ async fn e2e(args: BenchE2eArgs) -> Result<()> {
     let duration: Duration = args.duration.into();
     // Each step starts its own throwaway cluster (a few seconds), so PostgreSQL's CPU and memory
     // are fanbench's to measure and appear in the step's results.
-let mut steps = Vec::new();
+    let mut steps = Vec::new();
     for &rate in &args.rates {
         let scenario = out.join(format!("e2e-{rate}.toml"));
         // A short drain: a design that kept up has almost nothing queued when the load stops.
@@ -803,134 +792,6 @@ let mut steps = Vec::new();
     write_json(&out.join("bench-e2e.json"), &report)
 }
 
-fn e2e_step(
-    rate: u32,
-    d: &DesignResults,
-    slope: Option<f64>,
-    p99_bound: f64,
-    delivery_bound: f64,
-) -> E2eStep {
-    let status_503 = d.requests.status.get("503").copied().unwrap_or(0);
-    let accepted_p99 = d
-        .latency_ms_by_class
-        .get("2xx")
-        .map_or(f64::INFINITY, |c| c.latency.p99);
-    let delivery: std::collections::BTreeMap<String, f64> = d
-        .delivery
-        .iter()
-        .map(|(c, v)| (c.clone(), v.p99_ms))
-        .collect();
-    let rec = d.reconciliation.clone().unwrap_or_default();
-    let mut why = Vec::new();
-    if !d.valid {
-        why.push(format!("invalid: {}", d.invalid_reasons.join(", ")));
-    }
-    if !d.trustworthy {
-        why.push("the driver could not keep to the schedule".into());
-    }
-    if status_503 > 0 {
-        why.push(format!("{status_503} refused (503)"));
-    }
-    if accepted_p99 >= p99_bound {
-        why.push(format!(
-            "accepted p99 {accepted_p99:.1} ms ≥ {p99_bound} ms"
-        ));
-    }
-    for (channel, p99) in &delivery {
-        if *p99 >= delivery_bound {
-            why.push(format!(
-                "{channel} delivery p99 {p99:.0} ms ≥ {delivery_bound} ms"
-            ));
-        }
-    }
-    if delivery.is_empty() {
-        why.push("nothing was delivered".into());
-    }
-    if rec.lost > 0 || rec.undelivered > 0 || rec.dead > 0 {
-        why.push(format!(
-            "{} lost, {} dead, {} still queued after the drain",
-            rec.lost, rec.dead, rec.undelivered
-        ));
-    }
-    // Growing by more than 1 % of the notifications arriving (about three per sign-up) is a
-    // queue that falls behind, not noise.
-    if let Some(s) = slope {
-        let limit = (f64::from(rate) * 3.0 * 0.01).max(5.0);
-        if s > limit {
-            why.push(format!(
-                "the queue grew by {s:.0} rows/s (limit {limit:.0})"
-            ));
-        }
-    }
-    let cores = d
-        .processes
-        .iter()
-        .flat_map(|p| {
-            p.roles().map(|(role, usage)| {
-                (
-                    role.to_string(),
-                    usage.cpu_seconds.map(|c| c / p.window_s.max(f64::EPSILON)),
-                )
-            })
-        })
-        .filter_map(|(role, cores)| Some((role, cores?)))
-        .collect();
-    E2eStep {
-        cores,
-        offered_rps: rate,
-        accepted_p99_ms: accepted_p99,
-        status_503,
-        delivery_p99_ms: delivery,
-        backlog_slope_per_s: slope,
-        expected: rec.expected,
-        delivered: rec.delivered,
-        lost: rec.lost,
-        undelivered: rec.undelivered,
-        trustworthy: d.trustworthy,
-        valid: d.valid,
-        passed: why.is_empty(),
-        why,
-    }
-}
-
-/// The least-squares slope of the total queue depth (all channels, from the server's
-/// `fanbench_queue_depth` gauge sampled each second) over the second half of the load.
-fn backlog_slope(dir: &Path, duration: Duration) -> Option<f64> {
-    let text = std::fs::read_to_string(dir.join("telemetry.json")).ok()?;
-    let telemetry: results::Telemetry = serde_json::from_str(&text).ok()?;
-    let samples = &telemetry.designs.get(results::ASYNC)?.samples;
-    let end = duration.as_secs_f64();
-    let points: Vec<(f64, f64)> = samples
-        .iter()
-        .filter(|s| s.t >= end / 2.0 && s.t <= end)
-        .map(|s| {
-            let depth = s
-                .server
-                .iter()
-                .filter(|(k, _)| k.starts_with("fanbench_queue_depth"))
-                .map(|(_, v)| v)
-                .sum::<f64>();
-            (s.t, depth)
-        })
-        .collect();
-    slope(&points)
-}
-
-fn slope(points: &[(f64, f64)]) -> Option<f64> {
-    if points.len() < 3 {
-        return None;
-    }
-    let n = points.len() as f64;
-    let (sx, sy) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / n, sy / n);
-    let (num, den) = points.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
-        (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
-    });
-    (den > 0.0).then(|| num / den)
-}
-
 fn e2e_table(r: &E2eReport, args: &BenchE2eArgs) -> String {
     let mut s = format!(
         "\nThe async design end to end ({} cores, {:.0} s a step; accepted p99 < {} ms, delivery p99 < {} ms, the queue not growing, nothing lost or left)\n",
@@ -976,23 +837,6 @@ fn e2e_table(r: &E2eReport, args: &BenchE2eArgs) -> String {
 // ---------------------------------------------------------------------------------------------
 // shared
 
-/// A constant Poisson load of sign-ups with every channel, as the story's users sign up.
-fn signup_scenario(name: &str, rate: u32, duration: Duration, drain: Option<&str>) -> String {
-    let mut s = format!(
-        "name = \"{name}-{rate}\"\n\
-         description = \"fanbench bench: {rate} sign-ups/s, Poisson arrivals, every channel\"\n\
-         [arrivals]\nprocess = \"poisson\"\nseed = 1\n\
-         phases = [{{ kind = \"constant\", duration = \"{}\", rate = {rate} }}]\n\
-         [payload]\nphone_share = 1.0\ndevice_share = 1.0\n\
-         [driver]\nmax_latency = \"200ms\"\n",
-        humantime::format_duration(duration)
-    );
-    if let Some(drain) = drain {
-        s.push_str(&format!("[servers.async]\ndrain_timeout = \"{drain}\"\n"));
-    }
-    s
-}
-
 fn out_dir(args: &BenchOutArgs, what: &str) -> Result<PathBuf> {
     let dir = match &args.out {
         Some(d) => d.clone(),
@@ -1005,57 +849,9 @@ fn out_dir(args: &BenchOutArgs, what: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn fanbench() -> Result<Command> {
-    let exe = std::env::current_exe().context("cannot find the fanbench executable")?;
-    let mut cmd = Command::new(exe);
-    cmd.stdout(std::process::Stdio::null());
-    Ok(cmd)
-}
-
 fn spawn_child(name: &str, args: &[&str], log: &Path) -> Result<ChildServer> {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     ChildServer::spawn(name, &args, log)
-}
-
-/// Runs `cmd` to the end; returns how it ended and the user + system CPU time it and its own
-/// children used, from the kernel's accounting of reaped children (`getrusage(RUSAGE_CHILDREN)`
-/// before and after). Steps run one at a time, so nothing else is reaped in between.
-async fn timed(mut cmd: Command) -> Result<(ExitStatus, Duration)> {
-    tokio::task::spawn_blocking(move || {
-        let before = children_cpu()?;
-        let status = cmd.status().context("could not start a benchmark step")?;
-        let after = children_cpu()?;
-        Ok((status, after.saturating_sub(before)))
-    })
-    .await?
-}
-
-fn children_cpu() -> Result<Duration> {
-    use nix::sys::resource::{UsageWho, getrusage};
-    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage")?;
-    let tv = |t: nix::sys::time::TimeVal| {
-        Duration::from_secs(t.tv_sec().max(0) as u64)
-            + Duration::from_micros(t.tv_usec().max(0) as u64)
-    };
-    Ok(tv(usage.user_time()) + tv(usage.system_time()))
-}
-
-fn read_design(dir: &Path, design: &str) -> Result<DesignResults> {
-    let path = dir.join("results.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("could not read {}", path.display()))?;
-    let mut run: RunResults = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a results file", path.display()))?;
-    run.designs
-        .remove(design)
-        .with_context(|| format!("{} has no {design} results", path.display()))
-}
-
-fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
-        .with_context(|| format!("could not write {}", path.display()))?;
-    eprintln!("bench: wrote {}", path.display());
-    Ok(())
 }
 
 fn on_path(program: &str) -> bool {
@@ -1102,15 +898,6 @@ mod tests {
             pgbench_script("SELECT $1").is_err(),
             "a statement of another shape is refused"
         );
-    }
-
-    #[test]
-    fn a_growing_queue_has_a_positive_slope() {
-        let growing: Vec<(f64, f64)> = (0..10).map(|t| (t as f64, 100.0 * t as f64)).collect();
-        assert!((slope(&growing).unwrap() - 100.0).abs() < 1e-9);
-        let flat: Vec<(f64, f64)> = (0..10).map(|t| (t as f64, 7.0)).collect();
-        assert_eq!(slope(&flat), Some(0.0));
-        assert_eq!(slope(&[(0.0, 1.0)]), None);
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod output;
 mod plan;
 mod serve;
 mod shutdown;
+mod steps;
 mod telemetry;
 mod usage;
 
