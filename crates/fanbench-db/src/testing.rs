@@ -76,7 +76,7 @@ pub async fn fresh_empty_database() -> Result<String, DbError> {
 /// Holds today's counter row locked, so a sign-up waits at its bump inside its transaction, and
 /// ends that waiting backend the way a crashing or restarting server would.
 /// The sync design's tests use it (its sign-up bumps that row); the async design takes no counter
-/// row and has its own test of a sign-up ended mid-statement.
+/// row and holds a sign-up of the same email instead, with [`end_lock_waiters_during`].
 pub async fn end_a_sign_up_mid_transaction<T>(
     db: &sqlx::PgPool,
     request: impl std::future::Future<Output = T>,
@@ -90,6 +90,18 @@ pub async fn end_a_sign_up_mid_transaction<T>(
         .execute(&mut *lock)
         .await
         .expect("the test database answers");
+    let response = end_lock_waiters_during(db, request).await;
+    lock.rollback().await.expect("the test database answers");
+    response
+}
+
+/// Runs `request` and, once a backend of this database waits on a lock (the caller holds one),
+/// terminates it the way a crashing or restarting server would; returns what `request` returned.
+/// Fails the test if nothing waits within 10 s.
+pub async fn end_lock_waiters_during<T>(
+    db: &sqlx::PgPool,
+    request: impl std::future::Future<Output = T>,
+) -> T {
     let killer = async {
         let started = Instant::now();
         loop {
@@ -111,6 +123,5 @@ pub async fn end_a_sign_up_mid_transaction<T>(
         }
     };
     let (response, ()) = tokio::join!(request, killer);
-    lock.rollback().await.expect("the test database answers");
     response
 }

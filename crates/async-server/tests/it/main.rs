@@ -812,27 +812,7 @@ async fn end_a_sign_up_mid_statement<T>(
         .execute(&mut *holder)
         .await
         .unwrap();
-    let killer = async {
-        let started = Instant::now();
-        loop {
-            let killed: Vec<bool> = sqlx::query_scalar(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_all(db)
-            .await
-            .unwrap();
-            if !killed.is_empty() {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the sign-up never waited"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    let (response, ()) = tokio::join!(request, killer);
+    let response = fanbench_db::testing::end_lock_waiters_during(db, request).await;
     holder.rollback().await.unwrap();
     response
 }
