@@ -34,6 +34,9 @@ pub struct Scenario {
     /// CI gates: thresholds, design invariants, regressions against a baseline.
     #[serde(default, skip_serializing_if = "gates::GateSpecs::is_empty")]
     pub gates: gates::GateSpecs,
+    /// `fanbench capacity`'s defaults; `fanbench run` and `compare` ignore them.
+    #[serde(default, skip_serializing_if = "Capacity::is_empty")]
+    pub capacity: Capacity,
     /// Where the file was read from; relative trace paths resolve against its folder.
     #[serde(skip)]
     pub source: PathBuf,
@@ -47,6 +50,34 @@ pub struct Servers {
     pub sync: sync_server::Config,
     #[serde(default, rename = "async")]
     pub async_: async_server::Settings,
+}
+
+/// `[capacity]`: how `fanbench capacity` searches for each design's highest rate that meets its
+/// objective. Its flags override each value. Each step runs the scenario's payload, providers and
+/// server settings on a constant Poisson load; the scenario's own arrivals are not used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Capacity {
+    /// The first step's offered rate, sign-ups per second.
+    pub start_rate: Option<u32>,
+    /// Each step's rate is the last one's times this until a step fails (above 1).
+    pub factor: Option<f64>,
+    /// Bisection stops when (first failing − last passing) ÷ last passing is at most this.
+    pub resolution: Option<f64>,
+    /// Load steps at most, per design.
+    pub max_steps: Option<u32>,
+    /// How long each step's load lasts.
+    #[serde(with = "humantime_serde")]
+    pub step_duration: Option<std::time::Duration>,
+    /// Each design's objective (`sync = ["latency_ms_by_class.2xx.p99 < 6000"]`), in the gate
+    /// language, each metric relative to the design. A design left out keeps the built-in one.
+    pub slo: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Capacity {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 /// A scenario that could not be read; the message names the file and, where it can, the line.
@@ -286,6 +317,21 @@ name = "t"
 [arrivals]
 phases = [{ kind = "constant", duration = "2s", rate = 10 }]
 "#;
+
+    #[test]
+    fn a_capacity_table_is_read_and_its_typos_rejected() {
+        let s = parse(&format!(
+            "{MINIMAL}[capacity]\nstart_rate = 5\nstep_duration = \"15s\"\n\
+             slo = {{ sync = [\"latency_ms.p99 < 10\"] }}\n"
+        ))
+        .unwrap();
+        assert_eq!(s.capacity.start_rate, Some(5));
+        assert_eq!(s.capacity.step_duration, Some(Duration::from_secs(15)));
+        assert_eq!(s.capacity.slo["sync"], ["latency_ms.p99 < 10"]);
+        assert!(parse(MINIMAL).unwrap().capacity.is_empty());
+        let typo = parse(&format!("{MINIMAL}[capacity]\nstart_rat = 5\n")).unwrap_err();
+        assert!(typo.contains("unknown field `start_rat`"), "{typo}");
+    }
 
     #[test]
     fn a_minimal_scenario_gets_defaults() {
