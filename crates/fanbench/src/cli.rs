@@ -73,6 +73,79 @@ pub enum Command {
     /// by side and writes them to OUT/bench-<what>.json. These measure; the tests do not.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Find each design's capacity: the highest offered rate that meets its objective (SLO), and
+    /// what saturated first at the knee.
+    ///
+    /// For each design: steps of constant Poisson load (`run --design D`, each on a fresh
+    /// throwaway cluster, so each starts drained) climb from --start-rate by --factor until one
+    /// misses the objective, then bisect between the last pass and the first fail until they are
+    /// within --resolution or --max-steps steps have run. A step is judged on its whole load,
+    /// warm-up included. A step where the driver fell behind its schedule is DRIVER-LIMITED: it
+    /// is inconclusive, never taken as the design's limit, and the search stops there.
+    ///
+    /// The objective is written in the gate language relative to the design
+    /// (`latency_ms_by_class.2xx.p99 < 250`, `requests.share.503 < 0.01`). Built in: sync,
+    /// accepted p99 < 6000 ms and 503s < 1 %; async, accepted p99 < 250 ms and 503s < 1 %, and
+    /// for its end-to-end limit delivery must keep up (every channel's delivery p99 under
+    /// --delivery-p99, the queue not growing, nothing lost or left queued).
+    ///
+    /// At the first failing step it names the saturated resource with its evidence (pool in use
+    /// and waiters, a channel at its concurrency limit, provider 429s, lock waits, CPU, the
+    /// driver's send lag) and, for the sync design, puts Little's law beside the measurement:
+    /// pool size ÷ mean connection hold time, from the server's phase times.
+    ///
+    /// Writes OUT/capacity.json (schema: crates/fanbench/capacity.schema.json), OUT/summary.md,
+    /// each step's run folder under OUT/<design>/, and prints a table.
+    ///
+    /// Example: fanbench capacity --designs sync --step-duration 10s
+    Capacity(CapacityArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CapacityArgs {
+    /// The scenario whose payload, providers and server settings every step uses (its arrivals
+    /// are replaced by each step's constant load); its `[capacity]` table sets the defaults
+    /// below.
+    #[arg(long, value_name = "FILE", default_value = "scenarios/capacity.toml")]
+    pub scenario: PathBuf,
+
+    /// The designs to search, in turn.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sync,async")]
+    pub designs: Vec<Design>,
+
+    /// An objective, relative to the design: `EXPR` for every design, or `DESIGN:EXPR` for one
+    /// (`--slo "async:latency_ms_by_class.2xx.p99 < 100"`). Repeat it for several; any given for
+    /// a design replaces that design's objectives from the scenario and the built-in ones.
+    #[arg(long, value_name = "EXPR")]
+    pub slo: Vec<String>,
+
+    /// Stop bisecting when (first fail − last pass) ÷ last pass is at most this [default: 0.1].
+    #[arg(long)]
+    pub resolution: Option<f64>,
+
+    /// The most load steps each search may run [default: 10].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_steps: Option<u32>,
+
+    /// How long each step's load lasts [default: 20s].
+    #[arg(long)]
+    pub step_duration: Option<humantime::Duration>,
+
+    /// The first step's rate, sign-ups a second [default: 8 for sync, 200 for async].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub start_rate: Option<u32>,
+
+    /// Each climbing step's rate is the last one's times this [default: 2].
+    #[arg(long)]
+    pub factor: Option<f64>,
+
+    /// The async design's delivery p99 bound per channel, milliseconds, for "delivery keeps up".
+    #[arg(long, default_value_t = 1000.0)]
+    pub delivery_p99: f64,
+
+    /// Where capacity.json, summary.md and the steps go. Default: reports/capacity/<UTC time>/
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

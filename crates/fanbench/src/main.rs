@@ -2,6 +2,7 @@
 //! nowhere else: 0 success, 1 "the answer is no" (a failed gate), 2 an error (an invalid run among them).
 
 mod bench;
+mod capacity;
 mod cli;
 mod compare;
 mod demo;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
             Command::Serve(serve) => serve::run(serve).await,
             Command::Demo(demo) => demo::run(demo).await,
             Command::Bench(bench) => bench::run(bench).await,
+            Command::Capacity(args) => capacity::run(args).await,
             Command::Dlq(dlq) => dlq::run(dlq).await,
             Command::Compare(args) => compare::compare(args).await,
             Command::Run(args) => compare::run(args).await,

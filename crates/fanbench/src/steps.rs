@@ -67,32 +67,7 @@ pub(crate) fn e2e_step(
             "accepted p99 {accepted_p99:.1} ms ≥ {p99_bound} ms"
         ));
     }
-    for (channel, p99) in &delivery {
-        if *p99 >= delivery_bound {
-            why.push(format!(
-                "{channel} delivery p99 {p99:.0} ms ≥ {delivery_bound} ms"
-            ));
-        }
-    }
-    if delivery.is_empty() {
-        why.push("nothing was delivered".into());
-    }
-    if rec.lost > 0 || rec.undelivered > 0 || rec.dead > 0 {
-        why.push(format!(
-            "{} lost, {} dead, {} still queued after the drain",
-            rec.lost, rec.dead, rec.undelivered
-        ));
-    }
-    // Growing by more than 1 % of the notifications arriving (about three per sign-up) is a
-    // queue that falls behind, not noise.
-    if let Some(s) = slope {
-        let limit = (f64::from(rate) * 3.0 * 0.01).max(5.0);
-        if s > limit {
-            why.push(format!(
-                "the queue grew by {s:.0} rows/s (limit {limit:.0})"
-            ));
-        }
-    }
+    why.extend(delivery_reasons(rate, d, slope, delivery_bound));
     let cores = cores(d);
     E2eStep {
         cores,
@@ -112,8 +87,48 @@ pub(crate) fn e2e_step(
     }
 }
 
-/// The least-squares slope of the total queue depth (all channels, from the server's
-/// `fanbench_queue_depth` gauge sampled each second) over the second half of the load.
+/// Why the async design's delivery did not keep up at `rate` (empty when it did): a channel's
+/// delivery p99 at or over `delivery_bound` ms, nothing delivered, anything lost, dead or left
+/// queued after the drain, or the queue growing (`slope`, rows a second over the second half of
+/// the load) by more than 1 % of the notifications arriving.
+pub(crate) fn delivery_reasons(
+    rate: u32,
+    d: &DesignResults,
+    slope: Option<f64>,
+    delivery_bound: f64,
+) -> Vec<String> {
+    let rec = d.reconciliation.clone().unwrap_or_default();
+    let mut why = Vec::new();
+    for (channel, c) in &d.delivery {
+        let p99 = c.p99_ms;
+        if p99 >= delivery_bound {
+            why.push(format!(
+                "{channel} delivery p99 {p99:.0} ms ≥ {delivery_bound} ms"
+            ));
+        }
+    }
+    if d.delivery.is_empty() {
+        why.push("nothing was delivered".into());
+    }
+    if rec.lost > 0 || rec.undelivered > 0 || rec.dead > 0 {
+        why.push(format!(
+            "{} lost, {} dead, {} still queued after the drain",
+            rec.lost, rec.dead, rec.undelivered
+        ));
+    }
+    // Growing by more than 1 % of the notifications arriving (about three per sign-up) is a
+    // queue that falls behind, not noise.
+    if let Some(s) = slope {
+        let limit = (f64::from(rate) * 3.0 * 0.01).max(5.0);
+        if s > limit {
+            why.push(format!(
+                "the queue grew by {s:.0} rows/s (limit {limit:.0})"
+            ));
+        }
+    }
+    why
+}
+
 /// Cores each process used on average over the run (CPU seconds ÷ window), by role.
 pub(crate) fn cores(d: &DesignResults) -> BTreeMap<String, f64> {
     d.processes
@@ -130,6 +145,8 @@ pub(crate) fn cores(d: &DesignResults) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// The least-squares slope of the total queue depth (all channels, from the server's
+/// `fanbench_queue_depth` gauge sampled each second) over the second half of the load.
 pub(crate) fn backlog_slope(dir: &Path, duration: Duration) -> Option<f64> {
     let text = std::fs::read_to_string(dir.join("telemetry.json")).ok()?;
     let telemetry: results::Telemetry = serde_json::from_str(&text).ok()?;

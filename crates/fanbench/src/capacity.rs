@@ -1,0 +1,1283 @@
+//! `fanbench capacity`: for each design, the highest offered rate that meets its objective (SLO),
+//! and what gave out first at the knee.
+//!
+//! The search climbs from a low rate, multiplying it until a step fails, then bisects between the
+//! last pass and the first fail until they are within the resolution or the step budget is spent.
+//! Each step is a child `fanbench run --design D` on a constant Poisson load, on a fresh
+//! throwaway cluster (so every step starts drained: no queue, no pool waiters). A step is judged
+//! on its whole load window, warm-up included: the first seconds can only make a step look worse,
+//! so a pass is never flattered. A step where the driver fell behind its schedule is
+//! driver-limited: it is inconclusive, never the design's limit, and the search stops there.
+//!
+//! The search itself ([`search`]) is a pure function over a step oracle, so its tests run no load.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use results::{DesignResults, Telemetry};
+use serde::Serialize;
+
+use crate::cli::{CapacityArgs, Design};
+use crate::steps::{backlog_slope, cores, delivery_reasons, fanbench, read_design, write_json};
+
+/// The capacity document's JSON Schema, committed beside this crate (the tests hold the written
+/// document to it).
+#[cfg(test)]
+const SCHEMA: &str = include_str!("../capacity.schema.json");
+pub const SCHEMA_VERSION: u32 = 1;
+
+// ---------------------------------------------------------------------------------------------
+// The search
+
+/// How one step went, as far as the search is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// The driver could not keep to the schedule: the step says nothing about the design.
+    DriverLimited,
+}
+
+/// Why the search stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    /// The last pass and the first fail are within the resolution.
+    Converged,
+    /// The step budget ran out first.
+    Budget,
+    /// A step was driver-limited: the design's limit is above what the driver could offer.
+    DriverLimited,
+    /// Even 1 sign-up a second failed.
+    NeverPassed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchPlan {
+    pub start: u32,
+    pub factor: f64,
+    pub resolution: f64,
+    pub max_steps: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// The highest rate that passed.
+    pub pass: Option<u32>,
+    /// The lowest rate that failed.
+    pub fail: Option<u32>,
+    /// Every step, in the order it ran.
+    pub tried: Vec<(u32, Verdict)>,
+    pub stop: Stop,
+}
+
+/// Rates above this are not tried (the driver could not offer them anyway).
+const MAX_RATE: u32 = 1_000_000;
+
+/// Climbs from `plan.start` by `plan.factor` until a step fails (descending by the same factor
+/// when the first step fails), then bisects until (fail − pass) ÷ pass ≤ `plan.resolution`.
+/// Stops at the first driver-limited step, or when `plan.max_steps` steps have run.
+pub fn search(plan: &SearchPlan, mut oracle: impl FnMut(u32) -> Result<Verdict>) -> Result<Found> {
+    let factor = plan.factor.max(1.01);
+    let (mut pass, mut fail): (Option<u32>, Option<u32>) = (None, None);
+    let mut tried = Vec::new();
+    let stop = loop {
+        let next = match (pass, fail) {
+            (None, None) => plan.start.clamp(1, MAX_RATE),
+            (Some(p), None) => {
+                if p >= MAX_RATE {
+                    break Stop::Budget;
+                }
+                ((f64::from(p) * factor).ceil() as u32).clamp(p + 1, MAX_RATE)
+            }
+            (None, Some(f)) => {
+                if f <= 1 {
+                    break Stop::NeverPassed;
+                }
+                ((f64::from(f) / factor).floor() as u32).clamp(1, f - 1)
+            }
+            (Some(p), Some(f)) => {
+                let mid = p + (f - p) / 2;
+                if f64::from(f - p) / f64::from(p) <= plan.resolution || mid == p {
+                    break Stop::Converged;
+                }
+                mid
+            }
+        };
+        if tried.len() >= plan.max_steps as usize {
+            break Stop::Budget;
+        }
+        let verdict = oracle(next)?;
+        tried.push((next, verdict));
+        match verdict {
+            Verdict::Pass => pass = Some(next),
+            Verdict::Fail => fail = Some(next),
+            Verdict::DriverLimited => break Stop::DriverLimited,
+        }
+    };
+    Ok(Found {
+        pass,
+        fail,
+        tried,
+        stop,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The objective
+
+/// One objective, written relative to a design (`latency_ms_by_class.2xx.p99 < 250`) and held as
+/// a gate rule on that design (`async.latency_ms_by_class.2xx.p99 < 250`).
+#[derive(Debug, Clone)]
+pub struct Slo {
+    pub text: String,
+    rule: gates::Rule,
+}
+
+/// The built-in objectives: an accepted sign-up's p99 under a bound suited to the design (the
+/// sync design answers after three provider calls, so seconds; the async one after a commit),
+/// and refusals under 1 %. The async design must also keep up with delivery (checked apart, see
+/// [`delivery_reasons`]).
+pub fn default_slo(design: Design) -> Vec<&'static str> {
+    match design {
+        Design::Sync => vec![
+            "latency_ms_by_class.2xx.p99 < 6000",
+            "requests.share.503 < 0.01",
+        ],
+        Design::Async => vec![
+            "latency_ms_by_class.2xx.p99 < 250",
+            "requests.share.503 < 0.01",
+        ],
+    }
+}
+
+/// Prefixes every metric path in `text` with `design.` (a metric is a run of letters, digits,
+/// `_` and `.` that starts with a letter or `_`; numbers start with a digit).
+fn prefix_metrics(design: &str, text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        {
+            out.push_str(design);
+            out.push('.');
+        }
+        out.push_str(word);
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+/// Parses one objective for `design`; `origin` says where it was written (`--slo`, the
+/// scenario's `[capacity] slo`), for the error.
+pub fn parse_slo(design: Design, text: &str, origin: &str) -> Result<Slo> {
+    let prefixed = prefix_metrics(design.name(), text);
+    let rule = gates::parse_rule(&prefixed)
+        .and_then(|r| r.check_names().map(|()| r))
+        .map_err(|e| anyhow!("{origin} `{text}` for the {} design: {e}", design.name()))?;
+    Ok(Slo {
+        text: text.to_string(),
+        rule,
+    })
+}
+
+/// Each design's objectives: `--slo` (`EXPR` for every design, `DESIGN:EXPR` for one) replaces
+/// the scenario's `[capacity] slo`, which replaces the built-in ones.
+pub fn objectives(
+    design: Design,
+    flags: &[String],
+    scenario: &BTreeMap<String, Vec<String>>,
+    scenario_path: &Path,
+) -> Result<Vec<Slo>> {
+    let mine: Vec<&str> = flags
+        .iter()
+        .filter_map(|f| match f.split_once(':') {
+            Some((d, expr)) if d.trim() == design.name() => Some(expr),
+            Some((d, _)) if matches!(d.trim(), "sync" | "async") => None,
+            _ => Some(f.as_str()),
+        })
+        .collect();
+    if !mine.is_empty() {
+        return mine.iter().map(|t| parse_slo(design, t, "--slo")).collect();
+    }
+    if let Some(list) = scenario.get(design.name()) {
+        let origin = format!(
+            "{} [capacity] slo.{}",
+            scenario_path.display(),
+            design.name()
+        );
+        return list.iter().map(|t| parse_slo(design, t, &origin)).collect();
+    }
+    default_slo(design)
+        .into_iter()
+        .map(|t| parse_slo(design, t, "the built-in objective"))
+        .collect()
+}
+
+/// The objectives a step missed, in words (empty when it met them all).
+fn missed(design: Design, slo: &[Slo], d: &DesignResults) -> Result<Vec<String>> {
+    let doc = serde_json::json!({ "designs": { design.name(): serde_json::to_value(d)? } });
+    let mut why = Vec::new();
+    for s in slo {
+        match s.rule.evaluate(std::slice::from_ref(&doc)) {
+            Ok(r) if r.passed => {}
+            Ok(r) => why.push(format!("{} (was {})", s.text, round(r.value))),
+            Err(gates::GateError::EmptyClass { class, .. }) => {
+                why.push(format!("{}: no request fell into class {class}", s.text));
+            }
+            Err(e) => why.push(format!("{}: {e}", s.text)),
+        }
+    }
+    Ok(why)
+}
+
+fn round(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The document
+
+/// `capacity.json`: see `capacity.schema.json` for every field.
+#[derive(Debug, Serialize)]
+pub struct CapacityReport {
+    pub schema_version: u32,
+    pub scenario: String,
+    pub cpus: usize,
+    pub step_duration_s: f64,
+    pub factor: f64,
+    pub resolution: f64,
+    pub max_steps: u32,
+    pub designs: BTreeMap<String, DesignCapacity>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DesignCapacity {
+    /// The objectives each step was held to, relative to the design.
+    pub slo: Vec<String>,
+    /// The highest offered rate that met the objectives (the ingest limit for the async design).
+    pub capacity_rps: Option<u32>,
+    /// The lowest offered rate that did not.
+    pub first_fail_rps: Option<u32>,
+    pub stop: Stop,
+    /// The async design: the highest rate that also kept up with delivery (end to end).
+    pub delivery_capacity_rps: Option<u32>,
+    pub delivery_first_fail_rps: Option<u32>,
+    pub delivery_stop: Option<Stop>,
+    /// Every step, in the order it ran.
+    pub steps: Vec<StepRecord>,
+    /// What saturated at the first failing step, with its evidence.
+    pub bottleneck: Option<Bottleneck>,
+    /// The same, at the first step that did not keep up with delivery (async design).
+    pub delivery_bottleneck: Option<Bottleneck>,
+    /// A first-principles limit beside the measured one.
+    pub prediction: Option<Prediction>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub offered_rps: u32,
+    pub throughput_rps: f64,
+    pub sent: u64,
+    pub accepted: u64,
+    pub status_503: u64,
+    pub share_503: f64,
+    pub accepted_p99_ms: Option<f64>,
+    pub latency_p99_ms: f64,
+    pub send_lag_p99_ms: f64,
+    pub backlog_slope_per_s: Option<f64>,
+    pub delivery_p99_ms: BTreeMap<String, f64>,
+    pub cores: BTreeMap<String, f64>,
+    pub valid: bool,
+    pub trustworthy: bool,
+    /// Met every objective (and was valid and trustworthy).
+    pub passed: bool,
+    /// The async design: delivery kept up (None for the sync design).
+    pub delivery_keeps_up: Option<bool>,
+    pub why: Vec<String>,
+    /// The step's run folder.
+    pub dir: String,
+}
+
+impl StepRecord {
+    fn verdict(&self) -> Verdict {
+        if !self.trustworthy {
+            Verdict::DriverLimited
+        } else if self.passed {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        }
+    }
+
+    fn delivery_verdict(&self) -> Verdict {
+        match self.verdict() {
+            Verdict::Pass if self.delivery_keeps_up == Some(false) => Verdict::Fail,
+            v => v,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Bottleneck {
+    /// The step it was read from.
+    pub offered_rps: u32,
+    /// What gave out: `driver`, `connection pool`, `channel concurrency (sms)`,
+    /// `provider rate limit (sms)`, `row locks`, `CPU (postgres)`, or `unclear`.
+    pub resource: String,
+    pub evidence: Vec<String>,
+    /// The figures behind the evidence, by name.
+    pub signals: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub method: String,
+    pub predicted_rps: f64,
+    pub measured_rps: Option<u32>,
+    /// measured ÷ predicted.
+    pub ratio: Option<f64>,
+    pub detail: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running it
+
+struct Run {
+    base: toml::Table,
+    scenario: scenario::Scenario,
+    out: PathBuf,
+    duration: Duration,
+    delivery_p99: f64,
+}
+
+pub async fn run(args: CapacityArgs) -> Result<()> {
+    tokio::task::spawn_blocking(move || run_blocking(args)).await?
+}
+
+fn run_blocking(args: CapacityArgs) -> Result<()> {
+    let path = args.scenario.clone();
+    let scenario = scenario::Scenario::load(&path).map_err(anyhow::Error::from)?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("could not read {}", path.display()))?;
+    let base: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))?;
+    let cap = scenario.capacity.clone();
+    let duration = args
+        .step_duration
+        .map(Duration::from)
+        .or(cap.step_duration)
+        .unwrap_or(Duration::from_secs(20));
+    if duration < Duration::from_secs(3) {
+        bail!("--step-duration: a step shorter than 3 s has too few seconds to judge");
+    }
+    let plan = |design: Design| SearchPlan {
+        start: args.start_rate.or(cap.start_rate).unwrap_or(match design {
+            Design::Sync => 8,
+            Design::Async => 200,
+        }),
+        factor: args.factor.or(cap.factor).unwrap_or(2.0),
+        resolution: args.resolution.or(cap.resolution).unwrap_or(0.1),
+        max_steps: args.max_steps.or(cap.max_steps).unwrap_or(10),
+    };
+    if plan(Design::Sync).factor <= 1.0 {
+        bail!("--factor must be above 1");
+    }
+    // Every objective is checked before the first step runs.
+    let mut designs = args.designs.clone();
+    designs.sort();
+    designs.dedup();
+    let slos: Vec<(Design, Vec<Slo>)> = designs
+        .iter()
+        .map(|&d| Ok((d, objectives(d, &args.slo, &cap.slo, &path)?)))
+        .collect::<Result<_>>()?;
+
+    let out = match &args.out {
+        Some(d) => d.clone(),
+        None => PathBuf::from("reports/capacity")
+            .join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()),
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("could not create {}", out.display()))?;
+    let ctx = Run {
+        base,
+        scenario,
+        out: out.clone(),
+        duration,
+        delivery_p99: args.delivery_p99,
+    };
+    eprintln!(
+        "capacity: {} ; {} a step ; results in {}",
+        path.display(),
+        humantime::format_duration(duration),
+        out.display()
+    );
+
+    let mut report = CapacityReport {
+        schema_version: SCHEMA_VERSION,
+        scenario: path.display().to_string(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        step_duration_s: duration.as_secs_f64(),
+        factor: plan(Design::Sync).factor,
+        resolution: plan(Design::Sync).resolution,
+        max_steps: plan(Design::Sync).max_steps,
+        designs: BTreeMap::new(),
+    };
+    for (design, slo) in &slos {
+        let result = capacity_of(&ctx, *design, slo, &plan(*design))?;
+        report.designs.insert(design.name().to_string(), result);
+    }
+    let table = table(&report);
+    print!("{table}");
+    write_json(&out.join("capacity.json"), &report)?;
+    std::fs::write(out.join("summary.md"), summary_md(&report))
+        .with_context(|| format!("could not write {}", out.join("summary.md").display()))?;
+    Ok(())
+}
+
+fn capacity_of(
+    ctx: &Run,
+    design: Design,
+    slo: &[Slo],
+    plan: &SearchPlan,
+) -> Result<DesignCapacity> {
+    let mut steps: BTreeMap<u32, StepRecord> = BTreeMap::new();
+    let mut order: Vec<u32> = Vec::new();
+    let mut step = |rate: u32| -> Result<StepRecord> {
+        if let Some(s) = steps.get(&rate) {
+            return Ok(s.clone());
+        }
+        let s = run_step(ctx, design, slo, rate)?;
+        eprintln!(
+            "capacity: {} at {rate}/s: {}",
+            design.name(),
+            match s.delivery_verdict() {
+                Verdict::Pass => "met the objective".to_string(),
+                Verdict::DriverLimited =>
+                    "DRIVER-LIMITED (inconclusive: the driver fell behind its schedule)".into(),
+                Verdict::Fail => format!("missed: {}", s.why.join("; ")),
+            }
+        );
+        order.push(rate);
+        steps.insert(rate, s.clone());
+        Ok(s)
+    };
+    // The async design has two limits; the end-to-end one (lower) is searched first, and the
+    // ingest search then reuses its steps.
+    let delivery = if design == Design::Async {
+        Some(search(plan, |r| Ok(step(r)?.delivery_verdict()))?)
+    } else {
+        None
+    };
+    let ingest = search(plan, |r| Ok(step(r)?.verdict()))?;
+    let records: Vec<StepRecord> = order.iter().filter_map(|r| steps.get(r).cloned()).collect();
+
+    let knee = |rate: Option<u32>| -> Option<Bottleneck> {
+        let s = steps.get(&rate?)?;
+        attribute(ctx, design, s).ok()
+    };
+    let limited = |f: &Found| match f.stop {
+        Stop::DriverLimited => f.tried.last().map(|(r, _)| *r),
+        _ => f.fail,
+    };
+    let bottleneck = knee(limited(&ingest));
+    let delivery_bottleneck = delivery.as_ref().and_then(|f| knee(limited(f)));
+    let prediction = match design {
+        Design::Sync => ingest
+            .fail
+            .or(ingest.pass)
+            .and_then(|r| steps.get(&r))
+            .and_then(|s| littles_law(ctx, s, ingest.pass)),
+        Design::Async => None,
+    };
+    Ok(DesignCapacity {
+        slo: slo.iter().map(|s| s.text.clone()).collect(),
+        capacity_rps: ingest.pass,
+        first_fail_rps: ingest.fail,
+        stop: ingest.stop,
+        delivery_capacity_rps: delivery.as_ref().and_then(|f| f.pass),
+        delivery_first_fail_rps: delivery.as_ref().and_then(|f| f.fail),
+        delivery_stop: delivery.as_ref().map(|f| f.stop),
+        steps: records,
+        bottleneck,
+        delivery_bottleneck,
+        prediction,
+    })
+}
+
+/// The step's scenario: the capacity scenario's payload, driver, providers and servers, on a
+/// constant Poisson load at `rate` for the step's duration.
+fn step_scenario(base: &toml::Table, design: Design, rate: u32, duration: Duration) -> String {
+    let mut t = base.clone();
+    t.remove("capacity");
+    t.remove("gates");
+    t.insert(
+        "name".into(),
+        toml::Value::String(format!("capacity-{}-{rate}", design.name())),
+    );
+    t.insert(
+        "description".into(),
+        toml::Value::String(format!(
+            "fanbench capacity: {rate} sign-ups/s, Poisson arrivals"
+        )),
+    );
+    let mut phase = toml::Table::new();
+    phase.insert("kind".into(), "constant".into());
+    phase.insert(
+        "duration".into(),
+        toml::Value::String(humantime::format_duration(duration).to_string()),
+    );
+    phase.insert("rate".into(), toml::Value::Integer(i64::from(rate)));
+    let mut arrivals = toml::Table::new();
+    arrivals.insert("process".into(), "poisson".into());
+    arrivals.insert("seed".into(), toml::Value::Integer(1));
+    arrivals.insert(
+        "phases".into(),
+        toml::Value::Array(vec![toml::Value::Table(phase)]),
+    );
+    t.insert("arrivals".into(), toml::Value::Table(arrivals));
+    toml::to_string(&t).unwrap_or_default()
+}
+
+fn run_step(ctx: &Run, design: Design, slo: &[Slo], rate: u32) -> Result<StepRecord> {
+    let folder = ctx.out.join(design.name());
+    std::fs::create_dir_all(&folder)?;
+    let scenario = folder.join(format!("step-{rate}.toml"));
+    std::fs::write(
+        &scenario,
+        step_scenario(&ctx.base, design, rate, ctx.duration),
+    )?;
+    let dir = folder.join(format!("step-{rate}"));
+    let mut cmd = fanbench()?;
+    cmd.args(["run", "--quiet", "--design", design.name(), "--scenario"])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&dir);
+    eprintln!(
+        "capacity: {} at {rate}/s for {} …",
+        design.name(),
+        humantime::format_duration(ctx.duration)
+    );
+    let status = cmd.status().context("could not start a capacity step")?;
+    let d = read_design(&dir, design.name())
+        .with_context(|| format!("the {rate}/s step ({status}) left no results"))?;
+    let mut why = Vec::new();
+    if !d.valid {
+        why.push(format!("invalid: {}", d.invalid_reasons.join(", ")));
+    }
+    if !d.trustworthy {
+        why.push(format!(
+            "the driver fell behind its schedule (send lag p99 {:.1} ms)",
+            d.send_lag_ms.p99
+        ));
+    }
+    why.extend(missed(design, slo, &d)?);
+    let passed = why.is_empty();
+    let slope = (design == Design::Async)
+        .then(|| backlog_slope(&dir, ctx.duration))
+        .flatten();
+    let delivery_keeps_up = (design == Design::Async).then(|| {
+        let late = delivery_reasons(rate, &d, slope, ctx.delivery_p99);
+        let ok = late.is_empty();
+        why.extend(late.into_iter().map(|w| format!("delivery: {w}")));
+        ok
+    });
+    Ok(StepRecord {
+        offered_rps: rate,
+        throughput_rps: d.throughput_rps,
+        sent: d.requests.sent,
+        accepted: d.requests.status.get("2xx").copied().unwrap_or(0),
+        status_503: d.requests.status.get("503").copied().unwrap_or(0),
+        share_503: d.requests.share.get("503").copied().unwrap_or(0.0),
+        accepted_p99_ms: d.latency_ms_by_class.get("2xx").map(|c| c.latency.p99),
+        latency_p99_ms: d.latency_ms.p99,
+        send_lag_p99_ms: d.send_lag_ms.p99,
+        backlog_slope_per_s: slope,
+        delivery_p99_ms: d
+            .delivery
+            .iter()
+            .map(|(c, v)| (c.clone(), v.p99_ms))
+            .collect(),
+        cores: cores(&d),
+        valid: d.valid,
+        trustworthy: d.trustworthy,
+        passed,
+        delivery_keeps_up,
+        why,
+        dir: dir.display().to_string(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attribution
+
+fn read_telemetry(dir: &Path, design: Design) -> Result<Vec<results::TelemetrySample>> {
+    let path = dir.join("telemetry.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("could not read {}", path.display()))?;
+    let mut t: Telemetry = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a telemetry file", path.display()))?;
+    Ok(t.designs
+        .remove(design.name())
+        .map(|d| d.samples)
+        .unwrap_or_default())
+}
+
+/// A label's value in a series key such as `x{channel="sms",outcome="rate_limited"}`.
+fn label<'a>(key: &'a str, name: &str) -> Option<&'a str> {
+    let inner = key.split_once('{')?.1.strip_suffix('}')?;
+    inner.split(',').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.trim_matches('"'))
+    })
+}
+
+fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        0.0
+    } else {
+        values.iter().sum::<f64>() / values.len() as f64
+    }
+}
+
+fn pool_size(ctx: &Run, design: Design) -> u32 {
+    match design {
+        Design::Sync => ctx.scenario.servers.sync.pool_size,
+        Design::Async => ctx.scenario.servers.async_.pool_size,
+    }
+}
+
+/// Names the resource that saturated at `step`, from its telemetry (one scrape a second over
+/// the load) and results. The first that holds, in this order: the driver (send lag), the pool
+/// (in use at its size on average with waiters), a channel's in-flight sends at its concurrency
+/// limit, a provider's 429s, row-lock waits in PostgreSQL, the machine's CPU.
+fn attribute(ctx: &Run, design: Design, step: &StepRecord) -> Result<Bottleneck> {
+    let samples = read_telemetry(Path::new(&step.dir), design)?;
+    let end = ctx.duration.as_secs_f64();
+    let load: Vec<&results::TelemetrySample> = samples
+        .iter()
+        .filter(|s| s.t >= 1.0 && s.t <= end)
+        .collect();
+    let mut signals = BTreeMap::new();
+    let mut evidence = Vec::new();
+    let series = |name: &str| -> Vec<f64> {
+        load.iter()
+            .map(|s| s.server.get(name).copied().unwrap_or(0.0))
+            .collect()
+    };
+    let size = f64::from(pool_size(ctx, design));
+    let in_use: Vec<f64> = series("fanbench_pool_connections{state=\"open\"}")
+        .iter()
+        .zip(series("fanbench_pool_connections{state=\"idle\"}"))
+        .map(|(o, i)| o - i)
+        .collect();
+    let waiting = series("fanbench_pool_waiting");
+    let (in_use_mean, waiting_mean) = (mean(&in_use), mean(&waiting));
+    let waiting_max = waiting.iter().copied().fold(0.0, f64::max);
+    signals.insert("pool_size".into(), size);
+    signals.insert("pool_in_use_mean".into(), in_use_mean);
+    signals.insert("pool_waiting_mean".into(), waiting_mean);
+    signals.insert("pool_waiting_max".into(), waiting_max);
+    let last = samples.iter().rev().find(|s| s.t <= end + 1.0);
+    let phase = |name: &str, what: &str| {
+        last.and_then(|s| {
+            s.server
+                .get(&format!(
+                    "fanbench_phase_seconds_{what}{{phase=\"{name}\"}}"
+                ))
+                .copied()
+        })
+    };
+    let wait_ms = match (phase("pool_acquire", "sum"), phase("pool_acquire", "count")) {
+        (Some(sum), Some(n)) if n > 0.0 => Some(sum / n * 1000.0),
+        _ => None,
+    };
+    if let Some(w) = wait_ms {
+        signals.insert("pool_wait_mean_ms".into(), w);
+    }
+
+    // Channels: in-flight sends against each one's concurrency limit.
+    let mut channel_use: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for s in &load {
+        for (k, v) in &s.server {
+            if !k.starts_with("fanbench_deliveries_in_flight{") {
+                continue;
+            }
+            let Some(channel) = label(k, "channel") else {
+                continue;
+            };
+            let limit_key =
+                format!("fanbench_deliveries_concurrency_limit{{channel=\"{channel}\"}}");
+            if let Some(limit) = s.server.get(&limit_key).filter(|l| **l > 0.0) {
+                channel_use
+                    .entry(channel.to_string())
+                    .or_default()
+                    .push(v / limit);
+            }
+        }
+    }
+    let busiest = channel_use
+        .iter()
+        .map(|(c, v)| (c.clone(), mean(v)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    for (c, v) in &channel_use {
+        signals.insert(format!("channel_{c}_in_flight_share_of_limit"), mean(v));
+    }
+    // Provider 429s, from the simulator's counters at the end of the load.
+    let mut rate_limited: BTreeMap<String, f64> = BTreeMap::new();
+    if let Some(s) = last {
+        for (k, v) in &s.providers {
+            if k.starts_with("provider_sim_sends_total{")
+                && label(k, "outcome") == Some("rate_limited")
+                && *v > 0.0
+            {
+                let c = label(k, "channel").unwrap_or("?").to_string();
+                signals.insert(format!("provider_{c}_429"), *v);
+                rate_limited.insert(c, *v);
+            }
+        }
+    }
+    // PostgreSQL: active connections waiting on a lock, on average.
+    let lock_waits = mean(
+        &load
+            .iter()
+            .map(|s| {
+                s.postgres
+                    .wait_events
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("Lock"))
+                    .map(|(_, v)| *v as f64)
+                    .sum()
+            })
+            .collect::<Vec<f64>>(),
+    );
+    signals.insert("pg_lock_waits_mean".into(), lock_waits);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let used: f64 = step.cores.values().sum();
+    let top = step
+        .cores
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(r, c)| (r.clone(), *c));
+    signals.insert("cores_used".into(), used);
+    signals.insert("cores_available".into(), cpus);
+    signals.insert("send_lag_p99_ms".into(), step.send_lag_p99_ms);
+
+    let cores_text = step
+        .cores
+        .iter()
+        .map(|(r, c)| format!("{r} {c:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let resource = if !step.trustworthy {
+        evidence.push(format!(
+            "the driver's send lag p99 was {:.1} ms: it could not offer {}/s on schedule",
+            step.send_lag_p99_ms, step.offered_rps
+        ));
+        "driver".to_string()
+    } else if size > 0.0 && in_use_mean >= 0.9 * size && waiting_max >= 1.0 {
+        evidence.push(format!(
+            "{in_use_mean:.1} of {size:.0} connections in use on average, {waiting_mean:.1} requests waiting for one (at most {waiting_max:.0})"
+        ));
+        if let Some(w) = wait_ms {
+            evidence.push(format!("mean wait for a connection {w:.0} ms"));
+        }
+        "connection pool".to_string()
+    } else if let Some((c, share)) = busiest.as_ref().filter(|(_, s)| *s >= 0.9) {
+        evidence.push(format!(
+            "{c}: in-flight sends at {:.0} % of its concurrency limit on average",
+            share * 100.0
+        ));
+        format!("channel concurrency ({c})")
+    } else if let Some((c, n)) = rate_limited.iter().max_by(|a, b| a.1.total_cmp(b.1)) {
+        evidence.push(format!("the {c} provider answered 429 {n:.0} times"));
+        format!("provider rate limit ({c})")
+    } else if lock_waits >= 1.0 {
+        evidence.push(format!(
+            "{lock_waits:.1} PostgreSQL connections waiting on a lock on average"
+        ));
+        "row locks".to_string()
+    } else if used >= 0.85 * cpus {
+        evidence.push(format!("{used:.2} of {cpus:.0} cores busy ({cores_text})"));
+        format!("CPU ({})", top.as_ref().map_or("?", |(r, _)| r.as_str()))
+    } else {
+        evidence.push("no resource was at its limit in the telemetry".to_string());
+        "unclear".to_string()
+    };
+    if !cores_text.is_empty() && !resource.starts_with("CPU") {
+        evidence.push(format!("cores used: {cores_text} (of {cpus:.0})"));
+    }
+    Ok(Bottleneck {
+        offered_rps: step.offered_rps,
+        resource,
+        evidence,
+        signals,
+    })
+}
+
+/// Little's law for the sync design: each accepted sign-up holds a pooled connection for its
+/// whole fan-out, so the pool serves at most pool size ÷ mean hold time a second. The hold time
+/// is the sum of the server's measured phase times after the acquire (the provider calls and the
+/// database work, `fanbench_phase_seconds`), per sign-up that reached the database.
+fn littles_law(ctx: &Run, step: &StepRecord, measured: Option<u32>) -> Option<Prediction> {
+    let samples = read_telemetry(Path::new(&step.dir), Design::Sync).ok()?;
+    let last = samples.last()?;
+    let get = |phase: &str, what: &str| {
+        last.server
+            .get(&format!(
+                "fanbench_phase_seconds_{what}{{phase=\"{phase}\"}}"
+            ))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let held: f64 = ["provider_email", "provider_sms", "provider_push", "db"]
+        .iter()
+        .map(|p| get(p, "sum"))
+        .sum();
+    let count = get("db", "count");
+    if count <= 0.0 || held <= 0.0 {
+        return None;
+    }
+    let hold_s = held / count;
+    let size = f64::from(ctx.scenario.servers.sync.pool_size);
+    let predicted = size / hold_s;
+    let ratio = measured.map(|m| f64::from(m) / predicted);
+    Some(Prediction {
+        method: "Little's law: pool size ÷ mean connection hold time (measured phase times)".into(),
+        predicted_rps: predicted,
+        measured_rps: measured,
+        ratio,
+        detail: format!(
+            "{size:.0} connections ÷ {:.0} ms held per sign-up (at the {}/s step) = {predicted:.1}/s{}",
+            hold_s * 1000.0,
+            step.offered_rps,
+            ratio.map_or(String::new(), |r| format!(
+                "; measured {} is {:.0} % {} it",
+                measured.unwrap_or(0),
+                ((r - 1.0) * 100.0).abs(),
+                if r < 1.0 { "below" } else { "above" }
+            ))
+        ),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+fn limit_text(pass: Option<u32>, fail: Option<u32>, stop: Stop) -> String {
+    let base = match (pass, fail) {
+        (Some(p), Some(f)) => format!("{p}/s (failed at {f}/s)"),
+        (Some(p), None) => format!("at least {p}/s"),
+        (None, Some(f)) => format!("below {f}/s: no rate met it"),
+        (None, None) => "not measured".to_string(),
+    };
+    match stop {
+        Stop::Converged => base,
+        Stop::Budget => format!("{base}; the step budget ran out first"),
+        Stop::DriverLimited => format!("{base}; the driver capped the search (inconclusive)"),
+        Stop::NeverPassed => format!("{base}; even 1/s failed"),
+    }
+}
+
+fn table(r: &CapacityReport) -> String {
+    let mut s = format!(
+        "\nfanbench capacity: {} ({} cores, {:.0} s a step judged whole, resolution {:.0} %)\n",
+        r.scenario,
+        r.cpus,
+        r.step_duration_s,
+        r.resolution * 100.0
+    );
+    for (name, d) in &r.designs {
+        s.push_str(&format!("\n{name}: objective {}\n", d.slo.join(" and ")));
+        s.push_str(&format!(
+            "  {:>8} {:>11} {:>12} {:>8} {:>11} {:>12}  {}\n",
+            "offered", "answered/s", "2xx p99 ms", "503 %", "lag p99 ms", "queue row/s", "verdict"
+        ));
+        for st in &d.steps {
+            let verdict = if !st.trustworthy {
+                "DRIVER-LIMITED".to_string()
+            } else if st.passed && st.delivery_keeps_up != Some(false) {
+                "pass".to_string()
+            } else {
+                format!("FAIL: {}", st.why.join("; "))
+            };
+            s.push_str(&format!(
+                "  {:>6}/s {:>11.1} {:>12} {:>8.2} {:>11.2} {:>12}  {verdict}\n",
+                st.offered_rps,
+                st.throughput_rps,
+                st.accepted_p99_ms.map_or("-".into(), |v| format!("{v:.1}")),
+                st.share_503 * 100.0,
+                st.send_lag_p99_ms,
+                st.backlog_slope_per_s
+                    .map_or("-".into(), |v| format!("{v:+.1}")),
+            ));
+        }
+        s.push_str(&verdict_lines(name, d).join("\n"));
+        s.push('\n');
+    }
+    s
+}
+
+fn verdict_lines(name: &str, d: &DesignCapacity) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{name} capacity{}: {}",
+        if d.delivery_stop.is_some() {
+            " (ingest)"
+        } else {
+            ""
+        },
+        limit_text(d.capacity_rps, d.first_fail_rps, d.stop)
+    )];
+    if let Some(stop) = d.delivery_stop {
+        lines.push(format!(
+            "{name} capacity (end to end, delivery keeping up): {}",
+            limit_text(d.delivery_capacity_rps, d.delivery_first_fail_rps, stop)
+        ));
+    }
+    for (what, b) in [("", &d.bottleneck), (" (delivery)", &d.delivery_bottleneck)] {
+        if let Some(b) = b {
+            lines.push(format!(
+                "  bottleneck{what} at {}/s: {} — {}",
+                b.offered_rps,
+                b.resource,
+                b.evidence.join("; ")
+            ));
+        }
+    }
+    if let Some(p) = &d.prediction {
+        lines.push(format!("  prediction: {}: {}", p.method, p.detail));
+    }
+    lines
+}
+
+fn summary_md(r: &CapacityReport) -> String {
+    let mut s = format!(
+        "# Capacity: {}\n\n{} cores; each step {:.0} s of constant Poisson load, judged on the whole step; \
+         bisection to {:.0} % or {} steps a search.\n",
+        r.scenario,
+        r.cpus,
+        r.step_duration_s,
+        r.resolution * 100.0,
+        r.max_steps
+    );
+    for (name, d) in &r.designs {
+        s.push_str(&format!(
+            "\n## {name}\n\nObjective: `{}`\n\n",
+            d.slo.join("`, `")
+        ));
+        for line in verdict_lines(name, d) {
+            s.push_str(&format!("- {}\n", line.trim()));
+        }
+        s.push_str(
+            "\n| offered/s | answered/s | 2xx p99 ms | 503 % | send lag p99 ms | verdict |\n",
+        );
+        s.push_str("| ---: | ---: | ---: | ---: | ---: | --- |\n");
+        for st in &d.steps {
+            s.push_str(&format!(
+                "| {} | {:.1} | {} | {:.2} | {:.2} | {} |\n",
+                st.offered_rps,
+                st.throughput_rps,
+                st.accepted_p99_ms.map_or("-".into(), |v| format!("{v:.1}")),
+                st.share_503 * 100.0,
+                st.send_lag_p99_ms,
+                if !st.trustworthy {
+                    "driver-limited".to_string()
+                } else if st.passed && st.delivery_keeps_up != Some(false) {
+                    "pass".to_string()
+                } else {
+                    format!("fail: {}", st.why.join("; ").replace('|', "\\|"))
+                }
+            ));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> SearchPlan {
+        SearchPlan {
+            start: 10,
+            factor: 2.0,
+            resolution: 0.05,
+            max_steps: 20,
+        }
+    }
+
+    /// A design that meets its objective up to `limit`.
+    fn up_to(limit: u32) -> impl FnMut(u32) -> Result<Verdict> {
+        move |r| {
+            Ok(if r <= limit {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            })
+        }
+    }
+
+    #[test]
+    fn the_search_converges_within_the_resolution() {
+        for limit in [1, 7, 10, 33, 100, 157, 999, 5000] {
+            let f = search(&plan(), up_to(limit)).unwrap();
+            assert_eq!(f.stop, Stop::Converged, "limit {limit}: {f:?}");
+            let (p, fail) = (f.pass.unwrap(), f.fail.unwrap());
+            assert!(p <= limit && fail > limit, "limit {limit}: {f:?}");
+            assert!(
+                f64::from(fail - p) / f64::from(p) <= 0.05 || fail == p + 1,
+                "limit {limit}: {f:?}"
+            );
+            // Every rate is tried once.
+            let mut rates: Vec<u32> = f.tried.iter().map(|(r, _)| *r).collect();
+            rates.sort_unstable();
+            rates.dedup();
+            assert_eq!(rates.len(), f.tried.len(), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn a_driver_limited_step_is_inconclusive_and_stops_the_search() {
+        // The design holds everything; the driver cannot offer more than 150/s.
+        let f = search(&plan(), |r| {
+            Ok(if r > 150 {
+                Verdict::DriverLimited
+            } else {
+                Verdict::Pass
+            })
+        })
+        .unwrap();
+        assert_eq!(f.stop, Stop::DriverLimited);
+        assert_eq!(f.pass, Some(80), "the last rate that passed");
+        assert_eq!(f.fail, None, "a driver-limited step is never the limit");
+        assert_eq!(f.tried.last(), Some(&(160, Verdict::DriverLimited)));
+        // Met while bisecting, too.
+        let f = search(&plan(), |r| {
+            Ok(match r {
+                ..=40 => Verdict::Pass,
+                60 => Verdict::DriverLimited,
+                _ => Verdict::Fail,
+            })
+        })
+        .unwrap();
+        assert_eq!(
+            (f.pass, f.fail, f.stop),
+            (Some(40), Some(80), Stop::DriverLimited)
+        );
+    }
+
+    #[test]
+    fn the_search_respects_the_step_budget() {
+        let tight = SearchPlan {
+            max_steps: 4,
+            ..plan()
+        };
+        let f = search(&tight, up_to(1000)).unwrap();
+        assert_eq!(f.tried.len(), 4);
+        assert_eq!(f.stop, Stop::Budget);
+        assert_eq!(f.pass, Some(80));
+        let none = SearchPlan {
+            max_steps: 0,
+            ..plan()
+        };
+        let f = search(&none, up_to(1000)).unwrap();
+        assert!(f.tried.is_empty() && f.pass.is_none());
+    }
+
+    #[test]
+    fn the_search_descends_when_the_first_step_fails() {
+        let f = search(&plan(), up_to(3)).unwrap();
+        assert_eq!(f.pass, Some(3));
+        assert_eq!(f.fail, Some(4));
+        let f = search(&plan(), up_to(0)).unwrap();
+        assert_eq!((f.pass, f.fail, f.stop), (None, Some(1), Stop::NeverPassed));
+    }
+
+    #[test]
+    fn objectives_are_prefixed_with_their_design() {
+        assert_eq!(
+            prefix_metrics("sync", "latency_ms_by_class.2xx.p99 < 6000"),
+            "sync.latency_ms_by_class.2xx.p99 < 6000"
+        );
+        assert_eq!(
+            prefix_metrics("async", "requests.status.503 / requests.sent<0.01"),
+            "async.requests.status.503 / async.requests.sent<0.01"
+        );
+        for d in [Design::Sync, Design::Async] {
+            for t in default_slo(d) {
+                parse_slo(d, t, "built-in").unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_objective_is_an_error_naming_the_flag() {
+        for (text, says) in [
+            ("latncy_ms.p99 < 250", "no metric `sync.latncy_ms.p99`"),
+            ("latency_ms.p99 <", "--slo `latency_ms.p99 <`"),
+            ("throughput_rps", "expected a comparison"),
+        ] {
+            let e = parse_slo(Design::Sync, text, "--slo")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("--slo `"), "{e}");
+            assert!(e.contains(says), "{text}: {e}");
+        }
+        let e = objectives(
+            Design::Async,
+            &[
+                "async:latency_ms.p99 < 1".into(),
+                "sync:nonsense.x < 1".into(),
+            ],
+            &BTreeMap::new(),
+            Path::new("s.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            e.len(),
+            1,
+            "a DESIGN: objective applies to that design only"
+        );
+        let mut from_file = BTreeMap::new();
+        from_file.insert("sync".to_string(), vec!["nope < 1".to_string()]);
+        let e = objectives(Design::Sync, &[], &from_file, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s.toml [capacity] slo.sync"), "{e}");
+    }
+
+    #[test]
+    fn series_labels_are_read() {
+        let k = r#"provider_sim_sends_total{channel="sms",outcome="rate_limited"}"#;
+        assert_eq!(label(k, "channel"), Some("sms"));
+        assert_eq!(label(k, "outcome"), Some("rate_limited"));
+        assert_eq!(label("x", "channel"), None);
+    }
+
+    #[test]
+    fn a_step_scenario_is_a_valid_scenario() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/capacity.toml"),
+        )
+        .unwrap();
+        let base: toml::Table = toml::from_str(&text).unwrap();
+        let step = step_scenario(&base, Design::Async, 123, Duration::from_secs(20));
+        let s = scenario::Scenario::parse(&step, Path::new("step.toml"))
+            .unwrap_or_else(|e| panic!("{e}\n{step}"));
+        assert!(s.capacity.is_empty() && s.gates.is_empty());
+        assert_eq!(s.name, "capacity-async-123");
+    }
+
+    fn sample_report() -> CapacityReport {
+        let step = StepRecord {
+            offered_rps: 40,
+            throughput_rps: 30.5,
+            sent: 800,
+            accepted: 700,
+            status_503: 100,
+            share_503: 0.125,
+            accepted_p99_ms: Some(5100.0),
+            latency_p99_ms: 5200.0,
+            send_lag_p99_ms: 0.2,
+            backlog_slope_per_s: None,
+            delivery_p99_ms: BTreeMap::new(),
+            cores: BTreeMap::from([("postgres".to_string(), 0.3)]),
+            valid: true,
+            trustworthy: true,
+            passed: false,
+            delivery_keeps_up: None,
+            why: vec!["requests.share.503 < 0.01 (was 0.125)".into()],
+            dir: "out/sync/step-40".into(),
+        };
+        let sync = DesignCapacity {
+            slo: vec!["requests.share.503 < 0.01".into()],
+            capacity_rps: Some(30),
+            first_fail_rps: Some(40),
+            stop: Stop::Converged,
+            delivery_capacity_rps: None,
+            delivery_first_fail_rps: None,
+            delivery_stop: None,
+            steps: vec![step.clone()],
+            bottleneck: Some(Bottleneck {
+                offered_rps: 40,
+                resource: "connection pool".into(),
+                evidence: vec!["10 of 10 in use".into()],
+                signals: BTreeMap::from([("pool_size".to_string(), 10.0)]),
+            }),
+            delivery_bottleneck: None,
+            prediction: Some(Prediction {
+                method: "Little's law".into(),
+                predicted_rps: 32.0,
+                measured_rps: Some(30),
+                ratio: Some(30.0 / 32.0),
+                detail: "x".into(),
+            }),
+        };
+        let async_ = DesignCapacity {
+            slo: vec![],
+            capacity_rps: None,
+            first_fail_rps: None,
+            stop: Stop::DriverLimited,
+            delivery_capacity_rps: Some(400),
+            delivery_first_fail_rps: None,
+            delivery_stop: Some(Stop::Budget),
+            steps: vec![StepRecord {
+                backlog_slope_per_s: Some(1.5),
+                delivery_keeps_up: Some(true),
+                trustworthy: false,
+                ..step
+            }],
+            bottleneck: None,
+            delivery_bottleneck: None,
+            prediction: None,
+        };
+        CapacityReport {
+            schema_version: SCHEMA_VERSION,
+            scenario: "scenarios/capacity.toml".into(),
+            cpus: 2,
+            step_duration_s: 20.0,
+            factor: 2.0,
+            resolution: 0.1,
+            max_steps: 10,
+            designs: BTreeMap::from([("sync".to_string(), sync), ("async".to_string(), async_)]),
+        }
+    }
+
+    #[test]
+    fn the_document_validates_against_its_schema() {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let doc = serde_json::to_value(sample_report()).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&doc)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        // And the schema is strict: a stray field is refused.
+        let mut bad = doc.clone();
+        bad["designs"]["sync"]["capacity"] = serde_json::json!(1);
+        assert!(!validator.is_valid(&bad));
+        // The outputs render from it.
+        let r = sample_report();
+        assert!(table(&r).contains("sync capacity: 30/s (failed at 40/s)"));
+        assert!(summary_md(&r).contains("driver-limited"));
+    }
+}
