@@ -41,3 +41,8 @@ gate *ARGS:
 # Promote a run to the committed baseline for regression gates
 baseline RUN_DIR:
     target/release/fanbench baseline update {{RUN_DIR}}
+
+# Benchmarks against references, release build: `just bench driver`, `just bench ingest`, `just bench e2e`
+bench *ARGS:
+    cargo build --release -p fanbench
+    target/release/fanbench bench {{ARGS}}
