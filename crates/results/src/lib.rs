@@ -3,8 +3,11 @@
 //! `results.schema.json` beside this crate, versioned by [`SCHEMA_VERSION`]), and the report and
 //! the gates read it, never the driver.
 //!
+//! The capacity document (`capacity.json`, `fanbench capacity`) is modelled in [`capacity`].
+//!
 //! This crate does no I/O and knows nothing of HTTP, goose or the designs.
 
+pub mod capacity;
 pub mod metric_names;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,236 @@
+//! The capacity document: `capacity.json`, written by `fanbench capacity` (its JSON Schema is
+//! `crates/fanbench/capacity.schema.json`). Per design, the highest offered rate that met the
+//! objective, every load step the search ran, and what saturated at the knee. The capacity page
+//! reads it through these types; they mirror the schema field for field, every field required,
+//! absent values written as `null`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any change a reader of `capacity.json` must know about.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `capacity.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapacityReport {
+    pub schema_version: u32,
+    /// The scenario file every step's payload, providers and server settings came from.
+    pub scenario: String,
+    /// Cores on the machine that ran the steps.
+    pub cpus: usize,
+    /// Each step's load, seconds; judged whole, warm-up included.
+    pub step_duration_s: f64,
+    /// The climb's multiplier between steps.
+    pub factor: f64,
+    /// Bisection stops when (first fail − last pass) ÷ last pass is at most this.
+    pub resolution: f64,
+    /// Load steps each search may run.
+    pub max_steps: u32,
+    /// By design name (`sync`, `async`).
+    pub designs: BTreeMap<String, DesignCapacity>,
+}
+
+/// Why a search stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    /// The last pass and the first fail are within the resolution.
+    Converged,
+    /// The step budget ran out first.
+    Budget,
+    /// A step was driver-limited: the design's limit is above what the driver could offer.
+    DriverLimited,
+    /// Even 1 sign-up a second failed.
+    NeverPassed,
+}
+
+/// One design's search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesignCapacity {
+    /// The objectives each step was held to, in the gate language relative to the design.
+    pub slo: Vec<String>,
+    /// The highest offered rate that met the objectives (the async design's ingest limit).
+    pub capacity_rps: Option<u32>,
+    /// The lowest offered rate that did not.
+    pub first_fail_rps: Option<u32>,
+    pub stop: Stop,
+    /// Designs with a queue: the highest rate that also kept up with delivery (end to end).
+    pub delivery_capacity_rps: Option<u32>,
+    pub delivery_first_fail_rps: Option<u32>,
+    /// `None` for designs without a queue.
+    pub delivery_stop: Option<Stop>,
+    /// Every step, in the order it ran.
+    pub steps: Vec<StepRecord>,
+    /// What saturated at the first failing (or driver-limited) step of the objective's search.
+    pub bottleneck: Option<Bottleneck>,
+    /// The same, at the first step that did not keep up with delivery.
+    pub delivery_bottleneck: Option<Bottleneck>,
+    /// A first-principles limit beside the measured one.
+    pub prediction: Option<Prediction>,
+}
+
+/// One load step: a constant offered rate, judged whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub offered_rps: u32,
+    /// Answers a second over the step.
+    pub throughput_rps: f64,
+    pub sent: u64,
+    /// Answered 2xx.
+    pub accepted: u64,
+    pub status_503: u64,
+    /// 503s as a share of the requests sent.
+    pub share_503: f64,
+    /// p99 of accepted sign-ups from each request's intended send time; `None` when none was.
+    pub accepted_p99_ms: Option<f64>,
+    /// p99 of every answer.
+    pub latency_p99_ms: f64,
+    /// How late the driver sent, p99: its trustworthiness.
+    pub send_lag_p99_ms: f64,
+    /// Designs with a queue: the queue depth's slope over the second half of the load, rows a
+    /// second.
+    pub backlog_slope_per_s: Option<f64>,
+    /// Per channel, intended send time to the provider's receipt.
+    pub delivery_p99_ms: BTreeMap<String, f64>,
+    /// Cores each process (server, postgres, simulator, driver) used on average.
+    pub cores: BTreeMap<String, f64>,
+    pub valid: bool,
+    /// False: the driver fell behind its schedule, the step is driver-limited.
+    pub trustworthy: bool,
+    /// Valid, trustworthy and met every objective (delivery is judged apart).
+    pub passed: bool,
+    /// Designs with a queue: delivery kept up. `None` for the others.
+    pub delivery_keeps_up: Option<bool>,
+    /// What it missed, in words.
+    pub why: Vec<String>,
+    /// The step's run folder.
+    pub dir: String,
+}
+
+impl StepRecord {
+    /// Met the objective and, for a design with a queue, kept up with delivery.
+    pub fn passed_end_to_end(&self) -> bool {
+        self.passed && self.delivery_keeps_up != Some(false)
+    }
+}
+
+/// What gave out at a step, with its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bottleneck {
+    /// The step it was read from.
+    pub offered_rps: u32,
+    /// `driver`, `connection pool`, `channel concurrency (<channel>)`,
+    /// `provider rate limit (<channel>)`, `row locks`, `CPU (<process>)`, or `unclear`.
+    pub resource: String,
+    pub evidence: Vec<String>,
+    /// The figures behind the evidence, by name.
+    pub signals: BTreeMap<String, f64>,
+}
+
+/// A first-principles limit beside the measured one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub method: String,
+    pub predicted_rps: f64,
+    pub measured_rps: Option<u32>,
+    /// measured ÷ predicted.
+    pub ratio: Option<f64>,
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = include_str!("../fixtures/capacity/capacity.json");
+    const SCHEMA: &str = include_str!("../../fanbench/capacity.schema.json");
+
+    fn fixture() -> serde_json::Value {
+        serde_json::from_str(FIXTURE).unwrap()
+    }
+
+    #[test]
+    fn the_fixture_validates_and_round_trips() {
+        let doc = fixture();
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&doc)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        let parsed: CapacityReport = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!(parsed.schema_version, SCHEMA_VERSION);
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), doc);
+        let sync = &parsed.designs["sync"];
+        assert_eq!(sync.stop, Stop::Converged);
+        assert_eq!(sync.delivery_stop, None);
+        assert!(parsed.designs["async"].delivery_stop.is_some());
+    }
+
+    /// Every object the schema describes has exactly the fields these types write, so a field
+    /// added to one and not the other fails here rather than in a reader.
+    #[test]
+    fn the_types_write_exactly_the_schemas_fields() {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let doc =
+            serde_json::to_value(serde_json::from_value::<CapacityReport>(fixture()).unwrap())
+                .unwrap();
+        let design = &doc["designs"]["sync"];
+        let pairs = [
+            (&schema["properties"], &doc),
+            (&schema["$defs"]["design"]["properties"], design),
+            (&schema["$defs"]["step"]["properties"], &design["steps"][0]),
+            (
+                &schema["$defs"]["bottleneck"]["properties"],
+                &design["bottleneck"],
+            ),
+            (
+                &schema["$defs"]["prediction"]["properties"],
+                &design["prediction"],
+            ),
+        ];
+        for (defined, written) in pairs {
+            assert_eq!(keys(defined), keys(written));
+        }
+        // And the stop reasons are the schema's.
+        let stops: Vec<String> = schema["$defs"]["stop"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        let ours: Vec<String> = [
+            Stop::Converged,
+            Stop::Budget,
+            Stop::DriverLimited,
+            Stop::NeverPassed,
+        ]
+        .iter()
+        .map(|s| {
+            serde_json::to_value(s)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+        assert_eq!(stops, ours);
+    }
+
+    #[test]
+    fn a_step_passes_end_to_end_only_when_delivery_kept_up() {
+        let parsed: CapacityReport = serde_json::from_value(fixture()).unwrap();
+        let steps = &parsed.designs["async"].steps;
+        let at = |r: u32| steps.iter().find(|s| s.offered_rps == r).unwrap();
+        assert!(at(800).passed && !at(800).passed_end_to_end());
+        assert!(at(500).passed_end_to_end());
+        assert!(parsed.designs["sync"].steps[0].passed_end_to_end());
+    }
+}
