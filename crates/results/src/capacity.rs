@@ -91,6 +91,9 @@ pub struct StepRecord {
     /// Designs with a queue: the queue depth's slope over the second half of the load, rows a
     /// second.
     pub backlog_slope_per_s: Option<f64>,
+    /// Requests waiting for a pooled connection: their slope over the second half of the load, a
+    /// second (growing too fast fails the step: the design is not keeping up).
+    pub pool_waiting_slope_per_s: Option<f64>,
     /// Per channel, intended send time to the provider's receipt.
     pub delivery_p99_ms: BTreeMap<String, f64>,
     /// Cores each process (server, postgres, simulator, driver) used on average.
