@@ -85,6 +85,8 @@ pub enum XAxis {
     Seconds,
     /// Percentiles, spread out towards the tail: x = -log10(1 - p/100).
     Percentile,
+    /// The offered rate of a capacity run's load steps.
+    Rate,
 }
 
 /// A line chart, optionally with a second y axis on the right.
@@ -148,6 +150,7 @@ fn x_bounds(chart: &LineChart) -> (f64, f64) {
     match chart.x {
         XAxis::Seconds => (0.0, hi.max(1.0)),
         XAxis::Percentile => (0.0, hi.max(3.0).ceil()),
+        XAxis::Rate => (0.0, (hi * 1.05).max(1.0)),
     }
 }
 
@@ -191,6 +194,7 @@ fn draw_lines(root: &Area<'_>, chart: &LineChart) -> Result<(), Box<dyn std::err
     let x_desc = match chart.x {
         XAxis::Seconds => "time since start (s)",
         XAxis::Percentile => "percentile",
+        XAxis::Rate => "offered rate (sign-ups/s)",
     };
     macro_rules! mesh {
         ($ctx:expr) => {{

@@ -2,9 +2,11 @@
 //! (`index.html`: inline SVG charts drawn with plotters, inline styles, nothing fetched, printable)
 //! and a Markdown summary (`summary.md`) for CI job summaries and PR comments.
 //!
-//! It reads `results.json` and `telemetry.json` and nothing else: it never talks to the driver,
-//! the servers or the database.
+//! It reads `results.json` and `telemetry.json`, and a capacity folder's `capacity.json`
+//! ([`capacity`]: that folder's own page), and nothing else: it never talks to the driver, the
+//! servers or the database.
 
+pub mod capacity;
 pub mod charts;
 mod sections;
 pub mod text;
@@ -191,7 +193,7 @@ pub fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-const STYLE: &str = "
+pub(crate) const STYLE: &str = "
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto; max-width: 980px;
        color: #222; line-height: 1.45; padding: 0 1rem; }
 h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.25rem; margin-top: 2.2rem;

@@ -1,0 +1,692 @@
+//! The capacity page: `index.html` of a `fanbench capacity` folder, from its `capacity.json`
+//! (`results::capacity`). The verdict in one line per design, each design's latency and
+//! throughput against the offered rate with the knee marked (the hockey stick), the bottleneck
+//! table and every step. The same self-contained rules as the run page: inline SVG, inline CSS,
+//! no script, nothing fetched.
+
+use std::path::{Path, PathBuf};
+
+use plotters::style::RGBColor;
+use results::capacity::{Bottleneck, CapacityReport, DesignCapacity, StepRecord, Stop};
+
+use crate::charts::{self, LineChart, Look, Scale, Series, XAxis};
+use crate::{ReportError, STYLE, escape};
+
+/// The document a capacity folder holds.
+pub const FILE: &str = "capacity.json";
+
+/// Reads `dir/capacity.json`.
+pub fn load(dir: &Path) -> Result<CapacityReport, ReportError> {
+    let path = dir.join(FILE);
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|source| ReportError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let doc: CapacityReport = serde_json::from_str(&text).map_err(|e| ReportError::Invalid {
+        path: shown.clone(),
+        message: e.to_string(),
+    })?;
+    if doc.schema_version != results::capacity::SCHEMA_VERSION {
+        return Err(ReportError::Invalid {
+            path: shown,
+            message: format!(
+                "schema version {}, this fanbench reads version {}",
+                doc.schema_version,
+                results::capacity::SCHEMA_VERSION
+            ),
+        });
+    }
+    Ok(doc)
+}
+
+/// Writes the page to `dir/index.html`; returns its path.
+pub fn write(dir: &Path, doc: &CapacityReport) -> Result<PathBuf, ReportError> {
+    let path = dir.join("index.html");
+    std::fs::write(&path, render(doc)).map_err(|source| ReportError::Write {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// The designs in page order: sync, async, then any other by name.
+pub fn ordered(doc: &CapacityReport) -> Vec<(&str, &DesignCapacity)> {
+    let rank = |n: &str| match n {
+        results::SYNC => 0,
+        results::ASYNC => 1,
+        _ => 2,
+    };
+    let mut v: Vec<(&str, &DesignCapacity)> =
+        doc.designs.iter().map(|(n, d)| (n.as_str(), d)).collect();
+    v.sort_by_key(|(n, _)| rank(n));
+    v
+}
+
+/// The page's sections, in order, and whether each holds a chart (one each).
+pub fn sections(doc: &CapacityReport) -> Vec<(String, bool)> {
+    let mut s = vec![("verdict".to_string(), false)];
+    for (name, _) in ordered(doc) {
+        s.push((format!("latency-{name}"), true));
+        s.push((format!("throughput-{name}"), true));
+    }
+    s.push(("bottlenecks".into(), false));
+    for (name, _) in ordered(doc) {
+        s.push((format!("steps-{name}"), false));
+    }
+    s.push(("run-details".into(), false));
+    s
+}
+
+/// A rate as the verdict says it: a pass, and where it failed, and why the search stopped when
+/// that qualifies the figure.
+fn limit(pass: Option<u32>, fail: Option<u32>, stop: Stop) -> String {
+    match (stop, pass, fail) {
+        (Stop::NeverPassed, _, _) => "below 1 sign-up/s: even 1/s missed the objective".into(),
+        (Stop::DriverLimited, Some(p), _) => {
+            format!("at least {p} sign-ups/s (the driver could not offer more: inconclusive above)")
+        }
+        (Stop::DriverLimited, None, _) => {
+            "not measured: the driver could not offer the first rate".into()
+        }
+        (Stop::Budget, Some(p), Some(f)) => format!(
+            "{p} sign-ups/s (failed at {f}/s; the step budget ran out before the resolution)"
+        ),
+        (Stop::Budget, Some(p), None) => {
+            format!("at least {p} sign-ups/s (the step budget ran out while climbing)")
+        }
+        (_, Some(p), Some(f)) => format!("{p} sign-ups/s (failed at {f}/s)"),
+        (_, Some(p), None) => format!("at least {p} sign-ups/s"),
+        (_, None, Some(f)) => format!("below {f} sign-ups/s: no rate met the objective"),
+        (_, None, None) => "not measured".into(),
+    }
+}
+
+/// ", bottleneck: connection pool", or nothing.
+fn bottleneck_text(b: Option<&Bottleneck>) -> String {
+    b.map_or(String::new(), |b| format!(", bottleneck: {}", b.resource))
+}
+
+/// One design's verdict in one line.
+pub fn verdict_line(name: &str, d: &DesignCapacity) -> String {
+    let mut line = match d.delivery_stop {
+        Some(delivery_stop) => format!(
+            "{name}: ingest {}{}; end to end (delivery keeping up) {}{}",
+            limit(d.capacity_rps, d.first_fail_rps, d.stop),
+            bottleneck_text(d.bottleneck.as_ref()),
+            limit(
+                d.delivery_capacity_rps,
+                d.delivery_first_fail_rps,
+                delivery_stop
+            ),
+            bottleneck_text(d.delivery_bottleneck.as_ref()),
+        ),
+        None => format!(
+            "{name}: {}{}",
+            limit(d.capacity_rps, d.first_fail_rps, d.stop),
+            bottleneck_text(d.bottleneck.as_ref())
+        ),
+    };
+    if let Some(p) = &d.prediction {
+        let method = p.method.split(':').next().unwrap_or(&p.method).trim();
+        line.push_str(&format!(" ({method} predicts {:.0}", p.predicted_rps));
+        if let Some(r) = p.ratio {
+            line.push_str(&format!(", measured {r:.2}×"));
+        }
+        line.push(')');
+    }
+    line
+}
+
+/// The whole page.
+pub fn render(doc: &CapacityReport) -> String {
+    let title = format!("fanbench capacity: {}", doc.scenario);
+    let mut body = format!(
+        "<header><h1>{}</h1><p class=\"subtitle\">{} cores; each step {:.0} s of constant Poisson load, \
+         judged whole (warm-up included); climb ×{}, then bisection to {:.0} % or {} steps a search</p></header>\n",
+        escape(&title),
+        doc.cpus,
+        doc.step_duration_s,
+        doc.factor,
+        doc.resolution * 100.0,
+        doc.max_steps
+    );
+    let designs = ordered(doc);
+    let verdicts: String = designs
+        .iter()
+        .map(|(n, d)| format!("<li>{}</li>", escape(&verdict_line(n, d))))
+        .collect();
+    body.push_str(&section(
+        "verdict",
+        "Verdict",
+        &format!("<ul class=\"verdict\">{verdicts}</ul>"),
+    ));
+    for (name, d) in &designs {
+        body.push_str(&section(
+            &format!("latency-{name}"),
+            &format!("{name}: latency versus offered rate"),
+            &latency_chart(name, d),
+        ));
+        body.push_str(&section(
+            &format!("throughput-{name}"),
+            &format!("{name}: throughput versus offered rate"),
+            &throughput_chart(name, d),
+        ));
+    }
+    body.push_str(&section(
+        "bottlenecks",
+        "What gave out first",
+        &bottlenecks(&designs),
+    ));
+    for (name, d) in &designs {
+        body.push_str(&section(
+            &format!("steps-{name}"),
+            &format!("{name}: every step"),
+            &steps_table(d),
+        ));
+    }
+    body.push_str(&section(
+        "run-details",
+        "Objectives and search",
+        &details(doc, &designs),
+    ));
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
+        escape(&title)
+    )
+}
+
+fn section(id: &str, heading: &str, content: &str) -> String {
+    format!(
+        "<section id=\"{}\">\n<h2>{}</h2>\n{content}\n</section>\n",
+        escape(id),
+        escape(heading)
+    )
+}
+
+fn chart(svg: String, explain: &str) -> String {
+    format!(
+        "<div class=\"chart\">{svg}</div>\n<p class=\"explain\">{}</p>",
+        escape(explain)
+    )
+}
+
+/// The steps a line may join: those the driver kept to schedule, by offered rate.
+fn trusted(d: &DesignCapacity) -> Vec<&StepRecord> {
+    let mut v: Vec<&StepRecord> = d.steps.iter().filter(|s| s.trustworthy).collect();
+    v.sort_by_key(|s| s.offered_rps);
+    v
+}
+
+const KNEE: Look = Look {
+    color: RGBColor(0, 0, 0),
+    dashed: true,
+    width: 1,
+};
+const END_TO_END: Look = Look {
+    color: RGBColor(220, 120, 20),
+    dashed: true,
+    width: 1,
+};
+const REFERENCE: Look = Look {
+    color: RGBColor(150, 150, 150),
+    dashed: false,
+    width: 1,
+};
+
+/// A vertical marker at `x` spanning `lo..hi`.
+fn marker(label: String, look: Look, x: u32, lo: f64, hi: f64) -> Series {
+    let x = f64::from(x);
+    Series {
+        label,
+        look,
+        points: vec![(x, lo), (x, hi)],
+    }
+}
+
+/// The knee (capacity_rps) and, for a design with a queue, the end-to-end limit.
+fn markers(d: &DesignCapacity, lo: f64, hi: f64) -> Vec<Series> {
+    let mut v = Vec::new();
+    if let Some(c) = d.capacity_rps {
+        v.push(marker(format!("knee at {c}/s"), KNEE, c, lo, hi));
+    }
+    if let Some(c) = d.delivery_capacity_rps {
+        v.push(marker(
+            format!("end-to-end limit at {c}/s"),
+            END_TO_END,
+            c,
+            lo,
+            hi,
+        ));
+    }
+    v
+}
+
+fn latency_chart(name: &str, d: &DesignCapacity) -> String {
+    let title = format!("{name}: accepted p99 per load step");
+    let steps = trusted(d);
+    let accepted: Vec<(f64, f64)> = steps
+        .iter()
+        .filter_map(|s| Some((f64::from(s.offered_rps), s.accepted_p99_ms?)))
+        .filter(|p| p.1 > 0.0)
+        .collect();
+    let delivery: Vec<(f64, f64)> = steps
+        .iter()
+        .filter_map(|s| {
+            let slowest = s
+                .delivery_p99_ms
+                .values()
+                .copied()
+                .fold(None, |m, v| Some(m.map_or(v, |m: f64| m.max(v))))?;
+            Some((f64::from(s.offered_rps), slowest))
+        })
+        .filter(|p| p.1 > 0.0)
+        .collect();
+    if accepted.is_empty() && delivery.is_empty() {
+        return chart(
+            charts::note_svg(
+                &title,
+                "no step the driver kept to schedule accepted a sign-up",
+            ),
+            "Nothing to draw: see the steps table below.",
+        );
+    }
+    let ys = accepted.iter().chain(&delivery).map(|p| p.1);
+    let lo = ys.clone().fold(f64::INFINITY, f64::min);
+    let hi = ys.fold(0.0, f64::max);
+    let mut series = vec![Series {
+        label: format!("{name} accepted p99"),
+        look: charts::design_look(name),
+        points: accepted,
+    }];
+    if !delivery.is_empty() {
+        series.push(Series {
+            label: "delivery p99 (slowest channel)".into(),
+            look: Look {
+                color: RGBColor(120, 60, 160),
+                dashed: false,
+                width: 2,
+            },
+            points: delivery,
+        });
+    }
+    series.extend(markers(d, lo, hi));
+    let svg = charts::line_chart(&LineChart {
+        title,
+        x: XAxis::Rate,
+        y_label: "p99 (ms, log)".into(),
+        y_scale: Scale::Log,
+        series,
+        secondary: None,
+    });
+    chart(
+        svg,
+        "One point per load step the driver kept to schedule (driver-limited steps are left out: \
+         they say nothing about the design), joined in order of offered rate. Latency is measured \
+         from each request's intended send time, so queueing in front of the server counts. The \
+         dashed vertical line is the knee: the highest rate that met the objective. Past it the \
+         line turns up — the hockey stick.",
+    )
+}
+
+fn throughput_chart(name: &str, d: &DesignCapacity) -> String {
+    let title = format!("{name}: answers a second per load step");
+    let steps = trusted(d);
+    if steps.is_empty() {
+        return chart(
+            charts::note_svg(&title, "no step the driver kept to schedule"),
+            "Nothing to draw: see the steps table below.",
+        );
+    }
+    let points: Vec<(f64, f64)> = steps
+        .iter()
+        .map(|s| (f64::from(s.offered_rps), s.throughput_rps))
+        .collect();
+    let top = points
+        .iter()
+        .map(|p| p.0.max(p.1))
+        .fold(0.0, f64::max)
+        .max(1.0);
+    let mut series = vec![
+        Series {
+            label: format!("{name} throughput"),
+            look: charts::design_look(name),
+            points,
+        },
+        Series {
+            label: "offered (y = x)".into(),
+            look: REFERENCE,
+            points: vec![(0.0, 0.0), (top, top)],
+        },
+    ];
+    series.extend(markers(d, 0.0, top));
+    let svg = charts::line_chart(&LineChart {
+        title,
+        x: XAxis::Rate,
+        y_label: "answers/s".into(),
+        y_scale: Scale::Linear,
+        series,
+        secondary: None,
+    });
+    chart(
+        svg,
+        "Answers a second (accepted and refused alike) against the rate offered. On the grey y = x \
+         line the design answers everything it is sent; where the curve bends away below it, \
+         requests wait or time out.",
+    )
+}
+
+fn bottlenecks(designs: &[(&str, &DesignCapacity)]) -> String {
+    let mut rows = String::new();
+    for (name, d) in designs {
+        let limits: [(&str, Option<&Bottleneck>, Option<u32>); 2] = [
+            (
+                if d.delivery_stop.is_some() {
+                    "ingest"
+                } else {
+                    "objective"
+                },
+                d.bottleneck.as_ref(),
+                d.capacity_rps,
+            ),
+            (
+                "end to end",
+                d.delivery_bottleneck.as_ref(),
+                d.delivery_capacity_rps,
+            ),
+        ];
+        for (which, b, cap) in limits {
+            if which == "end to end" && d.delivery_stop.is_none() {
+                continue;
+            }
+            let cap = cap.map_or("—".to_string(), |c| format!("{c}/s"));
+            let (at, resource, evidence) = match b {
+                Some(b) => (
+                    format!("{}/s", b.offered_rps),
+                    escape(&b.resource),
+                    b.evidence
+                        .iter()
+                        .map(|e| escape(e))
+                        .collect::<Vec<_>>()
+                        .join("<br>"),
+                ),
+                None => (
+                    "—".into(),
+                    "not attributed".into(),
+                    "no failing step to read it from".into(),
+                ),
+            };
+            rows.push_str(&format!(
+                "<tr><td>{}</td><td>{which}</td><td>{cap}</td><td>{at}</td><td>{resource}</td>\
+                 <td style=\"text-align:left\">{evidence}</td></tr>\n",
+                escape(name)
+            ));
+        }
+    }
+    let mut out = format!(
+        "<table><thead><tr><th>design</th><th>limit</th><th>capacity</th><th>read at</th>\
+         <th>resource</th><th style=\"text-align:left\">evidence</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n"
+    );
+    for (name, d) in designs {
+        if let Some(p) = &d.prediction {
+            out.push_str(&format!(
+                "<p class=\"explain\"><strong>{}, prediction.</strong> {}: {}</p>\n",
+                escape(name),
+                escape(&p.method),
+                escape(&p.detail)
+            ));
+        }
+    }
+    out.push_str(
+        "<p class=\"explain\">Read at the first step that missed (or, for the end-to-end limit, \
+         did not keep up with delivery): the first resource found at its limit, in the order \
+         driver, connection pool, a channel's send slots, a provider's rate limit, row locks, CPU.</p>",
+    );
+    out
+}
+
+fn step_verdict(s: &StepRecord) -> String {
+    if !s.trustworthy {
+        "driver-limited (inconclusive)".into()
+    } else if s.passed_end_to_end() {
+        "pass".into()
+    } else if s.passed {
+        let why: Vec<&str> = s
+            .why
+            .iter()
+            .map(|w| w.strip_prefix("delivery: ").unwrap_or(w))
+            .collect();
+        format!("ingest pass; delivery behind: {}", why.join("; "))
+    } else {
+        format!("fail: {}", s.why.join("; "))
+    }
+}
+
+fn steps_table(d: &DesignCapacity) -> String {
+    // Growth rates shown only when the design measured them: (heading, figure of a step).
+    type Slope = fn(&StepRecord) -> Option<f64>;
+    let slopes: Vec<(&str, Slope)> = [
+        (
+            "pool waiters/s",
+            (|s: &StepRecord| s.pool_waiting_slope_per_s) as Slope,
+        ),
+        ("backlog rows/s", |s: &StepRecord| s.backlog_slope_per_s),
+    ]
+    .into_iter()
+    .filter(|(_, f)| d.steps.iter().any(|s| f(s).is_some()))
+    .collect();
+    let mut steps: Vec<(usize, &StepRecord)> = d.steps.iter().enumerate().collect();
+    steps.sort_by_key(|(_, s)| s.offered_rps);
+    let mut rows = String::new();
+    for (i, s) in steps {
+        let cores = s
+            .cores
+            .iter()
+            .map(|(r, c)| format!("{} {c:.2}", escape(r)))
+            .collect::<Vec<_>>()
+            .join(" · ");
+        let growth: String = slopes
+            .iter()
+            .map(|(_, f)| {
+                format!(
+                    "<td>{}</td>",
+                    f(s).map_or("—".into(), |v| format!("{v:+.1}"))
+                )
+            })
+            .collect();
+        rows.push_str(&format!(
+            "<tr><td>{}/s</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{:.2}</td>{growth}<td>{}</td>\
+             <td style=\"text-align:left\">{}</td></tr>\n",
+            s.offered_rps,
+            i + 1,
+            s.throughput_rps,
+            s.accepted_p99_ms.map_or("—".into(), |v| format!("{v:.1}")),
+            s.share_503 * 100.0,
+            if cores.is_empty() {
+                "—".into()
+            } else {
+                cores
+            },
+            escape(&step_verdict(s))
+        ));
+    }
+    let heads: String = slopes
+        .iter()
+        .map(|(h, _)| format!("<th>{h}</th>"))
+        .collect();
+    format!(
+        "<table><thead><tr><th>offered</th><th>run</th><th>answers/s</th><th>accepted p99 ms</th>\
+         <th>503 %</th>{heads}<th>cores</th><th style=\"text-align:left\">passed / why</th></tr></thead>\n\
+         <tbody>\n{rows}</tbody></table>\n<p class=\"explain\">By offered rate; “run” is the order \
+         the search ran them in. Growth is each figure's least-squares slope over the second half \
+         of the load (a growing queue is a design falling behind). Cores are each process's \
+         average over the step.</p>"
+    )
+}
+
+fn details(doc: &CapacityReport, designs: &[(&str, &DesignCapacity)]) -> String {
+    let mut out = String::from("<ul>\n");
+    for (name, d) in designs {
+        let slo = d
+            .slo
+            .iter()
+            .map(|s| format!("<code>{}</code>", escape(s)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push_str(&format!(
+            "<li>{}: objective {}{}; {} steps</li>\n",
+            escape(name),
+            if slo.is_empty() { "—".into() } else { slo },
+            if d.delivery_stop.is_some() {
+                ", and delivery keeping up for the end-to-end limit"
+            } else {
+                ""
+            },
+            d.steps.len()
+        ));
+    }
+    out.push_str(&format!(
+        "<li>scenario {}; {} cores; {:.0} s a step; factor {}; resolution {:.0} %; at most {} steps a search</li>\n</ul>",
+        escape(&doc.scenario),
+        doc.cpus,
+        doc.step_duration_s,
+        doc.factor,
+        doc.resolution * 100.0,
+        doc.max_steps
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> CapacityReport {
+        serde_json::from_str(include_str!(
+            "../../results/fixtures/capacity/capacity.json"
+        ))
+        .unwrap()
+    }
+
+    /// The text of the section `id`, tags stripped.
+    fn section_of<'a>(html: &'a str, id: &str) -> &'a str {
+        let start = html
+            .find(&format!("<section id=\"{id}\">"))
+            .unwrap_or_else(|| panic!("no section {id}"));
+        let end = start + html[start..].find("</section>").unwrap();
+        &html[start..end]
+    }
+
+    #[test]
+    fn the_verdict_is_one_line_per_design() {
+        let doc = fixture();
+        let d = ordered(&doc);
+        assert_eq!(
+            d.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            ["sync", "async"]
+        );
+        assert_eq!(
+            verdict_line(d[0].0, d[0].1),
+            "sync: 32 sign-ups/s (failed at 34/s), bottleneck: connection pool \
+             (Little's law predicts 32, measured 0.99×)"
+        );
+        assert_eq!(
+            verdict_line(d[1].0, d[1].1),
+            "async: ingest 1200 sign-ups/s (failed at 1300/s), bottleneck: CPU (postgres); \
+             end to end (delivery keeping up) 500 sign-ups/s (failed at 550/s), \
+             bottleneck: provider rate limit (sms)"
+        );
+    }
+
+    #[test]
+    fn every_way_a_search_stops_reads_as_a_limit() {
+        assert_eq!(
+            limit(Some(80), None, Stop::DriverLimited),
+            "at least 80 sign-ups/s (the driver could not offer more: inconclusive above)"
+        );
+        assert!(limit(None, Some(1), Stop::NeverPassed).contains("even 1/s"));
+        assert!(limit(Some(80), Some(160), Stop::Budget).contains("budget"));
+        assert!(limit(Some(80), None, Stop::Budget).starts_with("at least 80"));
+        assert_eq!(limit(None, None, Stop::Converged), "not measured");
+    }
+
+    #[test]
+    fn the_page_holds_verdicts_knees_bottlenecks_and_steps_and_fetches_nothing() {
+        let doc = fixture();
+        let html = render(&doc);
+        let verdict = section_of(&html, "verdict");
+        for (name, d) in ordered(&doc) {
+            assert!(
+                verdict.contains(&escape(&verdict_line(name, d))),
+                "{verdict}"
+            );
+        }
+        assert_eq!(verdict.matches("<li>").count(), 2);
+        for (id, has_chart) in sections(&doc) {
+            let s = section_of(&html, &id);
+            assert_eq!(s.matches("<svg").count(), usize::from(has_chart), "{id}");
+            assert!(s.contains("<h2>"), "{id}");
+        }
+        // One knee per design, at its capacity, on the latency chart; the async design's
+        // end-to-end limit beside it.
+        let sync = section_of(&html, "latency-sync");
+        assert_eq!(sync.matches("knee at").count(), 1);
+        assert!(sync.contains("knee at 32/s") && sync.contains("offered rate (sign-ups/s)"));
+        assert!(!sync.contains("end-to-end limit"));
+        let async_ = section_of(&html, "latency-async");
+        assert_eq!(async_.matches("knee at").count(), 1);
+        assert!(async_.contains("knee at 1200/s") && async_.contains("end-to-end limit at 500/s"));
+        assert!(section_of(&html, "throughput-sync").contains("offered (y = x)"));
+        // The bottleneck table: each limit with its resource and evidence.
+        let b = section_of(&html, "bottlenecks");
+        assert_eq!(b.matches("<tr><td>").count(), 3, "{b}");
+        for text in [
+            "connection pool",
+            "mean wait for a connection 182 ms",
+            "CPU (postgres)",
+            "provider rate limit (sms)",
+            "end to end",
+            "Little's law",
+        ] {
+            assert!(b.contains(text), "the bottleneck table lacks {text}");
+        }
+        // Steps: every one, the driver-limited and the delivery failures named.
+        let steps = section_of(&html, "steps-async");
+        assert_eq!(steps.matches("<tr><td>").count(), 10);
+        assert!(steps.contains("ingest pass; delivery behind: sms delivery p99"));
+        assert!(steps.contains("backlog rows/s"));
+        let sync_steps = section_of(&html, "steps-sync");
+        assert!(sync_steps.contains("pool waiters/s") && !sync_steps.contains("backlog rows/s"));
+        // Self-contained.
+        assert!(!html.contains("<script") && !html.contains("<link"));
+        assert!(
+            !html
+                .replace("http://www.w3.org/2000/svg", "")
+                .contains("http"),
+            "nothing points off the page"
+        );
+    }
+
+    #[test]
+    fn a_design_without_a_usable_step_still_has_its_charts() {
+        let mut doc = fixture();
+        for d in doc.designs.values_mut() {
+            for s in &mut d.steps {
+                s.trustworthy = false;
+            }
+            d.capacity_rps = None;
+        }
+        let html = render(&doc);
+        for (id, has_chart) in sections(&doc) {
+            assert_eq!(
+                section_of(&html, &id).matches("<svg").count(),
+                usize::from(has_chart),
+                "{id}"
+            );
+        }
+        assert!(!html.contains("knee at"));
+        assert!(html.contains("driver-limited (inconclusive)"));
+    }
+}
