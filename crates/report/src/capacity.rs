@@ -419,15 +419,16 @@ fn bottlenecks(designs: &[(&str, &DesignCapacity)]) -> String {
                 ),
             };
             rows.push_str(&format!(
-                "<tr><td>{}</td><td>{which}</td><td>{cap}</td><td>{at}</td><td>{resource}</td>\
+                "<tr><td>{}</td><td style=\"text-align:left\">{which}</td><td>{cap}</td><td>{at}</td>\
+                 <td style=\"text-align:left\">{resource}</td>\
                  <td style=\"text-align:left\">{evidence}</td></tr>\n",
                 escape(name)
             ));
         }
     }
     let mut out = format!(
-        "<table><thead><tr><th>design</th><th>limit</th><th>capacity</th><th>read at</th>\
-         <th>resource</th><th style=\"text-align:left\">evidence</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n"
+        "<table><thead><tr><th>design</th><th style=\"text-align:left\">limit</th><th>capacity</th><th>read at</th>\
+         <th style=\"text-align:left\">resource</th><th style=\"text-align:left\">evidence</th></tr></thead>\n<tbody>\n{rows}</tbody></table>\n"
     );
     for (name, d) in designs {
         if let Some(p) = &d.prediction {
@@ -447,20 +448,24 @@ fn bottlenecks(designs: &[(&str, &DesignCapacity)]) -> String {
     out
 }
 
-fn step_verdict(s: &StepRecord) -> String {
+/// A step's verdict in a word, and what it missed in words (none for a pass).
+fn step_verdict(s: &StepRecord) -> (&'static str, Option<String>) {
     if !s.trustworthy {
-        "driver-limited (inconclusive)".into()
+        ("driver-limited", Some(s.why.join("; ")))
     } else if s.passed_end_to_end() {
-        "pass".into()
+        ("pass", None)
     } else if s.passed {
         let why: Vec<&str> = s
             .why
             .iter()
             .map(|w| w.strip_prefix("delivery: ").unwrap_or(w))
             .collect();
-        format!("ingest pass; delivery behind: {}", why.join("; "))
+        (
+            "ingest only",
+            Some(format!("delivery fell behind: {}", why.join("; "))),
+        )
     } else {
-        format!("fail: {}", s.why.join("; "))
+        ("fail", Some(s.why.join("; ")))
     }
 }
 
@@ -469,59 +474,70 @@ fn steps_table(d: &DesignCapacity) -> String {
     type Slope = fn(&StepRecord) -> Option<f64>;
     let slopes: Vec<(&str, Slope)> = [
         (
-            "pool waiters/s",
+            "pool waiters Δ/s",
             (|s: &StepRecord| s.pool_waiting_slope_per_s) as Slope,
         ),
-        ("backlog rows/s", |s: &StepRecord| s.backlog_slope_per_s),
+        ("queue rows Δ/s", |s: &StepRecord| s.backlog_slope_per_s),
     ]
     .into_iter()
     .filter(|(_, f)| d.steps.iter().any(|s| f(s).is_some()))
     .collect();
+    // A column of cores per process, in the results model's order, then any other by name.
+    let mut roles: Vec<&str> = d
+        .steps
+        .iter()
+        .flat_map(|s| s.cores.keys().map(String::as_str))
+        .collect();
+    roles.sort_by_key(|r| {
+        let known = results::PROCESS_ROLES.iter().position(|k| k == r);
+        (known.unwrap_or(usize::MAX), *r)
+    });
+    roles.dedup();
     let mut steps: Vec<(usize, &StepRecord)> = d.steps.iter().enumerate().collect();
     steps.sort_by_key(|(_, s)| s.offered_rps);
     let mut rows = String::new();
     for (i, s) in steps {
-        let cores = s
-            .cores
+        let figures: String = slopes
             .iter()
-            .map(|(r, c)| format!("{} {c:.2}", escape(r)))
-            .collect::<Vec<_>>()
-            .join(" · ");
-        let growth: String = slopes
-            .iter()
-            .map(|(_, f)| {
-                format!(
-                    "<td>{}</td>",
-                    f(s).map_or("—".into(), |v| format!("{v:+.1}"))
-                )
-            })
+            .map(|(_, f)| f(s).map_or("—".into(), |v| format!("{v:+.1}")))
+            .chain(
+                roles
+                    .iter()
+                    .map(|r| s.cores.get(*r).map_or("—".into(), |c| format!("{c:.2}"))),
+            )
+            .map(|v| format!("<td>{v}</td>"))
             .collect();
+        let (verdict, why) = step_verdict(s);
         rows.push_str(&format!(
-            "<tr><td>{}/s</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{:.2}</td>{growth}<td>{}</td>\
-             <td style=\"text-align:left\">{}</td></tr>\n",
+            "<tr><td>{}/s</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{:.2}</td>{figures}\
+             <td style=\"text-align:left\">{verdict}</td></tr>\n",
             s.offered_rps,
             i + 1,
             s.throughput_rps,
             s.accepted_p99_ms.map_or("—".into(), |v| format!("{v:.1}")),
             s.share_503 * 100.0,
-            if cores.is_empty() {
-                "—".into()
-            } else {
-                cores
-            },
-            escape(&step_verdict(s))
         ));
+        // What it missed gets a row of its own, under its figures, so the columns stay narrow.
+        if let Some(why) = why.filter(|w| !w.is_empty()) {
+            rows.push_str(&format!(
+                "<tr class=\"why\"><td colspan=\"{}\" style=\"text-align:left; color: #555; font-size: .9rem\">↳ {}</td></tr>\n",
+                6 + slopes.len() + roles.len(),
+                escape(&why)
+            ));
+        }
     }
     let heads: String = slopes
         .iter()
-        .map(|(h, _)| format!("<th>{h}</th>"))
+        .map(|(h, _)| h.to_string())
+        .chain(roles.iter().map(|r| format!("{} cores", escape(r))))
+        .map(|h| format!("<th>{h}</th>"))
         .collect();
     format!(
-        "<table><thead><tr><th>offered</th><th>run</th><th>answers/s</th><th>accepted p99 ms</th>\
-         <th>503 %</th>{heads}<th>cores</th><th style=\"text-align:left\">passed / why</th></tr></thead>\n\
+        "<table style=\"font-size: .92rem\"><thead><tr><th>offered</th><th>run</th><th>answers/s</th><th>2xx p99 ms</th>\
+         <th>503 %</th>{heads}<th style=\"text-align:left\">passed</th></tr></thead>\n\
          <tbody>\n{rows}</tbody></table>\n<p class=\"explain\">By offered rate; “run” is the order \
-         the search ran them in. Growth is each figure's least-squares slope over the second half \
-         of the load (a growing queue is a design falling behind). Cores are each process's \
+         the search ran them in. Δ/s is a figure's growth a second, its least-squares slope over \
+         the second half of the load (a growing queue is a design falling behind). Cores are each process's \
          average over the step.</p>"
     )
 }
@@ -655,10 +671,11 @@ mod tests {
         // Steps: every one, the driver-limited and the delivery failures named.
         let steps = section_of(&html, "steps-async");
         assert_eq!(steps.matches("<tr><td>").count(), 10);
-        assert!(steps.contains("ingest pass; delivery behind: sms delivery p99"));
-        assert!(steps.contains("backlog rows/s"));
+        assert!(steps.contains("ingest only"));
+        assert!(steps.contains("↳ delivery fell behind: sms delivery p99"));
+        assert!(steps.contains("queue rows Δ/s"));
         let sync_steps = section_of(&html, "steps-sync");
-        assert!(sync_steps.contains("pool waiters/s") && !sync_steps.contains("backlog rows/s"));
+        assert!(sync_steps.contains("pool waiters Δ/s") && !sync_steps.contains("queue rows Δ/s"));
         // Self-contained.
         assert!(!html.contains("<script") && !html.contains("<link"));
         assert!(
@@ -687,6 +704,6 @@ mod tests {
             );
         }
         assert!(!html.contains("knee at"));
-        assert!(html.contains("driver-limited (inconclusive)"));
+        assert!(html.contains("<td style=\"text-align:left\">driver-limited</td>"));
     }
 }

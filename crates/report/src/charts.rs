@@ -114,6 +114,11 @@ fn percentile_label(x: &f64) -> String {
     }
 }
 
+/// Rates are whole sign-ups a second.
+fn rate_label(x: &f64) -> String {
+    format!("{x:.0}")
+}
+
 fn trim(p: f64) -> String {
     let s = format!("{p:.4}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -205,6 +210,9 @@ fn draw_lines(root: &Area<'_>, chart: &LineChart) -> Result<(), Box<dyn std::err
             if chart.x == XAxis::Percentile {
                 mesh.x_labels(((x1 - x0) as usize) + 1)
                     .x_label_formatter(&percentile_label);
+            }
+            if chart.x == XAxis::Rate {
+                mesh.x_label_formatter(&rate_label);
             }
             mesh.draw()?;
         }};
