@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use driver::Measurement;
 use results::{DesignResults, Environment, RunResults, ScenarioInfo};
 
@@ -110,8 +110,27 @@ pub fn write_results(
     Ok(())
 }
 
-/// `fanbench report RUN_DIR…`
+/// `fanbench report RUN_DIR…`: the run page of one or more run folders, or the capacity page of
+/// a `fanbench capacity` folder (one holding `capacity.json` and no `results.json`).
 pub fn report(dirs: &[PathBuf]) -> Result<()> {
+    let is_capacity =
+        |d: &PathBuf| d.join(report::capacity::FILE).is_file() && !d.join("results.json").exists();
+    if let Some(dir) = dirs.iter().find(|d| is_capacity(d)) {
+        if dirs.len() > 1 {
+            bail!(
+                "{} is a capacity folder: report it alone (`fanbench report {}`)",
+                dir.display(),
+                dir.display()
+            );
+        }
+        let doc = report::capacity::load(dir)?;
+        let html = report::capacity::write(dir, &doc)?;
+        for (name, d) in report::capacity::ordered(&doc) {
+            println!("{}", report::capacity::verdict_line(name, d));
+        }
+        println!("\nreport: {}", html.display());
+        return Ok(());
+    }
     let runs = dirs
         .iter()
         .map(|d| report::Run::load(d))
@@ -122,4 +141,40 @@ pub fn report(dirs: &[PathBuf]) -> Result<()> {
     let (html, md) = report::write(&runs)?;
     println!("\nreport: {}\nsummary: {}", html.display(), md.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn capacity_folder() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../results/fixtures/capacity/capacity.json"),
+            dir.path().join("capacity.json"),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn report_renders_a_capacity_folder() {
+        let dir = capacity_folder();
+        report(&[dir.path().to_path_buf()]).unwrap();
+        let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+        assert!(html.contains("fanbench capacity") && html.contains("knee at 32/s"));
+        // Reported alone: beside a run folder it is an error, not half a page.
+        let other = tempfile::tempdir().unwrap();
+        let e = report(&[other.path().to_path_buf(), dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("report it alone"), "{e}");
+        // A broken document names its file.
+        std::fs::write(dir.path().join("capacity.json"), "{\"schema_version\": 1}").unwrap();
+        let e = format!("{:#}", report(&[dir.path().to_path_buf()]).unwrap_err());
+        assert!(e.contains("capacity.json"), "{e}");
+    }
 }
