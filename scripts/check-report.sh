@@ -3,6 +3,8 @@
 # page is blank or a chart is missing.
 #   scripts/check-report.sh            # runs the smoke comparison first, into a temp folder
 #   scripts/check-report.sh RUN_DIR    # checks RUN_DIR/index.html (made by compare or report)
+#   scripts/check-report.sh CAP_DIR    # a capacity folder (capacity.json, no results.json): its page,
+#                                      # made by `fanbench report CAP_DIR`, with two charts a design
 # FANBENCH=path/to/fanbench picks the binary (default: target/debug/fanbench, built if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,15 +32,34 @@ echo "==> rendering $page in headless Chromium"
 chromium_run --dump-dom "file://$(realpath "$page")" > "$profile/dom.html"
 chromium_run --window-size=1100,1600 --screenshot="$profile/top.png" "file://$(realpath "$page")" >/dev/null
 
-python3 - "$profile/dom.html" "$profile/top.png" <<'PY'
-import re, struct, sys, zlib
+# A capacity folder's page has its own sections: the check reads which designs it should show.
+capacity=""
+if [ -f "$run_dir/capacity.json" ] && [ ! -f "$run_dir/results.json" ]; then
+  capacity="$run_dir/capacity.json"
+fi
+
+python3 - "$profile/dom.html" "$profile/top.png" "$capacity" <<'PY'
+import json, re, struct, sys, zlib
 
 dom = open(sys.argv[1], encoding="utf-8").read()
-charts = ["latency-percentiles", "latency-over-time", "errors-over-time", "time-breakdown",
-          "pool-and-postgres", "queue", "delivery"]
 problems = []
+if sys.argv[3]:
+    # The capacity page: per design, latency and throughput against the offered rate, the
+    # latency chart with its knee marked wherever the design has a capacity.
+    designs = json.load(open(sys.argv[3], encoding="utf-8"))["designs"]
+    charts = [kind + "-" + d for d in designs for kind in ("latency", "throughput")]
+    for name, d in designs.items():
+        m = re.search(r'<section id="latency-%s">(.*?)</section>' % re.escape(name), dom, re.S)
+        if m and d.get("capacity_rps") and ("knee at %s/s" % d["capacity_rps"]) not in m.group(1):
+            problems.append("the %s latency chart does not mark its knee at %s/s" % (name, d["capacity_rps"]))
+    for sid in ("verdict", "bottlenecks"):
+        if '<section id="%s">' % sid not in dom:
+            problems.append("section %s is missing from the rendered page" % sid)
+else:
+    charts = ["latency-percentiles", "latency-over-time", "errors-over-time", "time-breakdown",
+              "pool-and-postgres", "queue", "delivery"]
 for sid in charts:
-    m = re.search(r'<section id="%s">(.*?)</section>' % sid, dom, re.S)
+    m = re.search(r'<section id="%s">(.*?)</section>' % re.escape(sid), dom, re.S)
     if not m:
         problems.append("section %s is missing from the rendered page" % sid)
     elif m.group(1).count("<svg") != 1:
