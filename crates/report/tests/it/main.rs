@@ -303,3 +303,42 @@ fn a_run_from_before_processes_were_recorded_says_so() {
     let md = std::fs::read_to_string(md).unwrap();
     assert!(!md.contains("Who used the machine"), "{md}");
 }
+
+/// The capacity page of the committed capacity fixture: well-formed HTML, every section with its
+/// chart, nothing fetched (the same checks as the run page's, over its own sections).
+#[test]
+fn the_capacity_page_parses_and_fetches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/fixtures/capacity/capacity.json"),
+        dir.path().join(report::capacity::FILE),
+    )
+    .unwrap();
+    let doc = report::capacity::load(dir.path()).unwrap();
+    let path = report::capacity::write(dir.path(), &doc).unwrap();
+    let html = std::fs::read_to_string(path).unwrap();
+    let page = Html::parse_document(&html);
+    assert!(page.errors.is_empty(), "{:?}", page.errors);
+    for (id, has_chart) in report::capacity::sections(&doc) {
+        let section = page
+            .select(&sel(&format!("section#{id}")))
+            .next()
+            .unwrap_or_else(|| panic!("no section {id}"));
+        assert_eq!(
+            section.select(&sel("svg")).count(),
+            usize::from(has_chart),
+            "{id}"
+        );
+    }
+    assert_eq!(page.select(&sel("section#verdict li")).count(), 2);
+    assert_eq!(page.select(&sel("script, link, [src], [href]")).count(), 0);
+    // A document of another version is refused, naming the file.
+    let mut raw: serde_json::Value = serde_json::to_value(&doc).unwrap();
+    raw["schema_version"] = 2.into();
+    std::fs::write(dir.path().join("capacity.json"), raw.to_string()).unwrap();
+    let e = report::capacity::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("capacity.json") && e.contains("version 2"),
+        "{e}"
+    );
+}
