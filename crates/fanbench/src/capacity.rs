@@ -6,7 +6,9 @@
 //! Each step is a child `fanbench run --design D` on a constant Poisson load, on a fresh
 //! throwaway cluster (so every step starts drained: no queue, no pool waiters). A step is judged
 //! on its whole load window, warm-up included: the first seconds can only make a step look worse,
-//! so a pass is never flattered. A step where the driver fell behind its schedule is
+//! so a pass is never flattered. A short step could still pass a rate above the design's
+//! steady-state limit while its pool queue soaks up the excess, so a step whose pool waiters grow
+//! through the load fails too. A step where the driver fell behind its schedule is
 //! driver-limited: it is inconclusive, never the design's limit, and the search stops there.
 //!
 //! The search itself ([`search`]) is a pure function over a step oracle, so its tests run no load.
@@ -20,7 +22,9 @@ use results::{DesignResults, Telemetry};
 use serde::Serialize;
 
 use crate::cli::{CapacityArgs, Design};
-use crate::steps::{backlog_slope, cores, delivery_reasons, fanbench, read_design, write_json};
+use crate::steps::{
+    backlog_slope, cores, delivery_reasons, fanbench, read_design, series_slope, write_json,
+};
 
 /// The capacity document's JSON Schema, committed beside this crate (the tests hold the written
 /// document to it).
@@ -305,6 +309,9 @@ pub struct StepRecord {
     pub latency_p99_ms: f64,
     pub send_lag_p99_ms: f64,
     pub backlog_slope_per_s: Option<f64>,
+    /// Requests waiting for a pooled connection: their least-squares slope over the second half
+    /// of the load, a second (growing beyond [`waiting_growth_limit`] fails the step).
+    pub pool_waiting_slope_per_s: Option<f64>,
     pub delivery_p99_ms: BTreeMap<String, f64>,
     pub cores: BTreeMap<String, f64>,
     pub valid: bool,
@@ -557,6 +564,12 @@ fn step_scenario(base: &toml::Table, design: Design, rate: u32, duration: Durati
     toml::to_string(&t).unwrap_or_default()
 }
 
+/// How fast the pool's waiters may grow before a step counts as falling behind: 5 % of the
+/// offered rate a second, and at least 2 (Poisson arrivals make a kept-up queue wobble).
+pub fn waiting_growth_limit(rate: u32) -> f64 {
+    (f64::from(rate) * 0.05).max(2.0)
+}
+
 fn run_step(ctx: &Run, design: Design, slo: &[Slo], rate: u32) -> Result<StepRecord> {
     let folder = ctx.out.join(design.name());
     std::fs::create_dir_all(&folder)?;
@@ -590,6 +603,18 @@ fn run_step(ctx: &Run, design: Design, slo: &[Slo], rate: u32) -> Result<StepRec
         ));
     }
     why.extend(missed(design, slo, &d)?);
+    // A pool queue that grows through the step is a design that does not keep up: a longer step
+    // would turn the wait into timeouts and 503s. Without this, a short step passes rates well
+    // above the design's steady-state limit while the queue absorbs the excess.
+    let waiting_slope = series_slope(&dir, design.name(), "fanbench_pool_waiting", ctx.duration);
+    if let Some(w) = waiting_slope {
+        let limit = waiting_growth_limit(rate);
+        if w > limit {
+            why.push(format!(
+                "requests waiting for a connection grew by {w:.1}/s (limit {limit:.1})"
+            ));
+        }
+    }
     let passed = why.is_empty();
     let slope = (design == Design::Async)
         .then(|| backlog_slope(&dir, ctx.duration))
@@ -611,6 +636,7 @@ fn run_step(ctx: &Run, design: Design, slo: &[Slo], rate: u32) -> Result<StepRec
         latency_p99_ms: d.latency_ms.p99,
         send_lag_p99_ms: d.send_lag_ms.p99,
         backlog_slope_per_s: slope,
+        pool_waiting_slope_per_s: waiting_slope,
         delivery_p99_ms: d
             .delivery
             .iter()
@@ -908,8 +934,15 @@ fn table(r: &CapacityReport) -> String {
     for (name, d) in &r.designs {
         s.push_str(&format!("\n{name}: objective {}\n", d.slo.join(" and ")));
         s.push_str(&format!(
-            "  {:>8} {:>11} {:>12} {:>8} {:>11} {:>12}  {}\n",
-            "offered", "answered/s", "2xx p99 ms", "503 %", "lag p99 ms", "queue row/s", "verdict"
+            "  {:>8} {:>11} {:>12} {:>8} {:>11} {:>12} {:>12}  {}\n",
+            "offered",
+            "answered/s",
+            "2xx p99 ms",
+            "503 %",
+            "lag p99 ms",
+            "waiting +/s",
+            "queue row/s",
+            "verdict"
         ));
         for st in &d.steps {
             let verdict = if !st.trustworthy {
@@ -920,12 +953,14 @@ fn table(r: &CapacityReport) -> String {
                 format!("FAIL: {}", st.why.join("; "))
             };
             s.push_str(&format!(
-                "  {:>6}/s {:>11.1} {:>12} {:>8.2} {:>11.2} {:>12}  {verdict}\n",
+                "  {:>6}/s {:>11.1} {:>12} {:>8.2} {:>11.2} {:>12} {:>12}  {verdict}\n",
                 st.offered_rps,
                 st.throughput_rps,
                 st.accepted_p99_ms.map_or("-".into(), |v| format!("{v:.1}")),
                 st.share_503 * 100.0,
                 st.send_lag_p99_ms,
+                st.pool_waiting_slope_per_s
+                    .map_or("-".into(), |v| format!("{v:+.1}")),
                 st.backlog_slope_per_s
                     .map_or("-".into(), |v| format!("{v:+.1}")),
             ));
@@ -1198,6 +1233,7 @@ mod tests {
             latency_p99_ms: 5200.0,
             send_lag_p99_ms: 0.2,
             backlog_slope_per_s: None,
+            pool_waiting_slope_per_s: Some(12.5),
             delivery_p99_ms: BTreeMap::new(),
             cores: BTreeMap::from([("postgres".to_string(), 0.3)]),
             valid: true,

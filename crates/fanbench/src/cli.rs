@@ -84,7 +84,10 @@ pub enum Command {
     /// is inconclusive, never taken as the design's limit, and the search stops there.
     ///
     /// The objective is written in the gate language relative to the design
-    /// (`latency_ms_by_class.2xx.p99 < 250`, `requests.share.503 < 0.01`). Built in: sync,
+    /// (`latency_ms_by_class.2xx.p99 < 250`, `requests.share.503 < 0.01`). Every step must also
+    /// keep up: requests waiting for a pooled connection must not grow through the load (by more
+    /// than 5 % of the rate a second), or a short step would pass rates that a longer one
+    /// refuses. Built in: sync,
     /// accepted p99 < 6000 ms and 503s < 1 %; async, accepted p99 < 250 ms and 503s < 1 %, and
     /// for its end-to-end limit delivery must keep up (every channel's delivery p99 under
     /// --delivery-p99, the queue not growing, nothing lost or left queued).

@@ -148,9 +148,20 @@ pub(crate) fn cores(d: &DesignResults) -> BTreeMap<String, f64> {
 /// The least-squares slope of the total queue depth (all channels, from the server's
 /// `fanbench_queue_depth` gauge sampled each second) over the second half of the load.
 pub(crate) fn backlog_slope(dir: &Path, duration: Duration) -> Option<f64> {
+    series_slope(dir, results::ASYNC, "fanbench_queue_depth", duration)
+}
+
+/// The least-squares slope of the sum of `design`'s server series whose names start with
+/// `prefix`, sampled each second, over the second half of the load.
+pub(crate) fn series_slope(
+    dir: &Path,
+    design: &str,
+    prefix: &str,
+    duration: Duration,
+) -> Option<f64> {
     let text = std::fs::read_to_string(dir.join("telemetry.json")).ok()?;
     let telemetry: results::Telemetry = serde_json::from_str(&text).ok()?;
-    let samples = &telemetry.designs.get(results::ASYNC)?.samples;
+    let samples = &telemetry.designs.get(design)?.samples;
     let end = duration.as_secs_f64();
     let points: Vec<(f64, f64)> = samples
         .iter()
@@ -159,7 +170,7 @@ pub(crate) fn backlog_slope(dir: &Path, duration: Duration) -> Option<f64> {
             let depth = s
                 .server
                 .iter()
-                .filter(|(k, _)| k.starts_with("fanbench_queue_depth"))
+                .filter(|(k, _)| k.starts_with(prefix))
                 .map(|(_, v)| v)
                 .sum::<f64>();
             (s.t, depth)
