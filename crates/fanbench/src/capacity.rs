@@ -22,6 +22,34 @@ use results::{DesignResults, Telemetry};
 use serde::Serialize;
 
 use crate::cli::{CapacityArgs, Design};
+
+/// What a search measures: one of the designs (started by each step), or a server already
+/// running (`--target URL`), read from the results under `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Subject {
+    Sync,
+    Async,
+    Target,
+}
+
+impl Subject {
+    pub fn name(self) -> &'static str {
+        match self {
+            Subject::Sync => results::SYNC,
+            Subject::Async => results::ASYNC,
+            Subject::Target => results::TARGET,
+        }
+    }
+}
+
+impl From<Design> for Subject {
+    fn from(d: Design) -> Self {
+        match d {
+            Design::Sync => Subject::Sync,
+            Design::Async => Subject::Async,
+        }
+    }
+}
 use crate::steps::{
     backlog_slope, cores, delivery_reasons, fanbench, read_design, series_slope, write_json,
 };
@@ -145,14 +173,18 @@ pub struct Slo {
 /// sync design answers after three provider calls, so seconds; the async one after a commit),
 /// and refusals under 1 %. The async design must also keep up with delivery (checked apart, see
 /// [`delivery_reasons`]).
-pub fn default_slo(design: Design) -> Vec<&'static str> {
+pub fn default_slo(design: Subject) -> Vec<&'static str> {
     match design {
-        Design::Sync => vec![
+        Subject::Sync => vec![
             "latency_ms_by_class.2xx.p99 < 6000",
             "requests.share.503 < 0.01",
         ],
-        Design::Async => vec![
+        Subject::Async => vec![
             "latency_ms_by_class.2xx.p99 < 250",
+            "requests.share.503 < 0.01",
+        ],
+        Subject::Target => vec![
+            "latency_ms_by_class.2xx.p99 < 1000",
             "requests.share.503 < 0.01",
         ],
     }
@@ -189,7 +221,7 @@ fn prefix_metrics(design: &str, text: &str) -> String {
 
 /// Parses one objective for `design`; `origin` says where it was written (`--slo`, the
 /// scenario's `[capacity] slo`), for the error.
-pub fn parse_slo(design: Design, text: &str, origin: &str) -> Result<Slo> {
+pub fn parse_slo(design: Subject, text: &str, origin: &str) -> Result<Slo> {
     let prefixed = prefix_metrics(design.name(), text);
     let rule = gates::parse_rule(&prefixed)
         .and_then(|r| r.check_names().map(|()| r))
@@ -203,7 +235,7 @@ pub fn parse_slo(design: Design, text: &str, origin: &str) -> Result<Slo> {
 /// Each design's objectives: `--slo` (`EXPR` for every design, `DESIGN:EXPR` for one) replaces
 /// the scenario's `[capacity] slo`, which replaces the built-in ones.
 pub fn objectives(
-    design: Design,
+    design: Subject,
     flags: &[String],
     scenario: &BTreeMap<String, Vec<String>>,
     scenario_path: &Path,
@@ -212,7 +244,7 @@ pub fn objectives(
         .iter()
         .filter_map(|f| match f.split_once(':') {
             Some((d, expr)) if d.trim() == design.name() => Some(expr),
-            Some((d, _)) if matches!(d.trim(), "sync" | "async") => None,
+            Some((d, _)) if matches!(d.trim(), "sync" | "async" | "target") => None,
             _ => Some(f.as_str()),
         })
         .collect();
@@ -234,7 +266,7 @@ pub fn objectives(
 }
 
 /// The objectives a step missed, in words (empty when it met them all).
-fn missed(design: Design, slo: &[Slo], d: &DesignResults) -> Result<Vec<String>> {
+fn missed(design: Subject, slo: &[Slo], d: &DesignResults) -> Result<Vec<String>> {
     let doc = serde_json::json!({ "designs": { design.name(): serde_json::to_value(d)? } });
     let mut why = Vec::new();
     for s in slo {
@@ -375,6 +407,8 @@ struct Run {
     out: PathBuf,
     duration: Duration,
     delivery_p99: f64,
+    /// `--target URL`: the server every step drives instead of starting a design.
+    target: Option<String>,
 }
 
 pub async fn run(args: CapacityArgs) -> Result<()> {
@@ -397,23 +431,27 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
     if duration < Duration::from_secs(3) {
         bail!("--step-duration: a step shorter than 3 s has too few seconds to judge");
     }
-    let plan = |design: Design| SearchPlan {
+    let plan = |design: Subject| SearchPlan {
         start: args.start_rate.or(cap.start_rate).unwrap_or(match design {
-            Design::Sync => 8,
-            Design::Async => 200,
+            Subject::Sync | Subject::Target => 8,
+            Subject::Async => 200,
         }),
         factor: args.factor.or(cap.factor).unwrap_or(2.0),
         resolution: args.resolution.or(cap.resolution).unwrap_or(0.1),
         max_steps: args.max_steps.or(cap.max_steps).unwrap_or(10),
     };
-    if plan(Design::Sync).factor <= 1.0 {
+    if plan(Subject::Sync).factor <= 1.0 {
         bail!("--factor must be above 1");
     }
     // Every objective is checked before the first step runs.
-    let mut designs = args.designs.clone();
+    let mut designs: Vec<Subject> = if args.target.is_some() {
+        vec![Subject::Target]
+    } else {
+        args.designs.iter().map(|&d| d.into()).collect()
+    };
     designs.sort();
     designs.dedup();
-    let slos: Vec<(Design, Vec<Slo>)> = designs
+    let slos: Vec<(Subject, Vec<Slo>)> = designs
         .iter()
         .map(|&d| Ok((d, objectives(d, &args.slo, &cap.slo, &path)?)))
         .collect::<Result<_>>()?;
@@ -430,6 +468,7 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
         out: out.clone(),
         duration,
         delivery_p99: args.delivery_p99,
+        target: args.target.clone(),
     };
     eprintln!(
         "capacity: {} ; {} a step ; results in {}",
@@ -443,9 +482,9 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
         scenario: path.display().to_string(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         step_duration_s: duration.as_secs_f64(),
-        factor: plan(Design::Sync).factor,
-        resolution: plan(Design::Sync).resolution,
-        max_steps: plan(Design::Sync).max_steps,
+        factor: plan(Subject::Sync).factor,
+        resolution: plan(Subject::Sync).resolution,
+        max_steps: plan(Subject::Sync).max_steps,
         designs: BTreeMap::new(),
     };
     for (design, slo) in &slos {
@@ -462,7 +501,7 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
 
 fn capacity_of(
     ctx: &Run,
-    design: Design,
+    design: Subject,
     slo: &[Slo],
     plan: &SearchPlan,
 ) -> Result<DesignCapacity> {
@@ -489,7 +528,7 @@ fn capacity_of(
     };
     // The async design has two limits; the end-to-end one (lower) is searched first, and the
     // ingest search then reuses its steps.
-    let delivery = if design == Design::Async {
+    let delivery = if design == Subject::Async {
         Some(search(plan, |r| Ok(step(r)?.delivery_verdict()))?)
     } else {
         None
@@ -508,12 +547,12 @@ fn capacity_of(
     let bottleneck = knee(limited(&ingest));
     let delivery_bottleneck = delivery.as_ref().and_then(|f| knee(limited(f)));
     let prediction = match design {
-        Design::Sync => ingest
+        Subject::Sync => ingest
             .fail
             .or(ingest.pass)
             .and_then(|r| steps.get(&r))
             .and_then(|s| littles_law(ctx, s, ingest.pass)),
-        Design::Async => None,
+        Subject::Async | Subject::Target => None,
     };
     Ok(DesignCapacity {
         slo: slo.iter().map(|s| s.text.clone()).collect(),
@@ -532,7 +571,7 @@ fn capacity_of(
 
 /// The step's scenario: the capacity scenario's payload, driver, providers and servers, on a
 /// constant Poisson load at `rate` for the step's duration.
-fn step_scenario(base: &toml::Table, design: Design, rate: u32, duration: Duration) -> String {
+fn step_scenario(base: &toml::Table, design: Subject, rate: u32, duration: Duration) -> String {
     let mut t = base.clone();
     t.remove("capacity");
     t.remove("gates");
@@ -570,7 +609,7 @@ pub fn waiting_growth_limit(rate: u32) -> f64 {
     (f64::from(rate) * 0.05).max(2.0)
 }
 
-fn run_step(ctx: &Run, design: Design, slo: &[Slo], rate: u32) -> Result<StepRecord> {
+fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRecord> {
     let folder = ctx.out.join(design.name());
     std::fs::create_dir_all(&folder)?;
     let scenario = folder.join(format!("step-{rate}.toml"));
@@ -580,10 +619,11 @@ fn run_step(ctx: &Run, design: Design, slo: &[Slo], rate: u32) -> Result<StepRec
     )?;
     let dir = folder.join(format!("step-{rate}"));
     let mut cmd = fanbench()?;
-    cmd.args(["run", "--quiet", "--design", design.name(), "--scenario"])
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&dir);
+    match (design, &ctx.target) {
+        (Subject::Target, Some(url)) => cmd.args(["run", "--quiet", "--target", url]),
+        _ => cmd.args(["run", "--quiet", "--design", design.name()]),
+    };
+    cmd.arg("--scenario").arg(&scenario).arg("--out").arg(&dir);
     eprintln!(
         "capacity: {} at {rate}/s for {} …",
         design.name(),
@@ -616,10 +656,10 @@ fn run_step(ctx: &Run, design: Design, slo: &[Slo], rate: u32) -> Result<StepRec
         }
     }
     let passed = why.is_empty();
-    let slope = (design == Design::Async)
+    let slope = (design == Subject::Async)
         .then(|| backlog_slope(&dir, ctx.duration))
         .flatten();
-    let delivery_keeps_up = (design == Design::Async).then(|| {
+    let delivery_keeps_up = (design == Subject::Async).then(|| {
         let late = delivery_reasons(rate, &d, slope, ctx.delivery_p99);
         let ok = late.is_empty();
         why.extend(late.into_iter().map(|w| format!("delivery: {w}")));
@@ -655,7 +695,7 @@ fn run_step(ctx: &Run, design: Design, slo: &[Slo], rate: u32) -> Result<StepRec
 // ---------------------------------------------------------------------------------------------
 // Attribution
 
-fn read_telemetry(dir: &Path, design: Design) -> Result<Vec<results::TelemetrySample>> {
+fn read_telemetry(dir: &Path, design: Subject) -> Result<Vec<results::TelemetrySample>> {
     let path = dir.join("telemetry.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("could not read {}", path.display()))?;
@@ -684,10 +724,12 @@ fn mean(values: &[f64]) -> f64 {
     }
 }
 
-fn pool_size(ctx: &Run, design: Design) -> u32 {
+fn pool_size(ctx: &Run, design: Subject) -> u32 {
     match design {
-        Design::Sync => ctx.scenario.servers.sync.pool_size,
-        Design::Async => ctx.scenario.servers.async_.pool_size,
+        Subject::Sync => ctx.scenario.servers.sync.pool_size,
+        Subject::Async => ctx.scenario.servers.async_.pool_size,
+        // Unknown: the pool test is skipped.
+        Subject::Target => 0,
     }
 }
 
@@ -695,8 +737,9 @@ fn pool_size(ctx: &Run, design: Design) -> u32 {
 /// the load) and results. The first that holds, in this order: the driver (send lag), the pool
 /// (in use at its size on average with waiters), a channel's in-flight sends at its concurrency
 /// limit, a provider's 429s, row-lock waits in PostgreSQL, the machine's CPU.
-fn attribute(ctx: &Run, design: Design, step: &StepRecord) -> Result<Bottleneck> {
-    let samples = read_telemetry(Path::new(&step.dir), design)?;
+fn attribute(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck> {
+    // A `--target` run has no telemetry: the driver's figures and the processes remain.
+    let samples = read_telemetry(Path::new(&step.dir), design).unwrap_or_default();
     let end = ctx.duration.as_secs_f64();
     let load: Vec<&results::TelemetrySample> = samples
         .iter()
@@ -864,7 +907,7 @@ fn attribute(ctx: &Run, design: Design, step: &StepRecord) -> Result<Bottleneck>
 /// is the sum of the server's measured phase times after the acquire (the provider calls and the
 /// database work, `fanbench_phase_seconds`), per sign-up that reached the database.
 fn littles_law(ctx: &Run, step: &StepRecord, measured: Option<u32>) -> Option<Prediction> {
-    let samples = read_telemetry(Path::new(&step.dir), Design::Sync).ok()?;
+    let samples = read_telemetry(Path::new(&step.dir), Subject::Sync).ok()?;
     let last = samples.last()?;
     let get = |phase: &str, what: &str| {
         last.server
@@ -1156,7 +1199,7 @@ mod tests {
             prefix_metrics("async", "requests.status.503 / requests.sent<0.01"),
             "async.requests.status.503 / async.requests.sent<0.01"
         );
-        for d in [Design::Sync, Design::Async] {
+        for d in [Subject::Sync, Subject::Async] {
             for t in default_slo(d) {
                 parse_slo(d, t, "built-in").unwrap();
             }
@@ -1170,14 +1213,14 @@ mod tests {
             ("latency_ms.p99 <", "--slo `latency_ms.p99 <`"),
             ("throughput_rps", "expected a comparison"),
         ] {
-            let e = parse_slo(Design::Sync, text, "--slo")
+            let e = parse_slo(Subject::Sync, text, "--slo")
                 .unwrap_err()
                 .to_string();
             assert!(e.starts_with("--slo `"), "{e}");
             assert!(e.contains(says), "{text}: {e}");
         }
         let e = objectives(
-            Design::Async,
+            Subject::Async,
             &[
                 "async:latency_ms.p99 < 1".into(),
                 "sync:nonsense.x < 1".into(),
@@ -1193,7 +1236,7 @@ mod tests {
         );
         let mut from_file = BTreeMap::new();
         from_file.insert("sync".to_string(), vec!["nope < 1".to_string()]);
-        let e = objectives(Design::Sync, &[], &from_file, Path::new("s.toml"))
+        let e = objectives(Subject::Sync, &[], &from_file, Path::new("s.toml"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("s.toml [capacity] slo.sync"), "{e}");
@@ -1214,7 +1257,7 @@ mod tests {
         )
         .unwrap();
         let base: toml::Table = toml::from_str(&text).unwrap();
-        let step = step_scenario(&base, Design::Async, 123, Duration::from_secs(20));
+        let step = step_scenario(&base, Subject::Async, 123, Duration::from_secs(20));
         let s = scenario::Scenario::parse(&step, Path::new("step.toml"))
             .unwrap_or_else(|e| panic!("{e}\n{step}"));
         assert!(s.capacity.is_empty() && s.gates.is_empty());

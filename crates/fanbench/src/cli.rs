@@ -116,6 +116,13 @@ pub struct CapacityArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "sync,async")]
     pub designs: Vec<Design>,
 
+    /// Search a server that is already running instead of the designs (its base URL; sign-ups
+    /// go to URL/register, loopback only, as `run --target`). Its objective's metrics are read
+    /// from the results under `target`; there is no telemetry to attribute the knee from beyond
+    /// the driver's own.
+    #[arg(long, value_name = "URL", conflicts_with = "designs")]
+    pub target: Option<String>,
+
     /// An objective, relative to the design: `EXPR` for every design, or `DESIGN:EXPR` for one
     /// (`--slo "async:latency_ms_by_class.2xx.p99 < 100"`). Repeat it for several; any given for
     /// a design replaces that design's objectives from the scenario and the built-in ones.

@@ -1,0 +1,105 @@
+//! `fanbench capacity --target` against a reference server whose capacity is known: at most
+//! `SLOTS` requests are served at once, each for `SERVICE`; a request that waits longer than
+//! `MAX_WAIT` for a slot is answered 503. No steady rate above SLOTS ÷ SERVICE can be served, and
+//! well below it nothing waits long, so the capacity found must lie within a stated tolerance of
+//! SLOTS ÷ SERVICE (40/s here): above half of it, and not beyond it by more than the search's
+//! resolution plus what a 3-second step's queue can absorb (10 %).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{fanbench, load_turn};
+use serde_json::Value;
+
+const SLOTS: usize = 2;
+const SERVICE: Duration = Duration::from_millis(50);
+const MAX_WAIT: Duration = Duration::from_millis(200);
+
+/// Starts the reference server on its own runtime thread; returns its base URL.
+fn reference_server() -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let slots = Arc::new(tokio::sync::Semaphore::new(SLOTS));
+            let router = axum::Router::new().route(
+                "/register",
+                axum::routing::post(move |_body: axum::body::Bytes| {
+                    let slots = slots.clone();
+                    async move {
+                        match tokio::time::timeout(MAX_WAIT, slots.acquire_owned()).await {
+                            Ok(Ok(_permit)) => {
+                                tokio::time::sleep(SERVICE).await;
+                                axum::http::StatusCode::ACCEPTED
+                            }
+                            _ => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        }
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(format!("http://{}", listener.local_addr().unwrap()))
+                .unwrap();
+            axum::serve(listener, router).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+#[test]
+fn capacity_finds_a_reference_servers_known_limit() {
+    let _turn = load_turn();
+    let url = reference_server();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("reference.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"reference\"\n\
+         [arrivals]\nphases = [{ kind = \"constant\", duration = \"3s\", rate = 10 }]\n\
+         [driver]\nmax_latency = \"1s\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let output = fanbench()
+        .args(["capacity", "--target", &url, "--scenario"])
+        .arg(&scenario)
+        .args([
+            "--step-duration",
+            "3s",
+            "--start-rate",
+            "10",
+            "--resolution",
+            "0.1",
+        ])
+        .args(["--max-steps", "8", "--slo", "requests.share.503 < 0.01"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("capacity.json")).unwrap()).unwrap();
+    let target = &doc["designs"]["target"];
+    let truth = SLOTS as f64 / SERVICE.as_secs_f64();
+    let found = target["capacity_rps"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(target["stop"], "converged", "{stdout}");
+    assert!(
+        found >= 0.5 * truth && found <= 1.1 * truth,
+        "found {found}/s against a true {truth}/s\n{stdout}"
+    );
+    // The first failing step is above what was found, and each step says how it went.
+    assert!(target["first_fail_rps"].as_f64().unwrap() > found);
+    for step in target["steps"].as_array().unwrap() {
+        assert_eq!(step["trustworthy"], true, "{step}");
+    }
+    assert!(out.join("summary.md").exists());
+    assert!(stdout.contains("target capacity:"), "{stdout}");
+}
