@@ -106,16 +106,38 @@ pub struct Found {
     pub stop: Stop,
 }
 
+/// One step's answer to the search: its verdict, and whether it was already known (a step an
+/// earlier search ran), which costs nothing from the step budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub verdict: Verdict,
+    pub known: bool,
+}
+
+impl From<Verdict> for Probe {
+    fn from(verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            known: false,
+        }
+    }
+}
+
 /// Rates above this are not tried (the driver could not offer them anyway).
 const MAX_RATE: u32 = 1_000_000;
 
 /// Climbs from `plan.start` by `plan.factor` until a step fails (descending by the same factor
 /// when the first step fails), then bisects until (fail − pass) ÷ pass ≤ `plan.resolution`.
-/// Stops at the first driver-limited step, or when `plan.max_steps` steps have run.
-pub fn search(plan: &SearchPlan, mut oracle: impl FnMut(u32) -> Result<Verdict>) -> Result<Found> {
+/// Stops at the first driver-limited step, or when `plan.max_steps` steps have run (steps already
+/// known are free).
+pub fn search<P: Into<Probe>>(
+    plan: &SearchPlan,
+    mut oracle: impl FnMut(u32) -> Result<P>,
+) -> Result<Found> {
     let factor = plan.factor.max(1.01);
     let (mut pass, mut fail): (Option<u32>, Option<u32>) = (None, None);
     let mut tried = Vec::new();
+    let mut spent = 0;
     let stop = loop {
         let next = match (pass, fail) {
             (None, None) => plan.start.clamp(1, MAX_RATE),
@@ -139,10 +161,14 @@ pub fn search(plan: &SearchPlan, mut oracle: impl FnMut(u32) -> Result<Verdict>)
                 mid
             }
         };
-        if tried.len() >= plan.max_steps as usize {
+        if spent >= plan.max_steps {
             break Stop::Budget;
         }
-        let verdict = oracle(next)?;
+        let probe: Probe = oracle(next)?.into();
+        if !probe.known {
+            spent += 1;
+        }
+        let verdict = probe.verdict;
         tried.push((next, verdict));
         match verdict {
             Verdict::Pass => pass = Some(next),
@@ -507,9 +533,9 @@ fn capacity_of(
 ) -> Result<DesignCapacity> {
     let mut steps: BTreeMap<u32, StepRecord> = BTreeMap::new();
     let mut order: Vec<u32> = Vec::new();
-    let mut step = |rate: u32| -> Result<StepRecord> {
+    let mut step = |rate: u32| -> Result<(StepRecord, bool)> {
         if let Some(s) = steps.get(&rate) {
-            return Ok(s.clone());
+            return Ok((s.clone(), true));
         }
         let s = run_step(ctx, design, slo, rate)?;
         eprintln!(
@@ -524,16 +550,24 @@ fn capacity_of(
         );
         order.push(rate);
         steps.insert(rate, s.clone());
-        Ok(s)
+        Ok((s, false))
+    };
+    let probe = |(s, known): (StepRecord, bool), delivery: bool| Probe {
+        verdict: if delivery {
+            s.delivery_verdict()
+        } else {
+            s.verdict()
+        },
+        known,
     };
     // The async design has two limits; the end-to-end one (lower) is searched first, and the
     // ingest search then reuses its steps.
     let delivery = if design == Subject::Async {
-        Some(search(plan, |r| Ok(step(r)?.delivery_verdict()))?)
+        Some(search(plan, |r| Ok(probe(step(r)?, true)))?)
     } else {
         None
     };
-    let ingest = search(plan, |r| Ok(step(r)?.verdict()))?;
+    let ingest = search(plan, |r| Ok(probe(step(r)?, false)))?;
     let records: Vec<StepRecord> = order.iter().filter_map(|r| steps.get(r).cloned()).collect();
 
     let knee = |rate: Option<u32>| -> Option<Bottleneck> {
@@ -1178,6 +1212,24 @@ mod tests {
         };
         let f = search(&none, up_to(1000)).unwrap();
         assert!(f.tried.is_empty() && f.pass.is_none());
+    }
+
+    #[test]
+    fn steps_already_known_cost_nothing_from_the_budget() {
+        let tight = SearchPlan {
+            max_steps: 3,
+            ..plan()
+        };
+        // 10, 20 and 40 are known from an earlier search: three more steps can run.
+        let f = search(&tight, |r| {
+            Ok(Probe {
+                verdict: Verdict::Pass,
+                known: r <= 40,
+            })
+        })
+        .unwrap();
+        assert_eq!(f.tried.len(), 6, "{f:?}");
+        assert_eq!((f.pass, f.stop), (Some(320), Stop::Budget));
     }
 
     #[test]

@@ -133,7 +133,9 @@ pub struct CapacityArgs {
     #[arg(long)]
     pub resolution: Option<f64>,
 
-    /// The most load steps each search may run [default: 10].
+    /// The most load steps each search may run [default: 10]. The async design's two searches
+    /// (end to end first, then ingest) share their steps: a step the first ran is free to the
+    /// second.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_steps: Option<u32>,
 
