@@ -769,7 +769,8 @@ fn pool_size(ctx: &Run, design: Subject) -> u32 {
 
 /// Names the resource that saturated at `step`, from its telemetry (one scrape a second over
 /// the load) and results. The first that holds, in this order: the driver (send lag), the pool
-/// (in use at its size on average with waiters), a channel's in-flight sends at its concurrency
+/// (requests waiting for a connection on average, and the pool at its size while they waited),
+/// a channel's in-flight sends at its concurrency
 /// limit, a provider's 429s, row-lock waits in PostgreSQL, the machine's CPU.
 fn attribute(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck> {
     // A `--target` run has no telemetry: the driver's figures and the processes remain.
@@ -794,9 +795,20 @@ fn attribute(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck
         .collect();
     let waiting = series("fanbench_pool_waiting");
     let (in_use_mean, waiting_mean) = (mean(&in_use), mean(&waiting));
+    // The pool's use in the seconds when requests were waiting for it: a pool that ran out part
+    // way through the step is at its size then, whatever its mean over the step.
+    let in_use_waiting = mean(
+        &in_use
+            .iter()
+            .zip(&waiting)
+            .filter(|(_, w)| **w >= 1.0)
+            .map(|(u, _)| *u)
+            .collect::<Vec<f64>>(),
+    );
     let waiting_max = waiting.iter().copied().fold(0.0, f64::max);
     signals.insert("pool_size".into(), size);
     signals.insert("pool_in_use_mean".into(), in_use_mean);
+    signals.insert("pool_in_use_while_waiting_mean".into(), in_use_waiting);
     signals.insert("pool_waiting_mean".into(), waiting_mean);
     signals.insert("pool_waiting_max".into(), waiting_max);
     let last = samples.iter().rev().find(|s| s.t <= end + 1.0);
@@ -896,9 +908,9 @@ fn attribute(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck
             step.send_lag_p99_ms, step.offered_rps
         ));
         "driver".to_string()
-    } else if size > 0.0 && in_use_mean >= 0.9 * size && waiting_max >= 1.0 {
+    } else if size > 0.0 && waiting_mean >= 1.0 && in_use_waiting >= 0.9 * size {
         evidence.push(format!(
-            "{in_use_mean:.1} of {size:.0} connections in use on average, {waiting_mean:.1} requests waiting for one (at most {waiting_max:.0})"
+            "{in_use_waiting:.1} of {size:.0} connections in use while requests waited ({in_use_mean:.1} over the step); {waiting_mean:.1} requests waiting for one on average, at most {waiting_max:.0}"
         ));
         if let Some(w) = wait_ms {
             evidence.push(format!("mean wait for a connection {w:.0} ms"));
@@ -1314,6 +1326,83 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}\n{step}"));
         assert!(s.capacity.is_empty() && s.gates.is_empty());
         assert_eq!(s.name, "capacity-async-123");
+    }
+
+    fn run_in(dir: &Path) -> Run {
+        let text = "name = \"t\"\n[arrivals]\nphases = [{ kind = \"constant\", duration = \"10s\", rate = 1 }]\n";
+        Run {
+            base: toml::from_str(text).unwrap(),
+            scenario: scenario::Scenario::parse(text, Path::new("t.toml")).unwrap(),
+            out: dir.to_path_buf(),
+            duration: Duration::from_secs(10),
+            delivery_p99: 1000.0,
+            target: None,
+        }
+    }
+
+    /// A step folder whose telemetry has `server` series, the same each second.
+    fn step_in(dir: &Path, server: &[(&str, f64)], trustworthy: bool) -> StepRecord {
+        let samples = (0..=10)
+            .map(|t| results::TelemetrySample {
+                t: f64::from(t),
+                server: server.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                ..Default::default()
+            })
+            .collect();
+        let telemetry = Telemetry {
+            schema_version: 1,
+            designs: BTreeMap::from([("sync".to_string(), results::DesignTelemetry { samples })]),
+        };
+        std::fs::write(
+            dir.join("telemetry.json"),
+            serde_json::to_string(&telemetry).unwrap(),
+        )
+        .unwrap();
+        StepRecord {
+            trustworthy,
+            dir: dir.display().to_string(),
+            ..sample_report().designs["sync"].steps[0].clone()
+        }
+    }
+
+    #[test]
+    fn the_knee_is_attributed_to_what_ran_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = run_in(dir.path());
+        let full = [
+            ("fanbench_pool_connections{state=\"open\"}", 10.0),
+            ("fanbench_pool_connections{state=\"idle\"}", 0.0),
+            ("fanbench_pool_waiting", 40.0),
+            ("fanbench_phase_seconds_sum{phase=\"pool_acquire\"}", 300.0),
+            (
+                "fanbench_phase_seconds_count{phase=\"pool_acquire\"}",
+                400.0,
+            ),
+        ];
+        let b = attribute(&run, Subject::Sync, &step_in(dir.path(), &full, true)).unwrap();
+        assert_eq!(b.resource, "connection pool", "{b:?}");
+        assert!(b.evidence[0].contains("10.0 of 10 connections"), "{b:?}");
+        assert!(b.evidence[1].contains("750 ms"), "{b:?}");
+        // The driver comes first: its step says nothing about the design.
+        let b = attribute(&run, Subject::Sync, &step_in(dir.path(), &full, false)).unwrap();
+        assert_eq!(b.resource, "driver", "{b:?}");
+        // A pool with room and nothing else at a limit: said plainly.
+        let idle = [
+            ("fanbench_pool_connections{state=\"open\"}", 10.0),
+            ("fanbench_pool_connections{state=\"idle\"}", 8.0),
+        ];
+        let b = attribute(&run, Subject::Sync, &step_in(dir.path(), &idle, true)).unwrap();
+        assert_eq!(b.resource, "unclear", "{b:?}");
+        // An async channel at its concurrency limit.
+        let channel = [
+            ("fanbench_deliveries_in_flight{channel=\"sms\"}", 64.0),
+            (
+                "fanbench_deliveries_concurrency_limit{channel=\"sms\"}",
+                64.0,
+            ),
+        ];
+        let b = attribute(&run, Subject::Sync, &step_in(dir.path(), &channel, true)).unwrap();
+        assert_eq!(b.resource, "channel concurrency (sms)", "{b:?}");
     }
 
     fn sample_report() -> CapacityReport {
