@@ -260,7 +260,7 @@ pub(crate) fn read_design(dir: &Path, design: &str) -> Result<DesignResults> {
 pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
         .with_context(|| format!("could not write {}", path.display()))?;
-    eprintln!("bench: wrote {}", path.display());
+    eprintln!("fanbench: wrote {}", path.display());
     Ok(())
 }
 
