@@ -605,7 +605,12 @@ fn capacity_of(
 
 /// The step's scenario: the capacity scenario's payload, driver, providers and servers, on a
 /// constant Poisson load at `rate` for the step's duration.
-fn step_scenario(base: &toml::Table, design: Subject, rate: u32, duration: Duration) -> String {
+fn step_scenario(
+    base: &toml::Table,
+    design: Subject,
+    rate: u32,
+    duration: Duration,
+) -> Result<String> {
     let mut t = base.clone();
     t.remove("capacity");
     t.remove("gates");
@@ -634,7 +639,7 @@ fn step_scenario(base: &toml::Table, design: Subject, rate: u32, duration: Durat
         toml::Value::Array(vec![toml::Value::Table(phase)]),
     );
     t.insert("arrivals".into(), toml::Value::Table(arrivals));
-    toml::to_string(&t).unwrap_or_default()
+    toml::to_string(&t).context("could not write a step's scenario")
 }
 
 /// How fast the pool's waiters may grow before a step counts as falling behind: 5 % of the
@@ -649,7 +654,7 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRe
     let scenario = folder.join(format!("step-{rate}.toml"));
     std::fs::write(
         &scenario,
-        step_scenario(&ctx.base, design, rate, ctx.duration),
+        step_scenario(&ctx.base, design, rate, ctx.duration)?,
     )?;
     let dir = folder.join(format!("step-{rate}"));
     let mut cmd = fanbench()?;
@@ -1321,7 +1326,7 @@ mod tests {
         )
         .unwrap();
         let base: toml::Table = toml::from_str(&text).unwrap();
-        let step = step_scenario(&base, Subject::Async, 123, Duration::from_secs(20));
+        let step = step_scenario(&base, Subject::Async, 123, Duration::from_secs(20)).unwrap();
         let s = scenario::Scenario::parse(&step, Path::new("step.toml"))
             .unwrap_or_else(|e| panic!("{e}\n{step}"));
         assert!(s.capacity.is_empty() && s.gates.is_empty());
