@@ -586,7 +586,11 @@ fn capacity_of(
             .or(ingest.pass)
             .and_then(|r| steps.get(&r))
             .and_then(|s| littles_law(ctx, s, ingest.pass)),
-        Subject::Async | Subject::Target => None,
+        Subject::Async => delivery.as_ref().and_then(|f| {
+            let at = f.fail.or_else(|| f.tried.last().map(|(r, _)| *r))?;
+            channels_law(ctx, steps.get(&at)?, f.pass)
+        }),
+        Subject::Target => None,
     };
     Ok(DesignCapacity {
         slo: slo.iter().map(|s| s.text.clone()).collect(),
@@ -994,6 +998,66 @@ fn littles_law(ctx: &Run, step: &StepRecord, measured: Option<u32>) -> Option<Pr
                 measured.unwrap_or(0),
                 ((r - 1.0) * 100.0).abs(),
                 if r < 1.0 { "below" } else { "above" }
+            ))
+        ),
+    })
+}
+
+/// The async design's channels: each delivers at most its concurrency ceiling
+/// (`max_concurrency` sends in flight) ÷ the provider's mean latency sends a second, which is that
+/// ÷ the channel's share of sign-ups (every sign-up has an email; `phone_share` an SMS,
+/// `device_share` a push) sign-ups a second. The least of the three is the end-to-end limit the
+/// workers allow. The latencies are the simulator's own, measured at `step`.
+fn channels_law(ctx: &Run, step: &StepRecord, measured: Option<u32>) -> Option<Prediction> {
+    let samples = read_telemetry(Path::new(&step.dir), Subject::Async).ok()?;
+    let last = samples.last()?;
+    let ceiling = f64::from(ctx.scenario.servers.async_.max_concurrency);
+    let payload = &ctx.scenario.payload;
+    let mut parts = Vec::new();
+    let mut least: Option<(String, f64)> = None;
+    for (channel, share) in [
+        ("email", 1.0),
+        ("sms", payload.phone_share),
+        ("push", payload.device_share),
+    ] {
+        let get = |what: &str| {
+            last.providers
+                .get(&format!(
+                    "provider_sim_latency_seconds_{what}{{channel=\"{channel}\"}}"
+                ))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let (sum, count) = (get("sum"), get("count"));
+        if count <= 0.0 || sum <= 0.0 || share <= 0.0 {
+            continue;
+        }
+        let latency = sum / count;
+        let signups = ceiling / latency / share;
+        parts.push(format!(
+            "{channel} {ceiling:.0} ÷ {:.0} ms ÷ {share} = {signups:.0}/s",
+            latency * 1000.0
+        ));
+        if least.as_ref().is_none_or(|(_, l)| signups < *l) {
+            least = Some((channel.to_string(), signups));
+        }
+    }
+    let (channel, predicted) = least?;
+    let ratio = measured.map(|m| f64::from(m) / predicted);
+    Some(Prediction {
+        method: "each channel's concurrency ceiling ÷ its provider's mean latency ÷ its share of sign-ups"
+            .into(),
+        predicted_rps: predicted,
+        measured_rps: measured,
+        ratio,
+        detail: format!(
+            "{} (at the {}/s step): {channel} allows the least, {predicted:.0}/s{}",
+            parts.join("; "),
+            step.offered_rps,
+            ratio.map_or(String::new(), |r| format!(
+                "; measured {} is {:.0} % of it",
+                measured.unwrap_or(0),
+                r * 100.0
             ))
         ),
     })
@@ -1408,6 +1472,60 @@ mod tests {
         ];
         let b = attribute(&run, Subject::Sync, &step_in(dir.path(), &channel, true)).unwrap();
         assert_eq!(b.resource, "channel concurrency (sms)", "{b:?}");
+    }
+
+    #[test]
+    fn the_channels_law_names_the_channel_that_allows_the_least() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = run_in(dir.path());
+        let series = |c: &str, sum: f64, count: f64| {
+            [
+                (
+                    format!("provider_sim_latency_seconds_sum{{channel=\"{c}\"}}"),
+                    sum,
+                ),
+                (
+                    format!("provider_sim_latency_seconds_count{{channel=\"{c}\"}}"),
+                    count,
+                ),
+            ]
+        };
+        // Mean latencies 100 ms (email), 200 ms (sms), 50 ms (push).
+        let providers: BTreeMap<String, f64> = series("email", 10.0, 100.0)
+            .into_iter()
+            .chain(series("sms", 20.0, 100.0))
+            .chain(series("push", 5.0, 100.0))
+            .collect();
+        let telemetry = Telemetry {
+            schema_version: 1,
+            designs: BTreeMap::from([(
+                "async".to_string(),
+                results::DesignTelemetry {
+                    samples: vec![results::TelemetrySample {
+                        t: 10.0,
+                        providers,
+                        ..Default::default()
+                    }],
+                },
+            )]),
+        };
+        std::fs::write(
+            dir.path().join("telemetry.json"),
+            serde_json::to_string(&telemetry).unwrap(),
+        )
+        .unwrap();
+        let step = StepRecord {
+            dir: dir.path().display().to_string(),
+            ..sample_report().designs["sync"].steps[0].clone()
+        };
+        let p = channels_law(&run, &step, Some(1000)).unwrap();
+        let ceiling = f64::from(run.scenario.servers.async_.max_concurrency);
+        let share = run.scenario.payload.phone_share;
+        // SMS: the slowest provider; it allows the least unless few sign-ups carry a phone.
+        let sms = ceiling / 0.2 / share;
+        let email = ceiling / 0.1;
+        assert!((p.predicted_rps - sms.min(email)).abs() < 1e-6, "{p:?}");
+        assert_eq!(p.ratio, Some(1000.0 / p.predicted_rps));
     }
 
     fn sample_report() -> CapacityReport {
