@@ -522,6 +522,15 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
     write_json(&out.join("capacity.json"), &report)?;
     std::fs::write(out.join("summary.md"), summary_md(&report))
         .with_context(|| format!("could not write {}", out.join("summary.md").display()))?;
+    // The page is drawn from capacity.json as `fanbench report OUT` would.
+    let doc = report::capacity::load(&out).with_context(|| {
+        format!(
+            "could not read back {}",
+            out.join("capacity.json").display()
+        )
+    })?;
+    let html = report::capacity::write(&out, &doc).context("could not write the capacity page")?;
+    println!("\nreport: {}", html.display());
     Ok(())
 }
 
@@ -916,6 +925,13 @@ fn attribute(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck
             "the driver's send lag p99 was {:.1} ms: it could not offer {}/s on schedule",
             step.send_lag_p99_ms, step.offered_rps
         ));
+        // On a small machine the driver shares the cores with the design: a driver that falls
+        // behind there may be starved, not slow. Either way the step is inconclusive.
+        if used >= 0.6 * cpus {
+            evidence.push(format!(
+                "the machine was busy: {used:.2} of {cpus:.0} cores over the whole run, start-up and drain included ({cores_text}), so the driver competed with the design for CPU"
+            ));
+        }
         "driver".to_string()
     } else if size > 0.0 && waiting_mean >= 1.0 && in_use_waiting >= 0.9 * size {
         evidence.push(format!(

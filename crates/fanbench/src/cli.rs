@@ -98,7 +98,8 @@ pub enum Command {
     /// pool size ÷ mean connection hold time, from the server's phase times.
     ///
     /// Writes OUT/capacity.json (schema: crates/fanbench/capacity.schema.json), OUT/summary.md,
-    /// each step's run folder under OUT/<design>/, and prints a table.
+    /// OUT/index.html (the page `fanbench report OUT` draws), each step's run folder under
+    /// OUT/<design>/, and prints a table.
     ///
     /// Example: fanbench capacity --designs sync --step-duration 10s
     Capacity(CapacityArgs),

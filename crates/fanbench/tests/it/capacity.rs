@@ -101,5 +101,6 @@ fn capacity_finds_a_reference_servers_known_limit() {
         assert_eq!(step["trustworthy"], true, "{step}");
     }
     assert!(out.join("summary.md").exists());
+    assert!(out.join("index.html").exists(), "{stdout}");
     assert!(stdout.contains("target capacity:"), "{stdout}");
 }
