@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use results::capacity::{
+    Bottleneck, CapacityReport, DesignCapacity, Prediction, SCHEMA_VERSION, StepRecord, Stop,
+};
 use results::{DesignResults, Telemetry};
 use serde::Serialize;
 
@@ -58,7 +61,6 @@ use crate::steps::{
 /// document to it).
 #[cfg(test)]
 const SCHEMA: &str = include_str!("../capacity.schema.json");
-pub const SCHEMA_VERSION: u32 = 1;
 
 // ---------------------------------------------------------------------------------------------
 // The search
@@ -71,20 +73,6 @@ pub enum Verdict {
     Fail,
     /// The driver could not keep to the schedule: the step says nothing about the design.
     DriverLimited,
-}
-
-/// Why the search stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stop {
-    /// The last pass and the first fail are within the resolution.
-    Converged,
-    /// The step budget ran out first.
-    Budget,
-    /// A step was driver-limited: the design's limit is above what the driver could offer.
-    DriverLimited,
-    /// Even 1 sign-up a second failed.
-    NeverPassed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -319,109 +307,26 @@ fn round(v: f64) -> String {
 // ---------------------------------------------------------------------------------------------
 // The document
 
-/// `capacity.json`: see `capacity.schema.json` for every field.
-#[derive(Debug, Serialize)]
-pub struct CapacityReport {
-    pub schema_version: u32,
-    pub scenario: String,
-    pub cpus: usize,
-    pub step_duration_s: f64,
-    pub factor: f64,
-    pub resolution: f64,
-    pub max_steps: u32,
-    pub designs: BTreeMap<String, DesignCapacity>,
-}
+// The types are `results::capacity`'s, so the capacity page (crates/report) reads what this
+// writes; how a step counts for the search is decided here.
 
-#[derive(Debug, Serialize)]
-pub struct DesignCapacity {
-    /// The objectives each step was held to, relative to the design.
-    pub slo: Vec<String>,
-    /// The highest offered rate that met the objectives (the ingest limit for the async design).
-    pub capacity_rps: Option<u32>,
-    /// The lowest offered rate that did not.
-    pub first_fail_rps: Option<u32>,
-    pub stop: Stop,
-    /// The async design: the highest rate that also kept up with delivery (end to end).
-    pub delivery_capacity_rps: Option<u32>,
-    pub delivery_first_fail_rps: Option<u32>,
-    pub delivery_stop: Option<Stop>,
-    /// Every step, in the order it ran.
-    pub steps: Vec<StepRecord>,
-    /// What saturated at the first failing step, with its evidence.
-    pub bottleneck: Option<Bottleneck>,
-    /// The same, at the first step that did not keep up with delivery (async design).
-    pub delivery_bottleneck: Option<Bottleneck>,
-    /// A first-principles limit beside the measured one.
-    pub prediction: Option<Prediction>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StepRecord {
-    pub offered_rps: u32,
-    pub throughput_rps: f64,
-    pub sent: u64,
-    pub accepted: u64,
-    pub status_503: u64,
-    pub share_503: f64,
-    pub accepted_p99_ms: Option<f64>,
-    pub latency_p99_ms: f64,
-    pub send_lag_p99_ms: f64,
-    pub backlog_slope_per_s: Option<f64>,
-    /// Requests waiting for a pooled connection: their least-squares slope over the second half
-    /// of the load, a second (growing beyond [`waiting_growth_limit`] fails the step).
-    pub pool_waiting_slope_per_s: Option<f64>,
-    pub delivery_p99_ms: BTreeMap<String, f64>,
-    pub cores: BTreeMap<String, f64>,
-    pub valid: bool,
-    pub trustworthy: bool,
-    /// Met every objective (and was valid and trustworthy).
-    pub passed: bool,
-    /// The async design: delivery kept up (None for the sync design).
-    pub delivery_keeps_up: Option<bool>,
-    pub why: Vec<String>,
-    /// The step's run folder.
-    pub dir: String,
-}
-
-impl StepRecord {
-    fn verdict(&self) -> Verdict {
-        if !self.trustworthy {
-            Verdict::DriverLimited
-        } else if self.passed {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        }
-    }
-
-    fn delivery_verdict(&self) -> Verdict {
-        match self.verdict() {
-            Verdict::Pass if self.delivery_keeps_up == Some(false) => Verdict::Fail,
-            v => v,
-        }
+/// How a step counts for the objective's search.
+fn verdict(step: &StepRecord) -> Verdict {
+    if !step.trustworthy {
+        Verdict::DriverLimited
+    } else if step.passed {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Bottleneck {
-    /// The step it was read from.
-    pub offered_rps: u32,
-    /// What gave out: `driver`, `connection pool`, `channel concurrency (sms)`,
-    /// `provider rate limit (sms)`, `row locks`, `CPU (postgres)`, or `unclear`.
-    pub resource: String,
-    pub evidence: Vec<String>,
-    /// The figures behind the evidence, by name.
-    pub signals: BTreeMap<String, f64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Prediction {
-    pub method: String,
-    pub predicted_rps: f64,
-    pub measured_rps: Option<u32>,
-    /// measured ÷ predicted.
-    pub ratio: Option<f64>,
-    pub detail: String,
+/// How a step counts for the end-to-end search: it must also have kept up with delivery.
+fn delivery_verdict(step: &StepRecord) -> Verdict {
+    match verdict(step) {
+        Verdict::Pass if !step.passed_end_to_end() => Verdict::Fail,
+        v => v,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -550,7 +455,7 @@ fn capacity_of(
         eprintln!(
             "capacity: {} at {rate}/s: {}",
             design.name(),
-            match s.delivery_verdict() {
+            match delivery_verdict(&s) {
                 Verdict::Pass => "met the objective".to_string(),
                 Verdict::DriverLimited =>
                     "DRIVER-LIMITED (inconclusive: the driver fell behind its schedule)".into(),
@@ -563,9 +468,9 @@ fn capacity_of(
     };
     let probe = |(s, known): (StepRecord, bool), delivery: bool| Probe {
         verdict: if delivery {
-            s.delivery_verdict()
+            delivery_verdict(&s)
         } else {
-            s.verdict()
+            verdict(&s)
         },
         known,
     };
