@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, runs every test against real PostgreSQL (a
 # throwaway cluster per test process, or DATABASE_URL), runs the smoke comparison with its gates,
-# checks its HTML report in headless Chromium, checks that no cluster was left running, then lints. `.ci/run` calls exactly this.
+# checks its HTML report in headless Chromium, runs a short capacity search and checks its page,
+# checks that no cluster was left running, then lints. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,12 @@ target/debug/fanbench compare --quiet --scenario scenarios/smoke.toml --out "$sm
 echo "==> browser check of its HTML report (headless Chromium)"
 FANBENCH=target/debug/fanbench scripts/check-report.sh "$smoke"
 rm -rf "$smoke"
+
+echo "==> a short capacity search (the sync design, 8 s steps) and the browser check of its page"
+cap=$(mktemp -d)
+target/debug/fanbench capacity --designs sync --step-duration 8s --max-steps 6 --out "$cap"
+FANBENCH=target/debug/fanbench scripts/check-report.sh "$cap"
+rm -rf "$cap"
 
 # Each test process's cluster is removed by its guard once the process exits; give the guards a
 # moment, then fail if any throwaway server is still up.
