@@ -22,7 +22,8 @@ use crate::cli::{BenchCommand, BenchDriverArgs, BenchE2eArgs, BenchIngestArgs, B
 use crate::environment::DatabaseServer;
 use crate::launch::ChildServer;
 use crate::steps::{
-    E2eStep, backlog_slope, e2e_step, fanbench, read_design, signup_scenario, timed, write_json,
+    E2eStep, backlog_slope, cores_text, e2e_step, fanbench, read_design, signup_scenario, timed,
+    write_json,
 };
 use crate::usage::process_cpu;
 
@@ -817,12 +818,7 @@ fn e2e_table(r: &E2eReport, args: &BenchE2eArgs) -> String {
                 format!("FELL BEHIND: {}", st.why.join("; "))
             }
         ));
-        let cores = st
-            .cores
-            .iter()
-            .map(|(role, c)| format!("{role} {c:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let cores = cores_text(&st.cores);
         if !cores.is_empty() {
             s.push_str(&format!("            cores used: {cores}\n"));
         }

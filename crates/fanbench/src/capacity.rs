@@ -54,7 +54,8 @@ impl From<Design> for Subject {
     }
 }
 use crate::steps::{
-    backlog_slope, cores, delivery_reasons, fanbench, read_design, series_slope, write_json,
+    backlog_slope, cores, cores_text, delivery_reasons, fanbench, read_design, series_slope,
+    write_json,
 };
 
 /// The capacity document's JSON Schema, committed beside this crate (the tests hold the written
@@ -819,12 +820,7 @@ fn attribute(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck
     signals.insert("cores_available".into(), cpus);
     signals.insert("send_lag_p99_ms".into(), step.send_lag_p99_ms);
 
-    let cores_text = step
-        .cores
-        .iter()
-        .map(|(r, c)| format!("{r} {c:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cores_text = cores_text(&step.cores);
     let resource = if !step.trustworthy {
         evidence.push(format!(
             "the driver's send lag p99 was {:.1} ms: it could not offer {}/s on schedule",

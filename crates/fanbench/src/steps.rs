@@ -145,6 +145,15 @@ pub(crate) fn cores(d: &DesignResults) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Cores by process, as one line: `driver 0.15, postgres 0.81, …`.
+pub(crate) fn cores_text(cores: &BTreeMap<String, f64>) -> String {
+    cores
+        .iter()
+        .map(|(role, c)| format!("{role} {c:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The least-squares slope of the total queue depth (all channels, from the server's
 /// `fanbench_queue_depth` gauge sampled each second) over the second half of the load.
 pub(crate) fn backlog_slope(dir: &Path, duration: Duration) -> Option<f64> {
