@@ -387,6 +387,8 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
         .iter()
         .map(|&d| Ok((d, objectives(d, &args.slo, &cap.slo, &path)?)))
         .collect::<Result<_>>()?;
+    // Checked before any step runs: a typo costs nothing.
+    let gates = capacity_gates(&cap.gates, &args.gates, &path)?;
 
     let out = match &args.out {
         Some(d) => d.clone(),
@@ -437,6 +439,99 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
     })?;
     let html = report::capacity::write(&out, &doc).context("could not write the capacity page")?;
     println!("\nreport: {}", html.display());
+    judge_gates(&gates, &report, &out)
+}
+
+/// Metric paths a capacity gate may name after its design: what capacity.json holds as numbers.
+const GATE_METRICS: [&str; 7] = [
+    "capacity_rps",
+    "first_fail_rps",
+    "delivery_capacity_rps",
+    "delivery_first_fail_rps",
+    "prediction.predicted_rps",
+    "prediction.measured_rps",
+    "prediction.ratio",
+];
+
+/// Parses the scenario's and the flags' capacity gates and checks every name they use.
+fn capacity_gates(
+    from_scenario: &[String],
+    from_flags: &[String],
+    path: &Path,
+) -> Result<Vec<gates::Rule>> {
+    let scenario = from_scenario
+        .iter()
+        .map(|g| (g, format!("{} [capacity] gates", path.display())));
+    let flags = from_flags.iter().map(|g| (g, "--gate".to_string()));
+    scenario
+        .chain(flags)
+        .map(|(text, origin)| {
+            let rule = gates::parse_rule(text).map_err(|e| anyhow!("{origin}: {e}"))?;
+            for metric in rule.metrics() {
+                let field = metric.path.join(".");
+                if !results::DESIGNS.contains(&metric.design.as_str()) {
+                    bail!(
+                        "{origin}: `{text}` names `{}`: a capacity metric starts with one of {}",
+                        metric.name(),
+                        results::DESIGNS.join(", ")
+                    );
+                }
+                if !GATE_METRICS.contains(&field.as_str()) {
+                    bail!(
+                        "{origin}: `{text}` names `{}`, which capacity.json does not hold; \
+                         after the design it may name {}",
+                        metric.name(),
+                        GATE_METRICS.join(", ")
+                    );
+                }
+            }
+            Ok(rule)
+        })
+        .collect()
+}
+
+/// Evaluates the gates on the document, prints them, writes OUT/gates.json and OUT/gates.md,
+/// and fails (exit 1) when any gate failed. A gate naming a design this run did not search is
+/// skipped, saying so.
+fn judge_gates(rules: &[gates::Rule], report: &CapacityReport, out: &Path) -> Result<()> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let doc = serde_json::to_value(report)?;
+    let results: Vec<gates::GateResult> = rules
+        .iter()
+        .map(|rule| {
+            let missing: Vec<String> = rule
+                .metrics()
+                .iter()
+                .filter(|m| !report.designs.contains_key(&m.design))
+                .map(|m| m.design.clone())
+                .collect();
+            if let Some(design) = missing.first() {
+                return Ok(gates::GateResult::skipped(
+                    rule.text.clone(),
+                    rule.kind(),
+                    format!("the {design} design was not searched in this run"),
+                ));
+            }
+            rule.evaluate(std::slice::from_ref(&doc))
+                .map_err(|e| anyhow!("{e}"))
+        })
+        .collect::<Result<_>>()?;
+    println!();
+    print!("{}", gates::text(&results));
+    write_json(&out.join("gates.json"), &results)?;
+    std::fs::write(out.join("gates.md"), gates::markdown(&results))
+        .with_context(|| format!("could not write {}", out.join("gates.md").display()))?;
+    let (passed, failed, skipped) = gates::tally(&results);
+    println!("gates: {passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        return Err(crate::gating::GatesFailed {
+            failed,
+            total: results.len(),
+        }
+        .into());
+    }
     Ok(())
 }
 
@@ -1539,5 +1634,81 @@ mod tests {
         let r = sample_report();
         assert!(table(&r).contains("sync capacity: 30/s (failed at 40/s)"));
         assert!(summary_md(&r).contains("driver-limited"));
+    }
+
+    #[test]
+    fn capacity_gates_check_their_names_before_any_step() {
+        let path = Path::new("scenarios/capacity.toml");
+        let rules = capacity_gates(
+            &["sync.capacity_rps > 25".to_string()],
+            &["async.delivery_capacity_rps / sync.capacity_rps > 10".to_string()],
+            path,
+        )
+        .unwrap();
+        assert_eq!(rules.len(), 2);
+        let typo = capacity_gates(&[], &["sync.capacty_rps > 25".to_string()], path)
+            .unwrap_err()
+            .to_string();
+        assert!(typo.starts_with("--gate:"), "{typo}");
+        assert!(
+            typo.contains("sync.capacty_rps") && typo.contains("capacity_rps"),
+            "{typo}"
+        );
+        let design = capacity_gates(&["sink.capacity_rps > 1".to_string()], &[], path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            design.contains("[capacity] gates") && design.contains("sink"),
+            "{design}"
+        );
+    }
+
+    #[test]
+    fn capacity_gates_pass_fail_and_skip_on_the_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Path::new("x.toml");
+        // sync found 30/s; async's end-to-end limit is at least 400/s.
+        let passing = capacity_gates(
+            &[],
+            &[
+                "sync.capacity_rps > 25".to_string(),
+                "async.delivery_capacity_rps / sync.capacity_rps > 10".to_string(),
+            ],
+            path,
+        )
+        .unwrap();
+        judge_gates(&passing, &sample_report(), dir.path()).unwrap();
+        let written: Vec<gates::GateResult> =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("gates.json")).unwrap())
+                .unwrap();
+        assert_eq!(written.len(), 2);
+        assert!(written.iter().all(|g| g.passed), "{written:?}");
+
+        let failing = capacity_gates(&[], &["sync.capacity_rps > 35".to_string()], path).unwrap();
+        let err = judge_gates(&failing, &sample_report(), dir.path()).unwrap_err();
+        assert!(
+            err.downcast_ref::<crate::gating::GatesFailed>().is_some(),
+            "{err}"
+        );
+
+        let mut sync_only = sample_report();
+        sync_only.designs.remove("async");
+        let skipped = capacity_gates(
+            &[],
+            &["async.delivery_capacity_rps / sync.capacity_rps > 10".to_string()],
+            path,
+        )
+        .unwrap();
+        judge_gates(&skipped, &sync_only, dir.path()).unwrap();
+        let written: Vec<gates::GateResult> =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("gates.json")).unwrap())
+                .unwrap();
+        assert!(
+            written[0]
+                .skipped
+                .as_deref()
+                .unwrap_or_default()
+                .contains("async")
+        );
     }
 }

@@ -156,6 +156,15 @@ pub struct CapacityArgs {
     #[arg(long, default_value_t = 1000.0)]
     pub delivery_p99: f64,
 
+    /// A gate on what the search found, in the gate language over capacity.json (repeatable;
+    /// added to the scenario's `[capacity] gates`): `--gate "async.capacity_rps /
+    /// sync.capacity_rps > 10"`, `--gate "sync.capacity_rps > 25"`. Names: `<design>.capacity_rps`,
+    /// `.first_fail_rps`, `.delivery_capacity_rps`, `.delivery_first_fail_rps`,
+    /// `.prediction.predicted_rps`, `.prediction.ratio`. A limit the driver capped counts as its
+    /// lower bound. Exit 1 when a gate fails; gates naming a design not searched are skipped.
+    #[arg(long = "gate", value_name = "EXPR")]
+    pub gates: Vec<String>,
+
     /// Where capacity.json, summary.md and the steps go. Default: reports/capacity/<UTC time>/
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

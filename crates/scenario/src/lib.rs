@@ -72,6 +72,9 @@ pub struct Capacity {
     /// Each design's objective (`sync = ["latency_ms_by_class.2xx.p99 < 6000"]`), in the gate
     /// language, each metric relative to the design. A design left out keeps the built-in one.
     pub slo: std::collections::BTreeMap<String, Vec<String>>,
+    /// Gates on what the search found, in the gate language over capacity.json
+    /// (`async.capacity_rps / sync.capacity_rps > 10`, `sync.capacity_rps > 25`).
+    pub gates: Vec<String>,
 }
 
 impl Capacity {
@@ -322,12 +325,14 @@ phases = [{ kind = "constant", duration = "2s", rate = 10 }]
     fn a_capacity_table_is_read_and_its_typos_rejected() {
         let s = parse(&format!(
             "{MINIMAL}[capacity]\nstart_rate = 5\nstep_duration = \"15s\"\n\
-             slo = {{ sync = [\"latency_ms.p99 < 10\"] }}\n"
+             slo = {{ sync = [\"latency_ms.p99 < 10\"] }}\n\
+             gates = [\"sync.capacity_rps > 25\"]\n"
         ))
         .unwrap();
         assert_eq!(s.capacity.start_rate, Some(5));
         assert_eq!(s.capacity.step_duration, Some(Duration::from_secs(15)));
         assert_eq!(s.capacity.slo["sync"], ["latency_ms.p99 < 10"]);
+        assert_eq!(s.capacity.gates, ["sync.capacity_rps > 25"]);
         assert!(parse(MINIMAL).unwrap().capacity.is_empty());
         let typo = parse(&format!("{MINIMAL}[capacity]\nstart_rat = 5\n")).unwrap_err();
         assert!(typo.contains("unknown field `start_rat`"), "{typo}");
