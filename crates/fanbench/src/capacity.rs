@@ -352,8 +352,24 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
     let scenario = scenario::Scenario::load(&path).map_err(anyhow::Error::from)?;
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("could not read {}", path.display()))?;
-    let base: toml::Table =
+    let mut base: toml::Table =
         toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))?;
+    // What-if settings: applied to the scenario every step is written from, then read back
+    // through the scenario's own checks, so a wrong key or value fails here, not at a step.
+    let scenario = if args.set.is_empty() {
+        scenario
+    } else {
+        for set in &args.set {
+            apply_set(&mut base, set)?;
+        }
+        let dir = tempfile_dir()?;
+        let file = dir.join("scenario-with-overrides.toml");
+        std::fs::write(&file, toml::to_string(&base)?)?;
+        let checked = scenario::Scenario::load(&file)
+            .map_err(|e| anyhow!("--set {}: {e}", args.set.join(" --set ")));
+        let _ = std::fs::remove_dir_all(&dir);
+        checked?
+    };
     let cap = scenario.capacity.clone();
     let duration = args
         .step_duration
@@ -419,6 +435,7 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
         factor: plan(Subject::Sync).factor,
         resolution: plan(Subject::Sync).resolution,
         max_steps: plan(Subject::Sync).max_steps,
+        overrides: args.set.clone(),
         designs: BTreeMap::new(),
     };
     for (design, slo) in &slos {
@@ -440,6 +457,48 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
     let html = report::capacity::write(&out, &doc).context("could not write the capacity page")?;
     println!("\nreport: {}", html.display());
     judge_gates(&gates, &report, &out)
+}
+
+/// A fresh private folder under the system's temp dir.
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "fanbench-capacity-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Applies one `--set DESIGN.KEY=VALUE` to the scenario's `[servers.DESIGN]` table. The value is
+/// read as TOML (`20`, `true`, `"5s"`), or taken as a string when it is not (`5s`).
+fn apply_set(base: &mut toml::Table, set: &str) -> Result<()> {
+    let bad = || anyhow!("--set {set}: expected DESIGN.KEY=VALUE, e.g. --set sync.pool_size=20");
+    let (name, value) = set.split_once('=').ok_or_else(bad)?;
+    let (design, key) = name.trim().split_once('.').ok_or_else(bad)?;
+    if !matches!(design, "sync" | "async") || key.is_empty() || key.contains('.') {
+        return Err(anyhow!(
+            "--set {set}: the setting is `sync.KEY` or `async.KEY` (a key of [servers.sync] or [servers.async])"
+        ));
+    }
+    let value = value.trim();
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let servers = base
+        .entry("servers")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let servers = servers
+        .as_table_mut()
+        .ok_or_else(|| anyhow!("--set {set}: the scenario's `servers` is not a table"))?;
+    let table = servers
+        .entry(design)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| anyhow!("--set {set}: the scenario's `servers.{design}` is not a table"))?;
+    table.insert(key.to_string(), parsed);
+    Ok(())
 }
 
 /// Metric paths a capacity gate may name after its design: what capacity.json holds as numbers.
@@ -1612,6 +1671,7 @@ mod tests {
             factor: 2.0,
             resolution: 0.1,
             max_steps: 10,
+            overrides: vec!["sync.pool_size=20".into()],
             designs: BTreeMap::from([("sync".to_string(), sync), ("async".to_string(), async_)]),
         }
     }
@@ -1710,5 +1770,32 @@ mod tests {
                 .unwrap_or_default()
                 .contains("async")
         );
+    }
+
+    #[test]
+    fn set_changes_one_design_setting_and_refuses_what_is_not_one() {
+        let mut base: toml::Table =
+            toml::from_str("name = \"x\"\n[servers.sync]\npool_size = 10\n").unwrap();
+        apply_set(&mut base, "sync.pool_size=20").unwrap();
+        apply_set(&mut base, "sync.acquire_timeout=2s").unwrap();
+        apply_set(&mut base, "async.max_concurrency = 128").unwrap();
+        assert_eq!(base["servers"]["sync"]["pool_size"].as_integer(), Some(20));
+        assert_eq!(
+            base["servers"]["sync"]["acquire_timeout"].as_str(),
+            Some("2s")
+        );
+        assert_eq!(
+            base["servers"]["async"]["max_concurrency"].as_integer(),
+            Some(128)
+        );
+        for bad in [
+            "pool_size=20",
+            "sink.pool_size=1",
+            "sync.pool_size",
+            "sync.a.b=1",
+        ] {
+            let e = apply_set(&mut base, bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--set {bad}")), "{e}");
+        }
     }
 }

@@ -156,6 +156,13 @@ pub struct CapacityArgs {
     #[arg(long, default_value_t = 1000.0)]
     pub delivery_p99: f64,
 
+    /// Change a design setting for this run only, to ask "what if": `--set sync.pool_size=20`,
+    /// `--set async.max_concurrency=128`, `--set sync.acquire_timeout=2s` (repeatable). The keys
+    /// are the scenario's `[servers.sync]` / `[servers.async]` keys; a wrong one is an error before
+    /// any step runs. Recorded in capacity.json (`overrides`) and on the page.
+    #[arg(long = "set", value_name = "DESIGN.KEY=VALUE")]
+    pub set: Vec<String>,
+
     /// A gate on what the search found, in the gate language over capacity.json (repeatable;
     /// added to the scenario's `[capacity] gates`): `--gate "async.capacity_rps /
     /// sync.capacity_rps > 10"`, `--gate "sync.capacity_rps > 25"`. Names: `<design>.capacity_rps`,

@@ -151,6 +151,12 @@ pub fn render(doc: &CapacityReport) -> String {
         doc.resolution * 100.0,
         doc.max_steps
     );
+    if !doc.overrides.is_empty() {
+        body.push_str(&format!(
+            "<p class=\"subtitle\">Settings changed for this run: {}</p>\n",
+            escape(&doc.overrides.join(", "))
+        ));
+    }
     let designs = ordered(doc);
     let verdicts: String = designs
         .iter()

@@ -27,6 +27,9 @@ pub struct CapacityReport {
     pub resolution: f64,
     /// Load steps each search may run.
     pub max_steps: u32,
+    /// Design settings changed for this run only (`--set sync.pool_size=20`), as given.
+    #[serde(default)]
+    pub overrides: Vec<String>,
     /// By design name (`sync`, `async`).
     pub designs: BTreeMap<String, DesignCapacity>,
 }
