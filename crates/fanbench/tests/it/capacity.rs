@@ -67,11 +67,13 @@ fn capacity_finds_a_reference_servers_known_limit() {
     let output = fanbench()
         .args(["capacity", "--target", &url, "--scenario"])
         .arg(&scenario)
+        // Steps of at least 100 requests: with fewer, one late send is the whole send lag p99, and
+        // a test process busy with other tests can make one late.
         .args([
             "--step-duration",
-            "3s",
+            "5s",
             "--start-rate",
-            "10",
+            "20",
             "--resolution",
             "0.1",
         ])
