@@ -356,19 +356,24 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
         toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))?;
     // What-if settings: applied to the scenario every step is written from, then read back
     // through the scenario's own checks, so a wrong key or value fails here, not at a step.
+    let out = match &args.out {
+        Some(d) => d.clone(),
+        None => PathBuf::from("reports/capacity")
+            .join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()),
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("could not create {}", out.display()))?;
+    // The changed scenario is kept in the run folder: a record of what the steps ran.
     let scenario = if args.set.is_empty() {
         scenario
     } else {
         for set in &args.set {
             apply_set(&mut base, set)?;
         }
-        let dir = tempfile_dir()?;
-        let file = dir.join("scenario-with-overrides.toml");
-        std::fs::write(&file, toml::to_string(&base)?)?;
-        let checked = scenario::Scenario::load(&file)
-            .map_err(|e| anyhow!("--set {}: {e}", args.set.join(" --set ")));
-        let _ = std::fs::remove_dir_all(&dir);
-        checked?
+        let file = out.join("scenario-with-overrides.toml");
+        std::fs::write(&file, toml::to_string(&base)?)
+            .with_context(|| format!("could not write {}", file.display()))?;
+        scenario::Scenario::load(&file)
+            .map_err(|e| anyhow!("--set {}: {e}", args.set.join(" --set ")))?
     };
     let cap = scenario.capacity.clone();
     let duration = args
@@ -406,12 +411,6 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
     // Checked before any step runs: a typo costs nothing.
     let gates = capacity_gates(&cap.gates, &args.gates, &path)?;
 
-    let out = match &args.out {
-        Some(d) => d.clone(),
-        None => PathBuf::from("reports/capacity")
-            .join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()),
-    };
-    std::fs::create_dir_all(&out).with_context(|| format!("could not create {}", out.display()))?;
     let ctx = Run {
         base,
         scenario,
@@ -457,17 +456,6 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
     let html = report::capacity::write(&out, &doc).context("could not write the capacity page")?;
     println!("\nreport: {}", html.display());
     judge_gates(&gates, &report, &out)
-}
-
-/// A fresh private folder under the system's temp dir.
-fn tempfile_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "fanbench-capacity-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    ));
-    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
-    Ok(dir)
 }
 
 /// Applies one `--set DESIGN.KEY=VALUE` to the scenario's `[servers.DESIGN]` table. The value is
