@@ -11,6 +11,11 @@
 //! through the load fails too. A step where the driver fell behind its schedule is
 //! driver-limited: it is inconclusive, never the design's limit, and the search stops there.
 //!
+//! Each limit is read twice: past the knee ([`attribute`]: the first resource found at its
+//! limit at the first failing step) and at it ([`closest_to_limit`]: each resource's use as a
+//! share of what it has at the last passing step). `--sweep DESIGN.KEY=V1,V2,…` runs the search
+//! once per value of one setting, each from its own scenario in its own folder.
+//!
 //! The search itself ([`search`]) is a pure function over a step oracle, so its tests run no load.
 
 use std::collections::BTreeMap;
@@ -19,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use results::capacity::{
-    Bottleneck, CapacityReport, DesignCapacity, Prediction, SCHEMA_VERSION, StepRecord, Stop,
+    Bottleneck, CapacityReport, DesignCapacity, Prediction, SCHEMA_VERSION, StepRecord, Stop, Sweep,
 };
 use results::{DesignResults, Telemetry};
 use serde::Serialize;
@@ -334,6 +339,9 @@ fn delivery_verdict(step: &StepRecord) -> Verdict {
 // Running it
 
 struct Run {
+    /// In a sweep, the value's key (`async[concurrency=64]`): its name in capacity.json and in
+    /// the progress lines.
+    label: Option<String>,
     base: toml::Table,
     scenario: scenario::Scenario,
     out: PathBuf,
@@ -341,6 +349,15 @@ struct Run {
     delivery_p99: f64,
     /// `--target URL`: the server every step drives instead of starting a design.
     target: Option<String>,
+}
+
+impl Run {
+    /// What `design`'s search is called here: the design's name, or a sweep value's key.
+    fn name(&self, design: Subject) -> String {
+        self.label
+            .clone()
+            .unwrap_or_else(|| design.name().to_string())
+    }
 }
 
 pub async fn run(args: CapacityArgs) -> Result<()> {
@@ -385,10 +402,13 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
         bail!("--step-duration: a step shorter than 3 s has too few seconds to judge");
     }
     let plan = |design: Subject| SearchPlan {
-        start: args.start_rate.or(cap.start_rate).unwrap_or(match design {
-            Subject::Sync | Subject::Target => 8,
-            Subject::Async => 200,
-        }),
+        start: args
+            .start_rate
+            .or_else(|| cap.start_rate.as_ref()?.for_design(design.name()))
+            .unwrap_or(match design {
+                Subject::Sync | Subject::Target => 8,
+                Subject::Async => 200,
+            }),
         factor: args.factor.or(cap.factor).unwrap_or(2.0),
         resolution: args.resolution.or(cap.resolution).unwrap_or(0.1),
         max_steps: args.max_steps.or(cap.max_steps).unwrap_or(10),
@@ -396,9 +416,12 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
     if plan(Subject::Sync).factor <= 1.0 {
         bail!("--factor must be above 1");
     }
+    let sweep = args.sweep.as_deref().map(parse_sweep).transpose()?;
     // Every objective is checked before the first step runs.
     let mut designs: Vec<Subject> = if args.target.is_some() {
         vec![Subject::Target]
+    } else if let Some(sweep) = &sweep {
+        vec![sweep.0]
     } else {
         args.designs.iter().map(|&d| d.into()).collect()
     };
@@ -412,12 +435,33 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
     let gates = capacity_gates(&cap.gates, &args.gates, &path)?;
 
     let ctx = Run {
+        label: None,
         base,
         scenario,
         out: out.clone(),
         duration,
         delivery_p99: args.delivery_p99,
         target: args.target.clone(),
+    };
+    // A sweep: one run of the searches per value, each from the scenario with that value set,
+    // all of them read back through the scenario's checks before any step runs.
+    let points: Vec<Run> = match &sweep {
+        None => vec![ctx],
+        Some((design, key, values)) => {
+            if args.set.iter().any(|s| {
+                s.split_once('=')
+                    .is_some_and(|(n, _)| n.trim() == format!("{}.{key}", design.name()))
+            }) {
+                bail!(
+                    "--sweep and --set both change {}.{key}: give its values to --sweep alone",
+                    design.name()
+                );
+            }
+            values
+                .iter()
+                .map(|value| sweep_point(&ctx, *design, key, value))
+                .collect::<Result<_>>()?
+        }
     };
     eprintln!(
         "capacity: {} ; {} a step ; results in {}",
@@ -436,10 +480,17 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
         max_steps: plan(Subject::Sync).max_steps,
         overrides: args.set.clone(),
         designs: BTreeMap::new(),
+        sweep: sweep.map(|(design, setting, values)| Sweep {
+            design: design.name().to_string(),
+            setting,
+            values,
+        }),
     };
     for (design, slo) in &slos {
-        let result = capacity_of(&ctx, *design, slo, &plan(*design))?;
-        report.designs.insert(design.name().to_string(), result);
+        for point in &points {
+            let result = capacity_of(point, *design, slo, &plan(*design))?;
+            report.designs.insert(point.name(*design), result);
+        }
     }
     let table = table(&report);
     print!("{table}");
@@ -456,6 +507,61 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
     let html = report::capacity::write(&out, &doc).context("could not write the capacity page")?;
     println!("\nreport: {}", html.display());
     judge_gates(&gates, &report, &out)
+}
+
+/// `--sweep DESIGN.KEY=V1,V2,…`: the design, the key and at least two distinct values.
+fn parse_sweep(text: &str) -> Result<(Subject, String, Vec<String>)> {
+    let bad = || {
+        anyhow!("--sweep {text}: expected DESIGN.KEY=V1,V2,…, e.g. --sweep sync.pool_size=10,20,40")
+    };
+    let (name, values) = text.split_once('=').ok_or_else(bad)?;
+    let (design, key) = name.trim().split_once('.').ok_or_else(bad)?;
+    let design = match design.trim() {
+        "sync" => Subject::Sync,
+        "async" => Subject::Async,
+        _ => bail!(
+            "--sweep {text}: the setting is `sync.KEY` or `async.KEY` (a key of [servers.sync] or [servers.async])"
+        ),
+    };
+    let key = key.trim();
+    if key.is_empty() || key.contains('.') {
+        return Err(bad());
+    }
+    let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
+    if values.len() < 2 || values.iter().any(String::is_empty) {
+        bail!("--sweep {text}: give two values or more, separated by commas");
+    }
+    if let Some(v) = values
+        .iter()
+        .enumerate()
+        .find_map(|(i, v)| values[..i].contains(v).then_some(v))
+    {
+        bail!("--sweep {text}: the value {v} is given twice");
+    }
+    Ok((design, key.to_string(), values))
+}
+
+/// One value of a sweep: the run's scenario with `design.key = value`, written to (and read back
+/// from) its own folder, OUT/<key>=<value>/, where its steps go too.
+fn sweep_point(ctx: &Run, design: Subject, key: &str, value: &str) -> Result<Run> {
+    let set = format!("{}.{key}={value}", design.name());
+    let mut base = ctx.base.clone();
+    apply_set(&mut base, &set)?;
+    let out = ctx.out.join(format!("{key}={value}"));
+    std::fs::create_dir_all(&out).with_context(|| format!("could not create {}", out.display()))?;
+    let file = out.join("scenario.toml");
+    std::fs::write(&file, toml::to_string(&base)?)
+        .with_context(|| format!("could not write {}", file.display()))?;
+    let scenario = scenario::Scenario::load(&file).map_err(|e| anyhow!("--sweep {set}: {e}"))?;
+    Ok(Run {
+        label: Some(results::capacity::sweep_key(design.name(), key, value)),
+        base,
+        scenario,
+        out,
+        duration: ctx.duration,
+        delivery_p99: ctx.delivery_p99,
+        target: ctx.target.clone(),
+    })
 }
 
 /// Applies one `--set DESIGN.KEY=VALUE` to the scenario's `[servers.DESIGN]` table. The value is
@@ -597,7 +703,7 @@ fn capacity_of(
         let s = run_step(ctx, design, slo, rate)?;
         eprintln!(
             "capacity: {} at {rate}/s: {}",
-            design.name(),
+            ctx.name(design),
             match delivery_verdict(&s) {
                 Verdict::Pass => "met the objective".to_string(),
                 Verdict::DriverLimited =>
@@ -637,6 +743,12 @@ fn capacity_of(
     };
     let bottleneck = knee(limited(&ingest));
     let delivery_bottleneck = delivery.as_ref().and_then(|f| knee(limited(f)));
+    // And at the knee itself: what was closest to its limit at the last rate that passed.
+    let closest = |rate: Option<u32>| -> Option<Bottleneck> {
+        closest_to_limit(ctx, design, steps.get(&rate?)?).ok()
+    };
+    let at_knee = closest(ingest.pass);
+    let delivery_at_knee = delivery.as_ref().and_then(|f| closest(f.pass));
     let prediction = match design {
         Subject::Sync => ingest
             .fail
@@ -660,6 +772,8 @@ fn capacity_of(
         steps: records,
         bottleneck,
         delivery_bottleneck,
+        knee: at_knee,
+        delivery_knee: delivery_at_knee,
         prediction,
     })
 }
@@ -726,7 +840,7 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRe
     cmd.arg("--scenario").arg(&scenario).arg("--out").arg(&dir);
     eprintln!(
         "capacity: {} at {rate}/s for {} …",
-        design.name(),
+        ctx.name(design),
         humantime::format_duration(ctx.duration)
     );
     let status = cmd.status().context("could not start a capacity step")?;
@@ -1016,6 +1130,64 @@ fn attribute(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck
     })
 }
 
+/// At a step that passed, the resource closest to its limit, and how close: each resource's use
+/// as a share of what it has (the pool's connections in use, a channel's in-flight sends against
+/// its concurrency limit, the machine's cores), the highest named, the others as evidence. Read
+/// beside the first failing step's [`attribute`], it shows what was filling up before it gave
+/// out.
+fn closest_to_limit(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck> {
+    let read = attribute(ctx, design, step)?;
+    let s = &read.signals;
+    let get = |k: &str| s.get(k).copied();
+    let mut uses: Vec<(String, f64, String)> = Vec::new();
+    if let (Some(size), Some(in_use)) = (get("pool_size"), get("pool_in_use_mean"))
+        && size > 0.0
+    {
+        uses.push((
+            "connection pool".into(),
+            in_use / size,
+            format!("{in_use:.1} of {size:.0} connections in use on average"),
+        ));
+    }
+    for (k, v) in s {
+        if let Some(c) = k
+            .strip_prefix("channel_")
+            .and_then(|r| r.strip_suffix("_in_flight_share_of_limit"))
+        {
+            uses.push((
+                format!("channel concurrency ({c})"),
+                *v,
+                format!("{c}: in-flight sends against its concurrency limit on average"),
+            ));
+        }
+    }
+    if let (Some(used), Some(cpus)) = (get("cores_used"), get("cores_available"))
+        && cpus > 0.0
+    {
+        uses.push((
+            "CPU".into(),
+            used / cpus,
+            match cores_text(&step.cores) {
+                t if t.is_empty() => format!("{used:.2} of {cpus:.0} cores busy"),
+                t => format!("{used:.2} of {cpus:.0} cores busy ({t})"),
+            },
+        ));
+    }
+    uses.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let Some((resource, _, _)) = uses.first().cloned() else {
+        bail!("no resource's use was measured at {}/s", step.offered_rps);
+    };
+    Ok(Bottleneck {
+        offered_rps: step.offered_rps,
+        resource,
+        evidence: uses
+            .iter()
+            .map(|(r, u, what)| format!("{r} at {:.0} % of its limit: {what}", u * 100.0))
+            .collect(),
+        signals: read.signals,
+    })
+}
+
 /// Little's law for the sync design: each accepted sign-up holds a pooled connection for its
 /// whole fan-out, so the pool serves at most pool size ÷ mean hold time a second. The hold time
 /// is the sum of the server's measured phase times after the acquire (the provider calls and the
@@ -1148,7 +1320,7 @@ fn table(r: &CapacityReport) -> String {
         r.step_duration_s,
         r.resolution * 100.0
     );
-    for (name, d) in &r.designs {
+    for (name, d) in report::capacity::ordered(r) {
         s.push_str(&format!("\n{name}: objective {}\n", d.slo.join(" and ")));
         s.push_str(&format!(
             "  {:>8} {:>11} {:>12} {:>8} {:>11} {:>12} {:>12}  {}\n",
@@ -1185,6 +1357,16 @@ fn table(r: &CapacityReport) -> String {
         s.push_str(&verdict_lines(name, d).join("\n"));
         s.push('\n');
     }
+    if let Some((what, rows)) = sweep_rows(r) {
+        s.push_str(&format!("\nwhat {what} does:\n"));
+        for [value, cap, e2e, past] in rows {
+            s.push_str(&format!("  {what}={value}: capacity {cap}"));
+            if e2e != "-" {
+                s.push_str(&format!("; end to end {e2e}"));
+            }
+            s.push_str(&format!("; past the knee: {past}\n"));
+        }
+    }
     s
 }
 
@@ -1204,10 +1386,25 @@ fn verdict_lines(name: &str, d: &DesignCapacity) -> Vec<String> {
             limit_text(d.delivery_capacity_rps, d.delivery_first_fail_rps, stop)
         ));
     }
-    for (what, b) in [("", &d.bottleneck), (" (delivery)", &d.delivery_bottleneck)] {
+    let reads = [
+        ("at the knee", "closest to its limit", &d.knee),
+        ("bottleneck", "", &d.bottleneck),
+        (
+            "at the end-to-end knee",
+            "closest to its limit",
+            &d.delivery_knee,
+        ),
+        ("bottleneck (delivery)", "", &d.delivery_bottleneck),
+    ];
+    for (what, how, b) in reads {
         if let Some(b) = b {
+            let how = if how.is_empty() {
+                String::new()
+            } else {
+                format!("{how} ")
+            };
             lines.push(format!(
-                "  bottleneck{what} at {}/s: {} — {}",
+                "  {what} at {}/s: {how}{} — {}",
                 b.offered_rps,
                 b.resource,
                 b.evidence.join("; ")
@@ -1220,6 +1417,40 @@ fn verdict_lines(name: &str, d: &DesignCapacity) -> Vec<String> {
     lines
 }
 
+/// A sweep in one table: per value, each limit and what gave out past it.
+fn sweep_rows(r: &CapacityReport) -> Option<(String, Vec<[String; 4]>)> {
+    let sweep = r.sweep.as_ref()?;
+    let rows = sweep
+        .keys()
+        .iter()
+        .zip(&sweep.values)
+        .filter_map(|(key, value)| {
+            let d = r.designs.get(key)?;
+            let resource = |b: &Option<Bottleneck>| {
+                b.as_ref().map_or("-".to_string(), |b| {
+                    format!("{} at {}/s", b.resource, b.offered_rps)
+                })
+            };
+            Some([
+                value.clone(),
+                limit_text(d.capacity_rps, d.first_fail_rps, d.stop),
+                d.delivery_stop.map_or("-".into(), |stop| {
+                    limit_text(d.delivery_capacity_rps, d.delivery_first_fail_rps, stop)
+                }),
+                match d.delivery_stop {
+                    Some(_) => format!(
+                        "{}; end to end: {}",
+                        resource(&d.bottleneck),
+                        resource(&d.delivery_bottleneck)
+                    ),
+                    None => resource(&d.bottleneck),
+                },
+            ])
+        })
+        .collect();
+    Some((format!("{}.{}", sweep.design, sweep.setting), rows))
+}
+
 fn summary_md(r: &CapacityReport) -> String {
     let mut s = format!(
         "# Capacity: {}\n\n{} cores; each step {:.0} s of constant Poisson load, judged on the whole step; \
@@ -1230,7 +1461,15 @@ fn summary_md(r: &CapacityReport) -> String {
         r.resolution * 100.0,
         r.max_steps
     );
-    for (name, d) in &r.designs {
+    if let Some((what, rows)) = sweep_rows(r) {
+        s.push_str(&format!(
+            "\n## What `{what}` does\n\n| {what} | capacity | end to end | gave out past the knee |\n| ---: | --- | --- | --- |\n"
+        ));
+        for row in rows {
+            s.push_str(&format!("| {} |\n", row.join(" | ")));
+        }
+    }
+    for (name, d) in report::capacity::ordered(r) {
         s.push_str(&format!(
             "\n## {name}\n\nObjective: `{}`\n\n",
             d.slo.join("`, `")
@@ -1459,6 +1698,7 @@ mod tests {
     fn run_in(dir: &Path) -> Run {
         let text = "name = \"t\"\n[arrivals]\nphases = [{ kind = \"constant\", duration = \"10s\", rate = 1 }]\n";
         Run {
+            label: None,
             base: toml::from_str(text).unwrap(),
             scenario: scenario::Scenario::parse(text, Path::new("t.toml")).unwrap(),
             out: dir.to_path_buf(),
@@ -1530,6 +1770,52 @@ mod tests {
             ),
         ];
         let b = attribute(&run, Subject::Sync, &step_in(dir.path(), &channel, true)).unwrap();
+        assert_eq!(b.resource, "channel concurrency (sms)", "{b:?}");
+    }
+
+    #[test]
+    fn at_the_knee_the_resource_closest_to_its_limit_is_named_with_the_others_as_evidence() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = run_in(dir.path());
+        // The scenario's pool has 10 connections; 9 in use, the sms channel at half its limit.
+        let filling = [
+            ("fanbench_pool_connections{state=\"open\"}", 10.0),
+            ("fanbench_pool_connections{state=\"idle\"}", 1.0),
+            ("fanbench_deliveries_in_flight{channel=\"sms\"}", 32.0),
+            (
+                "fanbench_deliveries_concurrency_limit{channel=\"sms\"}",
+                64.0,
+            ),
+        ];
+        let step = StepRecord {
+            cores: BTreeMap::from([("postgres".to_string(), 0.2)]),
+            ..step_in(dir.path(), &filling, true)
+        };
+        let b = closest_to_limit(&run, Subject::Sync, &step).unwrap();
+        assert_eq!(b.resource, "connection pool", "{b:?}");
+        assert_eq!(b.offered_rps, step.offered_rps);
+        assert_eq!(b.evidence.len(), 3, "{b:?}");
+        assert!(
+            b.evidence[0].starts_with("connection pool at 90 %"),
+            "{b:?}"
+        );
+        assert!(
+            b.evidence[1].starts_with("channel concurrency (sms) at 50 %"),
+            "{b:?}"
+        );
+        assert!(b.evidence[2].starts_with("CPU at "), "{b:?}");
+        // A channel nearer its limit than the pool is named instead.
+        let channel = [
+            ("fanbench_pool_connections{state=\"open\"}", 10.0),
+            ("fanbench_pool_connections{state=\"idle\"}", 8.0),
+            ("fanbench_deliveries_in_flight{channel=\"sms\"}", 60.0),
+            (
+                "fanbench_deliveries_concurrency_limit{channel=\"sms\"}",
+                64.0,
+            ),
+        ];
+        let b =
+            closest_to_limit(&run, Subject::Sync, &step_in(dir.path(), &channel, true)).unwrap();
         assert_eq!(b.resource, "channel concurrency (sms)", "{b:?}");
     }
 
@@ -1625,6 +1911,8 @@ mod tests {
                 signals: BTreeMap::from([("pool_size".to_string(), 10.0)]),
             }),
             delivery_bottleneck: None,
+            knee: None,
+            delivery_knee: None,
             prediction: Some(Prediction {
                 method: "Little's law".into(),
                 predicted_rps: 32.0,
@@ -1649,6 +1937,8 @@ mod tests {
             }],
             bottleneck: None,
             delivery_bottleneck: None,
+            knee: None,
+            delivery_knee: None,
             prediction: None,
         };
         CapacityReport {
@@ -1661,6 +1951,7 @@ mod tests {
             max_steps: 10,
             overrides: vec!["sync.pool_size=20".into()],
             designs: BTreeMap::from([("sync".to_string(), sync), ("async".to_string(), async_)]),
+            sweep: None,
         }
     }
 
@@ -1758,6 +2049,44 @@ mod tests {
                 .unwrap_or_default()
                 .contains("async")
         );
+    }
+
+    #[test]
+    fn a_sweep_is_one_setting_of_one_design_and_two_distinct_values_or_more() {
+        let (design, key, values) = parse_sweep("async.max_concurrency=16, 64,256").unwrap();
+        assert_eq!(design, Subject::Async);
+        assert_eq!(key, "max_concurrency");
+        assert_eq!(values, ["16", "64", "256"]);
+        for (bad, says) in [
+            ("pool_size=10,20", "expected DESIGN.KEY=V1,V2"),
+            ("sink.pool_size=10,20", "`sync.KEY` or `async.KEY`"),
+            ("sync.pool_size=10", "two values or more"),
+            ("sync.pool_size=10,,20", "two values or more"),
+            ("sync.pool_size=10,20,10", "the value 10 is given twice"),
+            ("sync.a.b=1,2", "expected DESIGN.KEY=V1,V2"),
+        ] {
+            let e = parse_sweep(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--sweep {bad}")), "{e}");
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_sweep_value_runs_from_its_own_scenario_in_its_own_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = run_in(dir.path());
+        let point = sweep_point(&run, Subject::Sync, "pool_size", "20").unwrap();
+        assert_eq!(point.name(Subject::Sync), "sync[pool_size=20]");
+        assert_eq!(point.scenario.servers.sync.pool_size, 20);
+        assert_eq!(point.out, dir.path().join("pool_size=20"));
+        assert!(point.out.join("scenario.toml").is_file());
+        // The base run is untouched, and a value the scenario refuses is an error naming it.
+        assert_eq!(run.scenario.servers.sync.pool_size, 10);
+        let e = sweep_point(&run, Subject::Sync, "pool_size", "many")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("--sweep sync.pool_size=many"), "{e}");
     }
 
     #[test]

@@ -94,14 +94,19 @@ pub enum Command {
     ///
     /// At the first failing step it names the saturated resource with its evidence (pool in use
     /// and waiters, a channel at its concurrency limit, provider 429s, lock waits, CPU, the
-    /// driver's send lag) and, for the sync design, puts Little's law beside the measurement:
+    /// driver's send lag); at the knee itself, the last step that passed, it names the resource
+    /// closest to its limit. For the sync design it puts Little's law beside the measurement:
     /// pool size ÷ mean connection hold time, from the server's phase times.
+    ///
+    /// What-if: --set changes a design setting for the run; --sweep searches one design once per
+    /// value of one setting and draws the limits and the hockey sticks on one chart each.
     ///
     /// Writes OUT/capacity.json (schema: crates/fanbench/capacity.schema.json), OUT/summary.md,
     /// OUT/index.html (the page `fanbench report OUT` draws), each step's run folder under
     /// OUT/<design>/, and prints a table.
     ///
-    /// Example: fanbench capacity --designs sync --step-duration 10s
+    /// Examples: fanbench capacity --designs sync --step-duration 10s
+    ///           fanbench capacity --sweep sync.pool_size=10,20,40
     Capacity(CapacityArgs),
 }
 
@@ -144,7 +149,9 @@ pub struct CapacityArgs {
     #[arg(long)]
     pub step_duration: Option<humantime::Duration>,
 
-    /// The first step's rate, sign-ups a second [default: 8 for sync, 200 for async].
+    /// The first step's rate, sign-ups a second, for every design searched [default: the
+    /// scenario's `[capacity] start_rate` (one rate, or one per design: `{ sync = 16, async =
+    /// 400 }`), else 8 for sync and 200 for async].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub start_rate: Option<u32>,
 
@@ -162,6 +169,15 @@ pub struct CapacityArgs {
     /// any step runs. Recorded in capacity.json (`overrides`) and on the page.
     #[arg(long = "set", value_name = "DESIGN.KEY=VALUE")]
     pub set: Vec<String>,
+
+    /// Search one design once per value of one of its settings and draw the results on one
+    /// chart: `--sweep sync.pool_size=10,20,40` shows whether a bigger pool moves the sync
+    /// design's limit, `--sweep async.max_concurrency=16,64,256` whether send slots move the
+    /// async one's. Searches only that design (whatever --designs says); each value's steps go
+    /// under OUT/<KEY>=<VALUE>/, and capacity.json holds one search per value, keyed
+    /// `DESIGN[KEY=VALUE]`. Combines with --set for other settings.
+    #[arg(long, value_name = "DESIGN.KEY=V1,V2,…", conflicts_with = "target")]
+    pub sweep: Option<String>,
 
     /// A gate on what the search found, in the gate language over capacity.json (repeatable;
     /// added to the scenario's `[capacity] gates`): `--gate "async.capacity_rps /

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use plotters::style::RGBColor;
-use results::capacity::{Bottleneck, CapacityReport, DesignCapacity, StepRecord, Stop};
+use results::capacity::{Bottleneck, CapacityReport, DesignCapacity, StepRecord, Stop, Sweep};
 
 use crate::charts::{self, LineChart, Look, Scale, Series, XAxis};
 use crate::{ReportError, STYLE, escape};
@@ -50,12 +50,14 @@ pub fn write(dir: &Path, doc: &CapacityReport) -> Result<PathBuf, ReportError> {
     Ok(path)
 }
 
-/// The designs in page order: sync, async, then any other by name.
+/// The searches in page order: sync, async, then any other by name; in a sweep, the values in
+/// the order given.
 pub fn ordered(doc: &CapacityReport) -> Vec<(&str, &DesignCapacity)> {
+    let keys = doc.sweep.as_ref().map(|s| s.keys()).unwrap_or_default();
     let rank = |n: &str| match n {
         results::SYNC => 0,
         results::ASYNC => 1,
-        _ => 2,
+        _ => 2 + keys.iter().position(|k| k == n).unwrap_or(keys.len()),
     };
     let mut v: Vec<(&str, &DesignCapacity)> =
         doc.designs.iter().map(|(n, d)| (n.as_str(), d)).collect();
@@ -66,6 +68,10 @@ pub fn ordered(doc: &CapacityReport) -> Vec<(&str, &DesignCapacity)> {
 /// The page's sections, in order, and whether each holds a chart (one each).
 pub fn sections(doc: &CapacityReport) -> Vec<(String, bool)> {
     let mut s = vec![("verdict".to_string(), false)];
+    if doc.sweep.is_some() {
+        s.push(("sweep-capacity".into(), true));
+        s.push(("sweep-latency".into(), true));
+    }
     for (name, _) in ordered(doc) {
         s.push((format!("latency-{name}"), true));
         s.push((format!("throughput-{name}"), true));
@@ -167,6 +173,19 @@ pub fn render(doc: &CapacityReport) -> String {
         "Verdict",
         &format!("<ul class=\"verdict\">{verdicts}</ul>"),
     ));
+    if let Some(sweep) = &doc.sweep {
+        let what = format!("{}.{}", sweep.design, sweep.setting);
+        body.push_str(&section(
+            "sweep-capacity",
+            &format!("What {what} does to the limit"),
+            &sweep_capacity_chart(sweep, &designs),
+        ));
+        body.push_str(&section(
+            "sweep-latency",
+            &format!("Latency versus offered rate, one line per {what}"),
+            &sweep_latency_chart(sweep, &designs),
+        ));
+    }
     for (name, d) in &designs {
         body.push_str(&section(
             &format!("latency-{name}"),
@@ -337,6 +356,158 @@ fn latency_chart(name: &str, d: &DesignCapacity) -> String {
     )
 }
 
+/// A sweep's values as x positions: the values themselves when every one is a number, else
+/// 1, 2, 3 … in the order given (named in the chart's text).
+fn sweep_positions(sweep: &Sweep) -> (Vec<f64>, bool) {
+    let numbers: Option<Vec<f64>> = sweep.values.iter().map(|v| v.parse().ok()).collect();
+    match numbers {
+        Some(n) => (n, true),
+        None => ((1..=sweep.values.len()).map(|i| i as f64).collect(), false),
+    }
+}
+
+/// A colour per sweep value, from light to dark blue-green, so the order of the values reads
+/// from the lines.
+fn sweep_look(i: usize, n: usize) -> Look {
+    let t = if n <= 1 {
+        1.0
+    } else {
+        i as f64 / (n - 1) as f64
+    };
+    let mix = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
+    Look {
+        color: RGBColor(mix(120.0, 10.0), mix(190.0, 40.0), mix(200.0, 110.0)),
+        dashed: false,
+        width: 2,
+    }
+}
+
+fn sweep_capacity_chart(sweep: &Sweep, designs: &[(&str, &DesignCapacity)]) -> String {
+    let what = format!("{}.{}", sweep.design, sweep.setting);
+    let title = format!("{what}: the highest rate that met the objective");
+    let (xs, numeric) = sweep_positions(sweep);
+    let search = |key: &str| designs.iter().find(|(n, _)| *n == key).map(|(_, d)| *d);
+    let line = |f: fn(&DesignCapacity) -> Option<u32>| -> Vec<(f64, f64)> {
+        sweep
+            .keys()
+            .iter()
+            .zip(&xs)
+            .filter_map(|(k, x)| Some((*x, f64::from(f(search(k)?)?))))
+            .collect()
+    };
+    let ingest = line(|d| d.capacity_rps);
+    let end_to_end = line(|d| d.delivery_stop.and(d.delivery_capacity_rps));
+    if ingest.is_empty() && end_to_end.is_empty() {
+        return chart(
+            charts::note_svg(&title, "no value of the setting met the objective"),
+            "Nothing to draw: see each value's steps below.",
+        );
+    }
+    let mut series = vec![Series {
+        label: if end_to_end.is_empty() {
+            "capacity".into()
+        } else {
+            "ingest capacity".into()
+        },
+        look: charts::design_look(&sweep.design),
+        points: ingest,
+    }];
+    if !end_to_end.is_empty() {
+        series.push(Series {
+            label: "end-to-end capacity".into(),
+            look: END_TO_END,
+            points: end_to_end,
+        });
+    }
+    let svg = charts::line_chart(&LineChart {
+        title,
+        x: XAxis::Setting,
+        y_label: "sign-ups/s".into(),
+        y_scale: Scale::Linear,
+        series,
+        secondary: None,
+    });
+    let capped: Vec<&str> = sweep
+        .keys()
+        .iter()
+        .zip(&sweep.values)
+        .filter(|(k, _)| {
+            search(k).is_some_and(|d| {
+                d.stop == Stop::DriverLimited || d.delivery_stop == Some(Stop::DriverLimited)
+            })
+        })
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let mut explain = format!(
+        "One search of the {} design per value of {what}, everything else the same. A flat line \
+         says the setting is not what limits the design; a rising one says it is, up to where \
+         something else takes over.",
+        sweep.design
+    );
+    if !numeric {
+        explain.push_str(&format!(
+            " The values are not numbers, so they sit at 1 to {} in the order given: {}.",
+            sweep.values.len(),
+            sweep.values.join(", ")
+        ));
+    }
+    if !capped.is_empty() {
+        explain.push_str(&format!(
+            " At {} the driver capped the search: that point is a lower bound.",
+            capped.join(", ")
+        ));
+    }
+    chart(svg, &explain)
+}
+
+fn sweep_latency_chart(sweep: &Sweep, designs: &[(&str, &DesignCapacity)]) -> String {
+    let what = format!("{}.{}", sweep.design, sweep.setting);
+    let title = format!("accepted p99 per load step, by {what}");
+    let n = sweep.values.len();
+    let series: Vec<Series> = sweep
+        .keys()
+        .iter()
+        .zip(&sweep.values)
+        .enumerate()
+        .filter_map(|(i, (key, value))| {
+            let d = designs.iter().find(|(k, _)| k == key)?.1;
+            let points: Vec<(f64, f64)> = trusted(d)
+                .iter()
+                .filter_map(|s| Some((f64::from(s.offered_rps), s.accepted_p99_ms?)))
+                .filter(|p| p.1 > 0.0)
+                .collect();
+            (!points.is_empty()).then(|| Series {
+                label: format!("{}={value}", sweep.setting),
+                look: sweep_look(i, n),
+                points,
+            })
+        })
+        .collect();
+    if series.is_empty() {
+        return chart(
+            charts::note_svg(
+                &title,
+                "no step the driver kept to schedule accepted a sign-up",
+            ),
+            "Nothing to draw: see each value's steps below.",
+        );
+    }
+    let svg = charts::line_chart(&LineChart {
+        title,
+        x: XAxis::Rate,
+        y_label: "p99 (ms, log)".into(),
+        y_scale: Scale::Log,
+        series,
+        secondary: None,
+    });
+    chart(
+        svg,
+        "Each value's hockey stick on one chart: one point per load step the driver kept to \
+         schedule, darker lines for later values. Where the curves lie on top of each other the \
+         setting changes nothing; where one turns up later, it moved the knee.",
+    )
+}
+
 fn throughput_chart(name: &str, d: &DesignCapacity) -> String {
     let title = format!("{name}: answers a second per load step");
     let steps = trusted(d);
@@ -387,31 +558,52 @@ fn throughput_chart(name: &str, d: &DesignCapacity) -> String {
 fn bottlenecks(designs: &[(&str, &DesignCapacity)]) -> String {
     let mut rows = String::new();
     for (name, d) in designs {
-        let limits: [(&str, Option<&Bottleneck>, Option<u32>); 2] = [
-            (
-                if d.delivery_stop.is_some() {
-                    "ingest"
-                } else {
-                    "objective"
-                },
-                d.bottleneck.as_ref(),
-                d.capacity_rps,
-            ),
-            (
+        let objective = if d.delivery_stop.is_some() {
+            "ingest"
+        } else {
+            "objective"
+        };
+        // Per limit: what was filling up at the knee, then what gave out just past it.
+        let mut reads: Vec<(&str, &str, Option<&Bottleneck>, Option<u32>)> = vec![
+            (objective, "knee", d.knee.as_ref(), d.capacity_rps),
+            (objective, "past", d.bottleneck.as_ref(), d.capacity_rps),
+        ];
+        if d.delivery_stop.is_some() {
+            reads.push((
                 "end to end",
+                "knee",
+                d.delivery_knee.as_ref(),
+                d.delivery_capacity_rps,
+            ));
+            reads.push((
+                "end to end",
+                "past",
                 d.delivery_bottleneck.as_ref(),
                 d.delivery_capacity_rps,
-            ),
-        ];
-        for (which, b, cap) in limits {
-            if which == "end to end" && d.delivery_stop.is_none() {
+            ));
+        }
+        for (which, when, b, cap) in reads {
+            // A document written before the knee was read has none: its row is left out.
+            if when == "knee" && b.is_none() {
                 continue;
             }
             let cap = cap.map_or("—".to_string(), |c| format!("{c}/s"));
             let (at, resource, evidence) = match b {
                 Some(b) => (
-                    format!("{}/s", b.offered_rps),
-                    escape(&b.resource),
+                    format!(
+                        "{}/s{}",
+                        b.offered_rps,
+                        if when == "knee" {
+                            " (the knee)"
+                        } else {
+                            " (past it)"
+                        }
+                    ),
+                    if when == "knee" {
+                        format!("closest to its limit: {}", escape(&b.resource))
+                    } else {
+                        format!("gave out: {}", escape(&b.resource))
+                    },
                     b.evidence
                         .iter()
                         .map(|e| escape(e))
@@ -447,9 +639,12 @@ fn bottlenecks(designs: &[(&str, &DesignCapacity)]) -> String {
         }
     }
     out.push_str(
-        "<p class=\"explain\">Read at the first step that missed (or, for the end-to-end limit, \
-         did not keep up with delivery): the first resource found at its limit, in the order \
-         driver, connection pool, a channel's send slots, a provider's rate limit, row locks, CPU.</p>",
+        "<p class=\"explain\">Two reads a limit. At the knee, the last step that passed: each \
+         resource's use as a share of what it has (pool connections, a channel's send slots, the \
+         machine's cores), the nearest to its limit first. Past it, at the first step that missed \
+         (or, for the end-to-end limit, did not keep up with delivery): the first resource found \
+         at its limit, in the order driver, connection pool, a channel's send slots, a provider's \
+         rate limit, row locks, CPU.</p>",
     );
     out
 }
@@ -662,9 +857,15 @@ mod tests {
         assert!(async_.contains("knee at 1200/s") && async_.contains("end-to-end limit at 500/s"));
         assert!(section_of(&html, "throughput-sync").contains("offered (y = x)"));
         // The bottleneck table: each limit with its resource and evidence.
+        // Sync: the knee's read and the one past it; async: past its two limits (the fixture
+        // has no knee read for it, as documents written before it existed).
         let b = section_of(&html, "bottlenecks");
-        assert_eq!(b.matches("<tr><td>").count(), 3, "{b}");
+        assert_eq!(b.matches("<tr><td>").count(), 4, "{b}");
         for text in [
+            "32/s (the knee)",
+            "closest to its limit: connection pool",
+            "connection pool at 93 % of its limit",
+            "gave out: connection pool",
             "connection pool",
             "mean wait for a connection 182 ms",
             "CPU (postgres)",
@@ -689,6 +890,74 @@ mod tests {
                 .replace("http://www.w3.org/2000/svg", "")
                 .contains("http"),
             "nothing points off the page"
+        );
+    }
+
+    /// The fixture's sync search, as three values of its pool size would have it.
+    fn sweep_fixture() -> CapacityReport {
+        let mut doc = fixture();
+        let sync = doc.designs["sync"].clone();
+        let sweep = Sweep {
+            design: "sync".into(),
+            setting: "pool_size".into(),
+            values: vec!["10".into(), "20".into(), "5".into()],
+        };
+        doc.designs = sweep
+            .keys()
+            .into_iter()
+            .zip([32, 35, 17])
+            .map(|(k, cap)| {
+                let mut d = sync.clone();
+                d.capacity_rps = Some(cap);
+                (k, d)
+            })
+            .collect();
+        doc.sweep = Some(sweep);
+        doc
+    }
+
+    #[test]
+    fn a_sweep_draws_each_values_limit_and_hockey_stick_on_one_chart() {
+        let doc = sweep_fixture();
+        // The values in the order given, not the map's.
+        let names: Vec<&str> = ordered(&doc).iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "sync[pool_size=10]",
+                "sync[pool_size=20]",
+                "sync[pool_size=5]"
+            ]
+        );
+        let html = render(&doc);
+        for (id, has_chart) in sections(&doc) {
+            let s = section_of(&html, &id);
+            assert_eq!(s.matches("<svg").count(), usize::from(has_chart), "{id}");
+        }
+        let limits = section_of(&html, "sweep-capacity");
+        assert!(limits.contains("What sync.pool_size does to the limit"));
+        assert!(limits.contains("setting value") && limits.contains("capacity"));
+        let latency = section_of(&html, "sweep-latency");
+        for v in ["pool_size=10", "pool_size=20", "pool_size=5"] {
+            assert!(latency.contains(v), "the latency chart has no line for {v}");
+        }
+        assert_eq!(section_of(&html, "verdict").matches("<li>").count(), 3);
+        // Values that are not numbers sit at 1, 2, 3 and are named.
+        let mut words = doc.clone();
+        let sweep = words.sweep.as_mut().unwrap();
+        sweep.setting = "acquire_timeout".into();
+        sweep.values = vec!["1s".into(), "2s".into(), "5s".into()];
+        let designs = std::mem::take(&mut words.designs);
+        words.designs = sweep
+            .keys()
+            .into_iter()
+            .zip(designs.into_values())
+            .collect();
+        let html = render(&words);
+        assert!(
+            section_of(&html, "sweep-capacity").contains("in the order given: 1s, 2s, 5s"),
+            "{}",
+            section_of(&html, "sweep-capacity")
         );
     }
 

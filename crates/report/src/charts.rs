@@ -87,6 +87,8 @@ pub enum XAxis {
     Percentile,
     /// The offered rate of a capacity run's load steps.
     Rate,
+    /// The values of the one design setting a capacity sweep varied.
+    Setting,
 }
 
 /// A line chart, optionally with a second y axis on the right.
@@ -155,7 +157,7 @@ fn x_bounds(chart: &LineChart) -> (f64, f64) {
     match chart.x {
         XAxis::Seconds => (0.0, hi.max(1.0)),
         XAxis::Percentile => (0.0, hi.max(3.0).ceil()),
-        XAxis::Rate => (0.0, (hi * 1.05).max(1.0)),
+        XAxis::Rate | XAxis::Setting => (0.0, (hi * 1.05).max(1.0)),
     }
 }
 
@@ -200,6 +202,7 @@ fn draw_lines(root: &Area<'_>, chart: &LineChart) -> Result<(), Box<dyn std::err
         XAxis::Seconds => "time since start (s)",
         XAxis::Percentile => "percentile",
         XAxis::Rate => "offered rate (sign-ups/s)",
+        XAxis::Setting => "setting value",
     };
     macro_rules! mesh {
         ($ctx:expr) => {{

@@ -30,8 +30,38 @@ pub struct CapacityReport {
     /// Design settings changed for this run only (`--set sync.pool_size=20`), as given.
     #[serde(default)]
     pub overrides: Vec<String>,
-    /// By design name (`sync`, `async`).
+    /// By design name (`sync`, `async`); in a sweep, by [`sweep_key`] (`async[concurrency=64]`),
+    /// one search per value.
     pub designs: BTreeMap<String, DesignCapacity>,
+    /// `--sweep DESIGN.KEY=V1,V2,…`: the one setting whose values this run compared. Absent from
+    /// documents written before it existed.
+    #[serde(default)]
+    pub sweep: Option<Sweep>,
+}
+
+/// A what-if over several values of one design setting: one search of the design per value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sweep {
+    pub design: String,
+    /// The key of `[servers.DESIGN]` (`concurrency`, `pool_size`).
+    pub setting: String,
+    /// The values, in the order given; each search is `designs[sweep_key(design, setting, v)]`.
+    pub values: Vec<String>,
+}
+
+impl Sweep {
+    /// The `designs` key of each value's search, in the order given.
+    pub fn keys(&self) -> Vec<String> {
+        self.values
+            .iter()
+            .map(|v| sweep_key(&self.design, &self.setting, v))
+            .collect()
+    }
+}
+
+/// The `designs` key of one value of a sweep: `async[concurrency=64]`.
+pub fn sweep_key(design: &str, setting: &str, value: &str) -> String {
+    format!("{design}[{setting}={value}]")
 }
 
 /// Why a search stopped.
@@ -69,6 +99,13 @@ pub struct DesignCapacity {
     pub bottleneck: Option<Bottleneck>,
     /// The same, at the first step that did not keep up with delivery.
     pub delivery_bottleneck: Option<Bottleneck>,
+    /// At the knee itself (the last step that met the objective): the resource closest to its
+    /// limit there, and how close. Absent from documents written before it existed.
+    #[serde(default)]
+    pub knee: Option<Bottleneck>,
+    /// The same at the end-to-end knee (the last step that kept up with delivery).
+    #[serde(default)]
+    pub delivery_knee: Option<Bottleneck>,
     /// A first-principles limit beside the measured one.
     pub prediction: Option<Prediction>,
 }

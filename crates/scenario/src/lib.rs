@@ -58,8 +58,9 @@ pub struct Servers {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Capacity {
-    /// The first step's offered rate, sign-ups per second.
-    pub start_rate: Option<u32>,
+    /// The first step's offered rate, sign-ups per second: one for every design (`start_rate =
+    /// 16`) or one each (`start_rate = { sync = 16, async = 400 }`).
+    pub start_rate: Option<StartRate>,
     /// Each step's rate is the last one's times this until a step fails (above 1).
     pub factor: Option<f64>,
     /// Bisection stops when (first failing − last passing) ÷ last passing is at most this.
@@ -80,6 +81,27 @@ pub struct Capacity {
 impl Capacity {
     pub fn is_empty(&self) -> bool {
         self == &Self::default()
+    }
+}
+
+/// `[capacity] start_rate`: one rate for every design, or one per design by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a rate (16) or a rate per design ({ sync = 16, async = 400 })"
+)]
+pub enum StartRate {
+    All(u32),
+    PerDesign(std::collections::BTreeMap<String, u32>),
+}
+
+impl StartRate {
+    /// The first rate for `design`; `None` when a per-design table leaves it out.
+    pub fn for_design(&self, design: &str) -> Option<u32> {
+        match self {
+            StartRate::All(r) => Some(*r),
+            StartRate::PerDesign(m) => m.get(design).copied(),
+        }
     }
 }
 
@@ -329,13 +351,29 @@ phases = [{ kind = "constant", duration = "2s", rate = 10 }]
              gates = [\"sync.capacity_rps > 25\"]\n"
         ))
         .unwrap();
-        assert_eq!(s.capacity.start_rate, Some(5));
+        assert_eq!(s.capacity.start_rate, Some(StartRate::All(5)));
         assert_eq!(s.capacity.step_duration, Some(Duration::from_secs(15)));
         assert_eq!(s.capacity.slo["sync"], ["latency_ms.p99 < 10"]);
         assert_eq!(s.capacity.gates, ["sync.capacity_rps > 25"]);
         assert!(parse(MINIMAL).unwrap().capacity.is_empty());
         let typo = parse(&format!("{MINIMAL}[capacity]\nstart_rat = 5\n")).unwrap_err();
         assert!(typo.contains("unknown field `start_rat`"), "{typo}");
+    }
+
+    #[test]
+    fn a_start_rate_is_one_for_all_or_one_per_design() {
+        let s = parse(&format!(
+            "{MINIMAL}[capacity]\nstart_rate = {{ sync = 16, async = 400 }}\n"
+        ))
+        .unwrap();
+        let rate = s.capacity.start_rate.unwrap();
+        assert_eq!(rate.for_design("sync"), Some(16));
+        assert_eq!(rate.for_design("async"), Some(400));
+        assert_eq!(rate.for_design("target"), None);
+        assert_eq!(StartRate::All(5).for_design("async"), Some(5));
+        let bad = parse(&format!("{MINIMAL}[capacity]\nstart_rate = \"fast\"\n")).unwrap_err();
+        assert!(bad.contains("line 6"), "{bad}");
+        assert!(bad.contains("a rate per design"), "{bad}");
     }
 
     #[test]

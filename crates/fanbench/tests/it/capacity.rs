@@ -106,3 +106,83 @@ fn capacity_finds_a_reference_servers_known_limit() {
     assert!(out.join("index.html").exists(), "{stdout}");
     assert!(stdout.contains("target capacity:"), "{stdout}");
 }
+
+/// `--sweep`: one search of the sync design per pool size, each from its own scenario and folder,
+/// drawn on one page. The sync design holds a connection for its whole fan-out, so a pool three
+/// times the size serves about three times the rate (Little's law): with the scenario's providers
+/// a sign-up holds its connection about 270 ms, so 2 connections serve about 7/s and cannot keep
+/// up with 16/s, while 6 serve about 22/s and do; the search must see that order. Steps of 8 s, so
+/// that even the slowest holds over 30 requests and one late send is not the whole send lag p99.
+#[test]
+fn a_sweep_of_the_sync_pool_searches_each_value_and_a_bigger_pool_serves_more() {
+    let _turn = load_turn();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios/capacity.toml");
+    let output = fanbench()
+        .args(["capacity", "--scenario", scenario])
+        .args(["--sweep", "sync.pool_size=2,6"])
+        .args([
+            "--step-duration",
+            "8s",
+            "--start-rate",
+            "4",
+            "--factor",
+            "2",
+        ])
+        .args(["--max-steps", "3"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The scenario's gates name `sync`, which a sweep keys by value: skipped, not failed.
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("capacity.json")).unwrap()).unwrap();
+    assert_eq!(doc["sweep"]["design"], "sync");
+    assert_eq!(doc["sweep"]["setting"], "pool_size");
+    let keys: Vec<&String> = doc["designs"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["sync[pool_size=2]", "sync[pool_size=6]"], "{stdout}");
+    for value in ["2", "6"] {
+        let folder = out.join(format!("pool_size={value}"));
+        let written = std::fs::read_to_string(folder.join("scenario.toml")).unwrap();
+        assert!(
+            written.contains(&format!("pool_size = {value}")),
+            "{written}"
+        );
+        let search = &doc["designs"][format!("sync[pool_size={value}]")];
+        for step in search["steps"].as_array().unwrap() {
+            let step_dir = step["dir"].as_str().unwrap();
+            assert!(step_dir.starts_with(folder.to_str().unwrap()), "{step_dir}");
+            // Each step ran the value it belongs to.
+            let results: Value = serde_json::from_str(
+                &std::fs::read_to_string(std::path::Path::new(step_dir).join("results.json"))
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                results["designs"]["sync"]["settings"]["pool_size"].as_u64(),
+                Some(value.parse().unwrap()),
+                "{step_dir}"
+            );
+        }
+    }
+    let small = &doc["designs"]["sync[pool_size=2]"];
+    let big = &doc["designs"]["sync[pool_size=6]"];
+    let limit = |d: &Value| d["capacity_rps"].as_u64().unwrap_or(0);
+    assert!(
+        limit(small) < 16,
+        "a pool of 2 kept up with 16/s, over twice what Little's law allows it\n{stdout}"
+    );
+    assert!(
+        limit(big) > limit(small),
+        "pool 6: {}/s, pool 2: {}/s\n{stdout}",
+        limit(big),
+        limit(small)
+    );
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(page.contains("<section id=\"sweep-capacity\">"));
+    assert!(stdout.contains("what sync.pool_size does:"), "{stdout}");
+}
