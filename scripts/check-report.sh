@@ -5,6 +5,7 @@
 #   scripts/check-report.sh RUN_DIR    # checks RUN_DIR/index.html (made by compare or report)
 #   scripts/check-report.sh CAP_DIR    # a capacity folder (capacity.json, no results.json): its page,
 #                                      # made by `fanbench report CAP_DIR`, with two charts a design
+#                                      # (and two more for a --sweep)
 # FANBENCH=path/to/fanbench picks the binary (default: target/debug/fanbench, built if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,8 +47,12 @@ problems = []
 if sys.argv[3]:
     # The capacity page: per design, latency and throughput against the offered rate, the
     # latency chart with its knee marked wherever the design has a capacity.
-    designs = json.load(open(sys.argv[3], encoding="utf-8"))["designs"]
+    doc = json.load(open(sys.argv[3], encoding="utf-8"))
+    designs = doc["designs"]
     charts = [kind + "-" + d for d in designs for kind in ("latency", "throughput")]
+    # A sweep (--sweep DESIGN.KEY=V1,V2,...) adds its limits and its hockey sticks on one chart each.
+    if doc.get("sweep"):
+        charts += ["sweep-capacity", "sweep-latency"]
     for name, d in designs.items():
         m = re.search(r'<section id="latency-%s">(.*?)</section>' % re.escape(name), dom, re.S)
         if m and d.get("capacity_rps") and ("knee at %s/s" % d["capacity_rps"]) not in m.group(1):

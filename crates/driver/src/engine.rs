@@ -55,6 +55,9 @@ pub struct DriveOptions {
     pub progress: bool,
     /// Stops the run early (Ctrl-C); what was measured is kept.
     pub cancel: CancellationToken,
+    /// The warm-up's end: requests scheduled from then on are also recorded apart, as the
+    /// measurement window ([`Recorder::window`]). `None`: the run is one window.
+    pub measure_from: Option<Duration>,
 }
 
 /// Users needed to keep to a schedule: Little's law (rate × latency) with 50 % margin, at least 16.
@@ -246,7 +249,7 @@ pub async fn drive(
     let t0 = Instant::now() + start_delay;
     let started_at = SystemTime::now() + start_delay;
     let shared = Arc::new(Shared {
-        recorder: Shards::new(),
+        recorder: Shards::with_window(options.measure_from),
         slots: SlotQueue::new(),
         t0,
         run_tag: options.run_tag.clone(),

@@ -242,6 +242,9 @@ pub struct Recorder {
     sent: u64,
     completed: u64,
     seconds: Vec<SecondBucket>,
+    /// After a warm-up: the requests scheduled from `.0` on, recorded again on their own (the
+    /// measurement window). The record above stays whole.
+    window: Option<(Duration, Box<Recorder>)>,
 }
 
 impl Default for Recorder {
@@ -276,6 +279,31 @@ impl Recorder {
             sent: 0,
             completed: 0,
             seconds: Vec::new(),
+            window: None,
+        }
+    }
+
+    /// A recorder that also records the requests scheduled from `from` on apart ([`window`]),
+    /// so a warm-up's seconds can be left out of a judgement; `None` records the run whole only.
+    ///
+    /// [`window`]: Recorder::window
+    pub fn with_window(from: Option<Duration>) -> Self {
+        Self {
+            window: from.map(|f| (f, Box::new(Self::new()))),
+            ..Self::new()
+        }
+    }
+
+    /// The measurement window's start and its record: the requests scheduled from then on.
+    pub fn window(&self) -> Option<(Duration, &Recorder)> {
+        self.window.as_ref().map(|(from, w)| (*from, w.as_ref()))
+    }
+
+    /// The window's record when `intended` falls in it.
+    fn in_window(&mut self, intended: Duration) -> Option<&mut Recorder> {
+        match &mut self.window {
+            Some((from, w)) if intended >= *from => Some(w),
+            _ => None,
         }
     }
 
@@ -312,12 +340,21 @@ impl Recorder {
         for (b, o) in self.seconds.iter_mut().zip(&other.seconds) {
             b.add(o);
         }
+        if let Some((from, other)) = &other.window {
+            let (_, mine) = self
+                .window
+                .get_or_insert_with(|| (*from, Box::new(Recorder::new())));
+            mine.merge(other);
+        }
     }
 
     /// A request was scheduled for `intended` (from the run's start).
     pub fn offered(&mut self, intended: Duration) {
         self.intended += 1;
         self.second(intended).offered += 1;
+        if let Some(w) = self.in_window(intended) {
+            w.offered(intended);
+        }
     }
 
     /// A request went out at `actual`, `actual - intended` late.
@@ -326,6 +363,9 @@ impl Recorder {
         self.lag
             .saturating_record(us(actual.saturating_sub(intended)));
         self.second(actual).sent += 1;
+        if let Some(w) = self.in_window(intended) {
+            w.sent(intended, actual);
+        }
     }
 
     /// Request `seq` ended at `done`: latency from `intended`, service time from `actual`.
@@ -357,6 +397,9 @@ impl Recorder {
             0 => bucket.ok += 1,
             3 => bucket.s503 += 1,
             _ => bucket.errors += 1,
+        }
+        if let Some(w) = self.in_window(intended) {
+            w.completed(seq, intended, actual, done, outcome);
         }
     }
 
@@ -575,6 +618,8 @@ pub fn write_hgrm<W: Write>(h: &Histogram<u64>, out: &mut W) -> std::io::Result<
 #[derive(Debug)]
 pub struct Shards {
     shards: Box<[OnceLock<Mutex<Recorder>>]>,
+    /// Each recorder's measurement window ([`Recorder::with_window`]).
+    window: Option<Duration>,
 }
 
 /// Threads get consecutive numbers on their first record; 64 shards keep two threads from sharing
@@ -597,15 +642,21 @@ impl Default for Shards {
 
 impl Shards {
     pub fn new() -> Self {
+        Self::with_window(None)
+    }
+
+    /// Shards whose recorders also record the requests scheduled from `from` on apart.
+    pub fn with_window(from: Option<Duration>) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| OnceLock::new()).collect(),
+            window: from,
         }
     }
 
     /// Records into this thread's recorder.
     pub fn with<T>(&self, f: impl FnOnce(&mut Recorder) -> T) -> T {
         let i = THREAD.with(|t| *t) % SHARDS;
-        let shard = self.shards[i].get_or_init(|| Mutex::new(Recorder::new()));
+        let shard = self.shards[i].get_or_init(|| Mutex::new(Recorder::with_window(self.window)));
         f(&mut lock(shard))
     }
 
@@ -618,7 +669,7 @@ impl Shards {
 
     /// Everything recorded, as one recorder.
     pub fn merged(&self) -> Recorder {
-        let mut all = Recorder::new();
+        let mut all = Recorder::with_window(self.window);
         self.each(|r| all.merge(r));
         all
     }
@@ -630,6 +681,32 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_window_holds_exactly_the_requests_scheduled_after_the_warm_up() {
+        let shards = Shards::with_window(Some(ms(2000)));
+        // One request in the warm-up, answered late; two after it, answered fast.
+        for (seq, at, took) in [(0, 500, 900), (1, 2000, 10), (2, 2500, 20)] {
+            shards.with(|r| {
+                r.offered(ms(at));
+                r.sent(ms(at), ms(at));
+                r.completed(seq, ms(at), ms(at), ms(at + took), Outcome::Status(202));
+            });
+        }
+        let r = shards.merged();
+        assert_eq!(r.intended(), 3);
+        assert!((r.latency_ms().max - 900.0).abs() < 1.0);
+        let (from, w) = r.window().expect("a window was asked for");
+        assert_eq!(from, ms(2000));
+        assert_eq!((w.intended(), w.sent_count(), w.ok()), (2, 2, 2));
+        assert!(
+            (w.latency_ms().max - 20.0).abs() < 0.1,
+            "{:?}",
+            w.latency_ms()
+        );
+        // Without a window, none is recorded.
+        assert!(Recorder::new().window().is_none());
     }
 
     #[test]

@@ -170,6 +170,15 @@ pub struct DriverSettings {
     /// not the design.
     #[serde(default = "default_max_unanswered_share")]
     pub max_unanswered_share: f64,
+    /// The schedule's first seconds that warm the system up. The run is still recorded whole;
+    /// results.json also holds the measurement window after them (`window`), which `fanbench
+    /// capacity` judges its steps on.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub warmup: Option<Duration>,
 }
 
 fn default_max_latency() -> Duration {
@@ -193,6 +202,7 @@ impl Default for DriverSettings {
             request_timeout: default_request_timeout(),
             lag_threshold: default_lag_threshold(),
             max_unanswered_share: default_max_unanswered_share(),
+            warmup: None,
         }
     }
 }

@@ -4,9 +4,11 @@
 //! The search climbs from a low rate, multiplying it until a step fails, then bisects between the
 //! last pass and the first fail until they are within the resolution or the step budget is spent.
 //! Each step is a child `fanbench run --design D` on a constant Poisson load, on a fresh
-//! throwaway cluster (so every step starts drained: no queue, no pool waiters). A step is judged
-//! on its whole load window, warm-up included: the first seconds can only make a step look worse,
-//! so a pass is never flattered. A short step could still pass a rate above the design's
+//! throwaway cluster (so every step starts drained: no queue, no pool waiters). Its first seconds
+//! warm the design up (`[driver] warmup` in the step's scenario): the step is judged on the
+//! requests scheduled after them, the measurement window the driver records apart
+//! (`results::Window`); its send lag, validity, slopes and delivery stay the whole step's, so the
+//! warm-up can fail a step but never pass one. A short step could still pass a rate above the design's
 //! steady-state limit while its pool queue soaks up the excess, so a step whose pool waiters grow
 //! through the load fails too. A step where the driver fell behind its schedule is
 //! driver-limited: it is inconclusive, never the design's limit, and the search stops there.
@@ -346,9 +348,13 @@ struct Run {
     scenario: scenario::Scenario,
     out: PathBuf,
     duration: Duration,
+    /// The first part of each step, left out of its judgement.
+    warmup: Duration,
     delivery_p99: f64,
     /// `--target URL`: the server every step drives instead of starting a design.
     target: Option<String>,
+    /// `--allow-remote`: the target may be outside the loopback range.
+    allow_remote: bool,
 }
 
 impl Run {
@@ -401,6 +407,18 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
     if duration < Duration::from_secs(3) {
         bail!("--step-duration: a step shorter than 3 s has too few seconds to judge");
     }
+    let warmup = args
+        .warmup
+        .map(Duration::from)
+        .or(cap.warmup)
+        .unwrap_or((duration / 4).min(Duration::from_secs(5)));
+    if duration.saturating_sub(warmup) < Duration::from_secs(2) {
+        bail!(
+            "--warmup {}: a {} step must keep 2 s or more to judge after its warm-up",
+            humantime::format_duration(warmup),
+            humantime::format_duration(duration)
+        );
+    }
     let plan = |design: Subject| SearchPlan {
         start: args
             .start_rate
@@ -433,6 +451,9 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
         .collect::<Result<_>>()?;
     // Checked before any step runs: a typo costs nothing.
     let gates = capacity_gates(&cap.gates, &args.gates, &path)?;
+    if let Some(url) = &args.target {
+        crate::plan::check_loopback(url, args.allow_remote)?;
+    }
 
     let ctx = Run {
         label: None,
@@ -440,8 +461,10 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
         scenario,
         out: out.clone(),
         duration,
+        warmup,
         delivery_p99: args.delivery_p99,
         target: args.target.clone(),
+        allow_remote: args.allow_remote,
     };
     // A sweep: one run of the searches per value, each from the scenario with that value set,
     // all of them read back through the scenario's checks before any step runs.
@@ -464,9 +487,10 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
         }
     };
     eprintln!(
-        "capacity: {} ; {} a step ; results in {}",
+        "capacity: {} ; {} a step, the first {} warm-up ; results in {}",
         path.display(),
         humantime::format_duration(duration),
+        humantime::format_duration(warmup),
         out.display()
     );
 
@@ -475,6 +499,7 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
         scenario: path.display().to_string(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         step_duration_s: duration.as_secs_f64(),
+        warmup_s: warmup.as_secs_f64(),
         factor: plan(Subject::Sync).factor,
         resolution: plan(Subject::Sync).resolution,
         max_steps: plan(Subject::Sync).max_steps,
@@ -559,8 +584,10 @@ fn sweep_point(ctx: &Run, design: Subject, key: &str, value: &str) -> Result<Run
         scenario,
         out,
         duration: ctx.duration,
+        warmup: ctx.warmup,
         delivery_p99: ctx.delivery_p99,
         target: ctx.target.clone(),
+        allow_remote: ctx.allow_remote,
     })
 }
 
@@ -779,12 +806,14 @@ fn capacity_of(
 }
 
 /// The step's scenario: the capacity scenario's payload, driver, providers and servers, on a
-/// constant Poisson load at `rate` for the step's duration.
+/// constant Poisson load at `rate` for the step's duration: a `warm-up` phase, then a `measure`
+/// phase at the same rate, and the driver told where the measurement window starts.
 fn step_scenario(
     base: &toml::Table,
     design: Subject,
     rate: u32,
     duration: Duration,
+    warmup: Duration,
 ) -> Result<String> {
     let mut t = base.clone();
     t.remove("capacity");
@@ -799,20 +828,38 @@ fn step_scenario(
             "fanbench capacity: {rate} sign-ups/s, Poisson arrivals"
         )),
     );
-    let mut phase = toml::Table::new();
-    phase.insert("kind".into(), "constant".into());
-    phase.insert(
-        "duration".into(),
-        toml::Value::String(humantime::format_duration(duration).to_string()),
-    );
-    phase.insert("rate".into(), toml::Value::Integer(i64::from(rate)));
+    let phase = |name: &str, length: Duration| {
+        let mut phase = toml::Table::new();
+        phase.insert("kind".into(), "constant".into());
+        phase.insert("name".into(), name.into());
+        phase.insert(
+            "duration".into(),
+            toml::Value::String(humantime::format_duration(length).to_string()),
+        );
+        phase.insert("rate".into(), toml::Value::Integer(i64::from(rate)));
+        toml::Value::Table(phase)
+    };
+    let phases = if warmup.is_zero() {
+        vec![phase("measure", duration)]
+    } else {
+        let driver = t
+            .entry("driver")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| anyhow!("the scenario's `driver` is not a table"))?;
+        driver.insert(
+            "warmup".into(),
+            toml::Value::String(humantime::format_duration(warmup).to_string()),
+        );
+        vec![
+            phase("warm-up", warmup),
+            phase("measure", duration.saturating_sub(warmup)),
+        ]
+    };
     let mut arrivals = toml::Table::new();
     arrivals.insert("process".into(), "poisson".into());
     arrivals.insert("seed".into(), toml::Value::Integer(1));
-    arrivals.insert(
-        "phases".into(),
-        toml::Value::Array(vec![toml::Value::Table(phase)]),
-    );
+    arrivals.insert("phases".into(), toml::Value::Array(phases));
     t.insert("arrivals".into(), toml::Value::Table(arrivals));
     toml::to_string(&t).context("could not write a step's scenario")
 }
@@ -829,11 +876,14 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRe
     let scenario = folder.join(format!("step-{rate}.toml"));
     std::fs::write(
         &scenario,
-        step_scenario(&ctx.base, design, rate, ctx.duration)?,
+        step_scenario(&ctx.base, design, rate, ctx.duration, ctx.warmup)?,
     )?;
     let dir = folder.join(format!("step-{rate}"));
     let mut cmd = fanbench()?;
     match (design, &ctx.target) {
+        (Subject::Target, Some(url)) if ctx.allow_remote => {
+            cmd.args(["run", "--quiet", "--allow-remote", "--target", url])
+        }
         (Subject::Target, Some(url)) => cmd.args(["run", "--quiet", "--target", url]),
         _ => cmd.args(["run", "--quiet", "--design", design.name()]),
     };
@@ -856,7 +906,10 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRe
             d.send_lag_ms.p99
         ));
     }
-    why.extend(missed(design, slo, &d)?);
+    // The objective is held to the measurement window; the driver's lag and the run's validity
+    // above are the whole step's.
+    let judged = judged(&d);
+    why.extend(missed(design, slo, &judged)?);
     // A pool queue that grows through the step is a design that does not keep up: a longer step
     // would turn the wait into timeouts and 503s. Without this, a short step passes rates well
     // above the design's steady-state limit while the queue absorbs the excess.
@@ -881,13 +934,13 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRe
     });
     Ok(StepRecord {
         offered_rps: rate,
-        throughput_rps: d.throughput_rps,
-        sent: d.requests.sent,
-        accepted: d.requests.status.get("2xx").copied().unwrap_or(0),
-        status_503: d.requests.status.get("503").copied().unwrap_or(0),
-        share_503: d.requests.share.get("503").copied().unwrap_or(0.0),
-        accepted_p99_ms: d.latency_ms_by_class.get("2xx").map(|c| c.latency.p99),
-        latency_p99_ms: d.latency_ms.p99,
+        throughput_rps: judged.throughput_rps,
+        sent: judged.requests.sent,
+        accepted: judged.requests.status.get("2xx").copied().unwrap_or(0),
+        status_503: judged.requests.status.get("503").copied().unwrap_or(0),
+        share_503: judged.requests.share.get("503").copied().unwrap_or(0.0),
+        accepted_p99_ms: judged.latency_ms_by_class.get("2xx").map(|c| c.latency.p99),
+        latency_p99_ms: judged.latency_ms.p99,
         send_lag_p99_ms: d.send_lag_ms.p99,
         backlog_slope_per_s: slope,
         pool_waiting_slope_per_s: waiting_slope,
@@ -904,6 +957,21 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRe
         why,
         dir: dir.display().to_string(),
     })
+}
+
+/// What a step's objective is held to: its measurement window's requests, latencies and
+/// throughput when the step had a warm-up; everything else, and a step without one, whole.
+fn judged(d: &DesignResults) -> DesignResults {
+    match &d.window {
+        Some(w) => DesignResults {
+            requests: w.requests.clone(),
+            latency_ms: w.latency_ms,
+            latency_ms_by_class: w.latency_ms_by_class.clone(),
+            throughput_rps: w.throughput_rps,
+            ..d.clone()
+        },
+        None => d.clone(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1314,10 +1382,11 @@ fn limit_text(pass: Option<u32>, fail: Option<u32>, stop: Stop) -> String {
 
 fn table(r: &CapacityReport) -> String {
     let mut s = format!(
-        "\nfanbench capacity: {} ({} cores, {:.0} s a step judged whole, resolution {:.0} %)\n",
+        "\nfanbench capacity: {} ({} cores, {:.0} s a step judged after a {:.0} s warm-up, resolution {:.0} %)\n",
         r.scenario,
         r.cpus,
         r.step_duration_s,
+        r.warmup_s,
         r.resolution * 100.0
     );
     for (name, d) in report::capacity::ordered(r) {
@@ -1453,11 +1522,12 @@ fn sweep_rows(r: &CapacityReport) -> Option<(String, Vec<[String; 4]>)> {
 
 fn summary_md(r: &CapacityReport) -> String {
     let mut s = format!(
-        "# Capacity: {}\n\n{} cores; each step {:.0} s of constant Poisson load, judged on the whole step; \
+        "# Capacity: {}\n\n{} cores; each step {:.0} s of constant Poisson load, judged on what followed its {:.0} s warm-up; \
          bisection to {:.0} % or {} steps a search.\n",
         r.scenario,
         r.cpus,
         r.step_duration_s,
+        r.warmup_s,
         r.resolution * 100.0,
         r.max_steps
     );
@@ -1688,11 +1758,72 @@ mod tests {
         )
         .unwrap();
         let base: toml::Table = toml::from_str(&text).unwrap();
-        let step = step_scenario(&base, Subject::Async, 123, Duration::from_secs(20)).unwrap();
+        let step = step_scenario(
+            &base,
+            Subject::Async,
+            123,
+            Duration::from_secs(20),
+            Duration::from_secs(5),
+        )
+        .unwrap();
         let s = scenario::Scenario::parse(&step, Path::new("step.toml"))
             .unwrap_or_else(|e| panic!("{e}\n{step}"));
         assert!(s.capacity.is_empty() && s.gates.is_empty());
         assert_eq!(s.name, "capacity-async-123");
+        // A warm-up phase, then the measurement at the same rate; the driver knows where it starts.
+        let names: Vec<&str> = s.arrivals.phases.iter().map(|p| p.name()).collect();
+        assert_eq!(names, ["warm-up", "measure"]);
+        let lengths: Vec<Duration> = s.arrivals.phases.iter().map(|p| p.duration()).collect();
+        assert_eq!(lengths, [Duration::from_secs(5), Duration::from_secs(15)]);
+        assert_eq!(s.driver.warmup, Some(Duration::from_secs(5)));
+        // The scenario's own driver settings stay.
+        assert_eq!(s.driver.max_latency, Duration::from_secs(6));
+        // No warm-up: one phase, judged whole.
+        let whole = step_scenario(
+            &base,
+            Subject::Sync,
+            10,
+            Duration::from_secs(8),
+            Duration::ZERO,
+        )
+        .unwrap();
+        let s = scenario::Scenario::parse(&whole, Path::new("step.toml")).unwrap();
+        assert_eq!(s.arrivals.phases.len(), 1);
+        assert_eq!(s.driver.warmup, None);
+    }
+
+    #[test]
+    fn a_step_is_judged_on_its_window_when_it_had_a_warm_up() {
+        let mut d: DesignResults = serde_json::from_value(
+            serde_json::from_str::<serde_json::Value>(include_str!(
+                "../../results/fixtures/smoke/results.json"
+            ))
+            .unwrap()["designs"]["async"]
+                .clone(),
+        )
+        .unwrap();
+        assert_eq!(judged(&d), d, "no warm-up: the whole step");
+        let mut window_latency = d.latency_ms_by_class.clone();
+        for class in window_latency.values_mut() {
+            class.latency.p99 = 1.0;
+        }
+        d.window = Some(results::Window {
+            from_s: 5.0,
+            duration_s: 15.0,
+            requests: d.requests.clone(),
+            latency_ms: d.latency_ms,
+            latency_ms_by_class: window_latency,
+            send_lag_ms: d.send_lag_ms,
+            throughput_rps: 123.0,
+        });
+        let j = judged(&d);
+        assert_eq!(j.throughput_rps, 123.0);
+        assert_eq!(j.latency_ms_by_class["2xx"].latency.p99, 1.0);
+        assert_eq!(
+            j.send_lag_ms, d.send_lag_ms,
+            "the lag stays the whole step's"
+        );
+        assert_eq!(j.trustworthy, d.trustworthy);
     }
 
     fn run_in(dir: &Path) -> Run {
@@ -1703,8 +1834,10 @@ mod tests {
             scenario: scenario::Scenario::parse(text, Path::new("t.toml")).unwrap(),
             out: dir.to_path_buf(),
             duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(2),
             delivery_p99: 1000.0,
             target: None,
+            allow_remote: false,
         }
     }
 
@@ -1946,6 +2079,7 @@ mod tests {
             scenario: "scenarios/capacity.toml".into(),
             cpus: 2,
             step_duration_s: 20.0,
+            warmup_s: 5.0,
             factor: 2.0,
             resolution: 0.1,
             max_steps: 10,

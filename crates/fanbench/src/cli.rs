@@ -79,9 +79,10 @@ pub enum Command {
     /// For each design: steps of constant Poisson load (`run --design D`, each on a fresh
     /// throwaway cluster, so each starts drained) climb from --start-rate by --factor until one
     /// misses the objective, then bisect between the last pass and the first fail until they are
-    /// within --resolution or --max-steps steps have run. A step is judged on its whole load,
-    /// warm-up included. A step where the driver fell behind its schedule is DRIVER-LIMITED: it
-    /// is inconclusive, never taken as the design's limit, and the search stops there.
+    /// within --resolution or --max-steps steps have run. A step's first seconds warm the design
+    /// up (--warmup); it is judged on the requests scheduled after them, its measurement window.
+    /// A step where the driver fell behind its schedule anywhere is DRIVER-LIMITED: it is
+    /// inconclusive, never taken as the design's limit, and the search stops there.
     ///
     /// The objective is written in the gate language relative to the design
     /// (`latency_ms_by_class.2xx.p99 < 250`, `requests.share.503 < 0.01`). Every step must also
@@ -129,6 +130,11 @@ pub struct CapacityArgs {
     #[arg(long, value_name = "URL", conflicts_with = "designs")]
     pub target: Option<String>,
 
+    /// Let --target be a host outside the loopback range (127.0.0.0/8, ::1, localhost): a load
+    /// test sent elsewhere by a typo is an attack on someone, so it takes saying on purpose.
+    #[arg(long, requires = "target")]
+    pub allow_remote: bool,
+
     /// An objective, relative to the design: `EXPR` for every design, or `DESIGN:EXPR` for one
     /// (`--slo "async:latency_ms_by_class.2xx.p99 < 100"`). Repeat it for several; any given for
     /// a design replaces that design's objectives from the scenario and the built-in ones.
@@ -145,9 +151,15 @@ pub struct CapacityArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_steps: Option<u32>,
 
-    /// How long each step's load lasts [default: 20s].
+    /// How long each step's load lasts, warm-up included [default: 20s].
     #[arg(long)]
     pub step_duration: Option<humantime::Duration>,
+
+    /// The first part of each step, left out of its judgement: connections open, caches and the
+    /// pool fill, workers reach their pace [default: a quarter of the step, at most 5s; 0s
+    /// judges the whole step].
+    #[arg(long)]
+    pub warmup: Option<humantime::Duration>,
 
     /// The first step's rate, sign-ups a second, for every design searched [default: the
     /// scenario's `[capacity] start_rate` (one rate, or one per design: `{ sync = 16, async =

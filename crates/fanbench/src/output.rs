@@ -61,6 +61,19 @@ pub fn design_results(
         reconciliation: None,
         drain: None,
         processes: None,
+        window: r.window().map(|(from, w)| {
+            let from_s = from.as_secs_f64();
+            let length = (duration_s - from_s).max(1e-9);
+            results::Window {
+                from_s,
+                duration_s: length,
+                requests: w.requests(),
+                latency_ms: w.latency_ms(),
+                latency_ms_by_class: w.latency_ms_by_class(),
+                send_lag_ms: w.send_lag_ms(),
+                throughput_rps: w.ok() as f64 / length,
+            }
+        }),
         trustworthy: m.trustworthy,
         valid: invalid_reasons.is_empty(),
         invalid_reasons,

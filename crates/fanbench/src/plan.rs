@@ -83,6 +83,7 @@ impl Plan {
             label: label.to_string(),
             progress: !self.quiet,
             cancel: cancel.clone(),
+            measure_from: d.warmup,
         }
     }
 }

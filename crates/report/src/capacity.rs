@@ -149,10 +149,18 @@ pub fn render(doc: &CapacityReport) -> String {
     let title = format!("fanbench capacity: {}", doc.scenario);
     let mut body = format!(
         "<header><h1>{}</h1><p class=\"subtitle\">{} cores; each step {:.0} s of constant Poisson load, \
-         judged whole (warm-up included); climb ×{}, then bisection to {:.0} % or {} steps a search</p></header>\n",
+         {}; climb ×{}, then bisection to {:.0} % or {} steps a search</p></header>\n",
         escape(&title),
         doc.cpus,
         doc.step_duration_s,
+        if doc.warmup_s > 0.0 {
+            format!(
+                "judged on what followed its first {:.0} s (the warm-up)",
+                doc.warmup_s
+            )
+        } else {
+            "judged whole".to_string()
+        },
         doc.factor,
         doc.resolution * 100.0,
         doc.max_steps

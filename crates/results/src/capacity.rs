@@ -19,8 +19,12 @@ pub struct CapacityReport {
     pub scenario: String,
     /// Cores on the machine that ran the steps.
     pub cpus: usize,
-    /// Each step's load, seconds; judged whole, warm-up included.
+    /// Each step's load, seconds, warm-up included.
     pub step_duration_s: f64,
+    /// The first seconds of each step, left out of its judgement (0: judged whole, as documents
+    /// written before the warm-up existed were).
+    #[serde(default)]
+    pub warmup_s: f64,
     /// The climb's multiplier between steps.
     pub factor: f64,
     /// Bisection stops when (first fail − last pass) ÷ last pass is at most this.
@@ -110,7 +114,9 @@ pub struct DesignCapacity {
     pub prediction: Option<Prediction>,
 }
 
-/// One load step: a constant offered rate, judged whole.
+/// One load step: a constant offered rate, judged on its measurement window (after the warm-up):
+/// the counts, throughput and latencies below are the window's; send lag, validity, slopes and
+/// delivery are the whole step's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub offered_rps: u32,

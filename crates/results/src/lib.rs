@@ -109,6 +109,10 @@ pub struct DesignResults {
     /// design's window. Absent from files written before fanbench recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processes: Option<Processes>,
+    /// After a warm-up (the scenario's `[driver] warmup`): the same figures for the requests
+    /// scheduled after it only. Absent when the run had no warm-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
     /// False when the driver could not keep to the schedule: the numbers then understate latency.
     pub trustworthy: bool,
     /// False when the run measured something other than the design under load: its server died,
@@ -117,6 +121,21 @@ pub struct DesignResults {
     pub invalid_reasons: Vec<String>,
     /// Everything a reader must know before trusting the numbers.
     pub warnings: Vec<String>,
+}
+
+/// The measurement window after a warm-up: the requests scheduled from `from_s` to the end of
+/// the schedule, counted and timed as the whole run is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// Seconds from the schedule's start where the window begins (the warm-up's length).
+    pub from_s: f64,
+    pub duration_s: f64,
+    pub requests: Requests,
+    pub latency_ms: Percentiles,
+    pub latency_ms_by_class: BTreeMap<String, ClassLatency>,
+    pub send_lag_ms: Lag,
+    /// 2xx answers a second over the window.
+    pub throughput_rps: f64,
 }
 
 /// Request counts. `status` holds every class, each key present even when zero: `2xx`, `409`,

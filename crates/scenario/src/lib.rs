@@ -70,6 +70,9 @@ pub struct Capacity {
     /// How long each step's load lasts.
     #[serde(with = "humantime_serde")]
     pub step_duration: Option<std::time::Duration>,
+    /// The first part of each step that warms the design up and is left out of its judgement.
+    #[serde(with = "humantime_serde")]
+    pub warmup: Option<std::time::Duration>,
     /// Each design's objective (`sync = ["latency_ms_by_class.2xx.p99 < 6000"]`), in the gate
     /// language, each metric relative to the design. A design left out keeps the built-in one.
     pub slo: std::collections::BTreeMap<String, Vec<String>>,
@@ -232,6 +235,20 @@ impl Scenario {
                 format!("driver.max_unanswered_share must be between 0 and 1, not {share}"),
             ));
         }
+        let length: std::time::Duration = a.phases.iter().map(|p| p.duration()).sum();
+        if let Some(w) = self.driver.warmup
+            && a.trace.is_none()
+            && w >= length
+        {
+            return Err((
+                vec![Key("driver"), Key("warmup")],
+                format!(
+                    "driver.warmup ({}) must be shorter than the arrivals ({}), or nothing is left to measure",
+                    humantime::format_duration(w),
+                    humantime::format_duration(length)
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -374,6 +391,15 @@ phases = [{ kind = "constant", duration = "2s", rate = 10 }]
         let bad = parse(&format!("{MINIMAL}[capacity]\nstart_rate = \"fast\"\n")).unwrap_err();
         assert!(bad.contains("line 6"), "{bad}");
         assert!(bad.contains("a rate per design"), "{bad}");
+    }
+
+    #[test]
+    fn a_warm_up_must_leave_something_to_measure() {
+        let s = parse(&format!("{MINIMAL}[driver]\nwarmup = \"1s\"\n")).unwrap();
+        assert_eq!(s.driver.warmup, Some(Duration::from_secs(1)));
+        let e = parse(&format!("{MINIMAL}[driver]\nwarmup = \"2s\"\n")).unwrap_err();
+        assert!(e.contains("line 6"), "{e}");
+        assert!(e.contains("must be shorter than the arrivals (2s)"), "{e}");
     }
 
     #[test]

@@ -43,6 +43,7 @@ fn options(target: &str, users: usize) -> DriveOptions {
         label: "test".into(),
         progress: false,
         cancel: CancellationToken::new(),
+        measure_from: None,
     }
 }
 
