@@ -134,7 +134,18 @@ pub fn evaluate(
             }
         }
     }
-    let (rules, regressions) = specs.check().map_err(|(_, e)| anyhow::anyhow!(e))?;
+    // The scenario's gates were checked against the designs fanbench knows when it loaded; here
+    // they may also name any design this run (or its baseline) holds, whatever its name.
+    let present: Vec<&str> = candidate
+        .iter()
+        .chain(baseline.iter().flatten())
+        .filter_map(|doc| doc["designs"].as_object())
+        .flat_map(|o| o.keys().map(String::as_str))
+        .collect();
+    let present = results::ordered_designs(present);
+    let (rules, regressions) = specs
+        .check_in(&present)
+        .map_err(|(_, e)| anyhow::anyhow!(e))?;
     let mut results = gates::evaluate_rules(&rules, &candidate)?;
     if !regressions.is_empty() {
         match &baseline {
@@ -195,7 +206,7 @@ pub fn evaluate(
 fn design_names(doc: &Value) -> String {
     doc["designs"]
         .as_object()
-        .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
+        .map(|o| results::ordered_designs(o.keys().map(String::as_str)).join(", "))
         .unwrap_or_default()
 }
 
