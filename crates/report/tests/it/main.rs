@@ -304,6 +304,81 @@ fn a_run_from_before_processes_were_recorded_says_so() {
     assert!(!md.contains("Who used the machine"), "{md}");
 }
 
+/// The fixture run folder with more designs beside sync and async, each made from the async
+/// design's results and telemetry. `broker` accepts sign-ups twice as fast (accepted p99 halved)
+/// with a little more throughput, but delivers three times slower; any other name is a plain copy.
+fn run_folder_with_designs(extra: &[&str]) -> tempfile::TempDir {
+    let dir = run_folder(true);
+    let edit = |file: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let path = dir.path().join(file);
+        let mut doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        f(&mut doc);
+        std::fs::write(&path, doc.to_string()).unwrap();
+    };
+    edit("results.json", &|doc| {
+        for name in extra {
+            let mut d = doc["designs"]["async"].clone();
+            if *name == "broker" {
+                let p99 = &mut d["latency_ms_by_class"]["2xx"]["p99"];
+                *p99 = (p99.as_f64().unwrap() / 2.0).into();
+                let rps = &mut d["throughput_rps"];
+                *rps = (rps.as_f64().unwrap() * 1.1).into();
+                for channel in d["delivery"].as_object_mut().unwrap().values_mut() {
+                    let p99 = &mut channel["p99_ms"];
+                    *p99 = (p99.as_f64().unwrap() * 3.0).into();
+                }
+            }
+            doc["designs"][*name] = d;
+        }
+    });
+    edit("telemetry.json", &|doc| {
+        for name in extra {
+            doc["designs"][*name] = doc["designs"]["async"].clone();
+        }
+    });
+    dir
+}
+
+/// Every design of the run, in report order, appears in every section that shows designs: each
+/// chart names it in a legend or a bar, the tables have a column or rows for it.
+fn assert_every_design_in_every_section(doc: &Html, designs: &[&str]) {
+    for (id, has_chart) in SECTIONS {
+        let section = doc.select(&sel(&format!("section#{id}"))).next().unwrap();
+        let text = if has_chart {
+            section.select(&sel("svg")).next().unwrap().html()
+        } else {
+            section.text().collect::<String>()
+        };
+        // The machine section is empty without processes; the fixture recorded none.
+        if id == "machine" {
+            continue;
+        }
+        for design in designs {
+            // The sync design has no queue: the queue chart holds the others.
+            if id == "queue" && *design == "sync" {
+                continue;
+            }
+            assert!(text.contains(design), "section {id} lacks {design}");
+        }
+    }
+    let header: Vec<String> = doc
+        .select(&sel("section#summary-table thead th"))
+        .map(|th| th.text().collect())
+        .collect();
+    assert_eq!(header[1..], *designs, "the table's columns in report order");
+}
+
+#[test]
+fn a_design_of_any_name_is_reported_after_the_known_ones() {
+    let dir = run_folder_with_designs(&["kafka", "broker"]);
+    let run = Run::load(dir.path()).unwrap();
+    let html = report::render_html(std::slice::from_ref(&run));
+    let doc = check_page(&html);
+    assert_every_design_in_every_section(&doc, &["sync", "async", "broker", "kafka"]);
+    assert!(report::render_markdown(&[run]).contains("| | sync | async | broker | kafka |"));
+}
+
 /// The capacity page of the committed capacity fixture: well-formed HTML, every section with its
 /// chart, nothing fetched (the same checks as the run page's, over its own sections).
 #[test]
