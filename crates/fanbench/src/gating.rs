@@ -134,7 +134,18 @@ pub fn evaluate(
             }
         }
     }
-    let (rules, regressions) = specs.check().map_err(|(_, e)| anyhow::anyhow!(e))?;
+    // The scenario's gates were checked against the designs fanbench knows when it loaded; here
+    // they may also name any design this run (or its baseline) holds, whatever its name.
+    let present: Vec<&str> = candidate
+        .iter()
+        .chain(baseline.iter().flatten())
+        .filter_map(|doc| doc["designs"].as_object())
+        .flat_map(|o| o.keys().map(String::as_str))
+        .collect();
+    let present = results::ordered_designs(present);
+    let (rules, regressions) = specs
+        .check_in(&present)
+        .map_err(|(_, e)| anyhow::anyhow!(e))?;
     let mut results = gates::evaluate_rules(&rules, &candidate)?;
     if !regressions.is_empty() {
         match &baseline {
@@ -195,7 +206,7 @@ pub fn evaluate(
 fn design_names(doc: &Value) -> String {
     doc["designs"]
         .as_object()
-        .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
+        .map(|o| results::ordered_designs(o.keys().map(String::as_str)).join(", "))
         .unwrap_or_default()
 }
 
@@ -308,4 +319,53 @@ pub fn update_baseline(dir: &Path, root: &Path) -> Result<PathBuf> {
         }
     }
     Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run folder holding the committed smoke run with a broker design and one named `kafka`
+    /// (copies of its async design), whose scenario declares `rules`.
+    fn run_with_designs(rules: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut doc: Value =
+            serde_json::from_str(include_str!("../../results/fixtures/smoke/results.json"))
+                .unwrap();
+        for name in [results::BROKER, "kafka"] {
+            doc["designs"][name] = doc["designs"][results::ASYNC].clone();
+        }
+        doc["scenario"]["definition"]["gates"] = serde_json::json!({ "rules": rules });
+        std::fs::write(dir.path().join("results.json"), doc.to_string()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_run_gates_every_design_it_holds_whatever_its_name() {
+        let dir = run_with_designs(&[
+            "broker.reconciliation.lost == 0",
+            "async.latency_ms.p99 / broker.latency_ms.p99 < 2",
+            "kafka.reconciliation.lost == 0",
+        ]);
+        let results = evaluate(dir.path(), None, &Outputs::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(results.len(), 3);
+        assert!(
+            results.iter().all(|r| r.passed && r.skipped.is_none()),
+            "{results:#?}"
+        );
+    }
+
+    #[test]
+    fn a_design_the_run_lacks_is_an_error_naming_those_it_has() {
+        let dir = run_with_designs(&["brokr.reconciliation.lost == 0"]);
+        let err = evaluate(dir.path(), None, &Outputs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no design `brokr`: this run has sync, async, broker, kafka"),
+            "{err}"
+        );
+    }
 }

@@ -36,20 +36,32 @@ impl Metric {
         format!("{}.{}", self.design, self.path.join("."))
     }
 
-    /// Checks the path against the results schema: every step must exist (map keys, like a
-    /// delivery channel, may be anything) and it must end at a number or a boolean.
+    /// Checks the path against the results schema: the design must be one fanbench knows
+    /// (`results::DESIGNS`), every step must exist (map keys, like a delivery channel, may be
+    /// anything) and it must end at a number or a boolean.
     pub fn check_name(&self, rule: &str) -> Result<(), GateError> {
+        self.check_name_in(rule, &[])
+    }
+
+    /// [`Metric::check_name`] for gates on a finished run: the design may also be any design the
+    /// run holds (`present`), whatever its name, and an unknown one is named beside them.
+    pub fn check_name_in(&self, rule: &str, present: &[&str]) -> Result<(), GateError> {
         let unknown = |message: String| GateError::UnknownMetric {
             rule: rule.to_string(),
             metric: self.name(),
             message,
         };
-        if !results::DESIGNS.contains(&self.design.as_str()) {
-            return Err(unknown(format!(
-                "no design `{}`: a metric starts with one of {}",
-                self.design,
-                results::DESIGNS.join(", ")
-            )));
+        let design = self.design.as_str();
+        if !results::DESIGNS.contains(&design) && !present.contains(&design) {
+            let known = results::DESIGNS.join(", ");
+            return Err(unknown(if present.is_empty() {
+                format!("no design `{design}`: a metric starts with one of {known}")
+            } else {
+                format!(
+                    "no design `{design}`: this run has {}; a metric starts with one of those or {known}",
+                    results::ordered_designs(present.iter().copied()).join(", ")
+                )
+            }));
         }
         let schema: Value =
             serde_json::from_str(results::SCHEMA).map_err(|e| unknown(e.to_string()))?;
@@ -120,9 +132,9 @@ impl Metric {
     pub fn value(&self, doc: &Value, rule: &str) -> Result<f64, GateError> {
         let designs = &doc["designs"];
         let Some(mut node) = designs.get(&self.design) else {
-            let have: Vec<String> = designs
+            let have: Vec<&str> = designs
                 .as_object()
-                .map(|o| o.keys().cloned().collect())
+                .map(|o| results::ordered_designs(o.keys().map(String::as_str)))
                 .unwrap_or_default();
             return Err(GateError::MissingDesign {
                 rule: rule.to_string(),
@@ -414,9 +426,14 @@ impl Rule {
 
     /// Checks every metric name against the results schema.
     pub fn check_names(&self) -> Result<(), GateError> {
+        self.check_names_in(&[])
+    }
+
+    /// [`Rule::check_names`], also accepting the designs a finished run holds.
+    pub fn check_names_in(&self, present: &[&str]) -> Result<(), GateError> {
         self.metrics()
             .into_iter()
-            .try_for_each(|m| m.check_name(&self.text))
+            .try_for_each(|m| m.check_name_in(&self.text, present))
     }
 
     /// An invariant compares designs (two or more distinct designs named); a threshold one.

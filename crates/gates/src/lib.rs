@@ -146,10 +146,17 @@ impl GateSpecs {
     /// Parses every gate and checks every metric name against the results schema; the first
     /// problem is returned with the text it is in, so the caller can point at its line.
     pub fn check(&self) -> Result<Checked, (String, GateError)> {
+        self.check_in(&[])
+    }
+
+    /// [`GateSpecs::check`] for gates on a finished run: a metric may also name any design the
+    /// run holds (`present`), so a design fanbench does not know by name can still be gated.
+    pub fn check_in(&self, present: &[&str]) -> Result<Checked, (String, GateError)> {
         let mut rules = Vec::new();
         for text in &self.rules {
             let rule = parse_rule(text).map_err(|e| (text.clone(), e))?;
-            rule.check_names().map_err(|e| (text.clone(), e))?;
+            rule.check_names_in(present)
+                .map_err(|e| (text.clone(), e))?;
             rules.push(rule);
         }
         let mut regressions = Vec::new();
@@ -164,7 +171,7 @@ impl GateSpecs {
                 )
             })?;
             metric
-                .check_name(&spec.metric)
+                .check_name_in(&spec.metric, present)
                 .map_err(|e| (spec.metric.clone(), e))?;
             regressions.push((spec.clone(), metric));
         }
@@ -241,9 +248,9 @@ fn absent_designs<'a>(designs: impl IntoIterator<Item = &'a str>, doc: &Value) -
     if absent.is_empty() {
         return None;
     }
-    let have: Vec<String> = doc["designs"]
+    let have: Vec<&str> = doc["designs"]
         .as_object()
-        .map(|o| o.keys().cloned().collect())
+        .map(|o| results::ordered_designs(o.keys().map(String::as_str)))
         .unwrap_or_default();
     Some(format!(
         "the run has no {} design (it ran {})",
@@ -630,6 +637,139 @@ mod tests {
             regressions: specs,
         };
         assert!(spec.check().is_ok());
+    }
+
+    /// The committed smoke run with a third design, `broker`, made from its async design with a
+    /// lower accepted p99 and one lost notification, and a fourth under a name fanbench does not
+    /// know.
+    fn three_designs() -> Value {
+        let mut doc: Value =
+            serde_json::from_str(include_str!("../../results/fixtures/smoke/results.json"))
+                .unwrap();
+        let mut broker = doc["designs"][results::ASYNC].clone();
+        let async_p99 = broker["latency_ms"]["p99"].as_f64().unwrap();
+        broker["latency_ms"]["p99"] = (async_p99 / 4.0).into();
+        broker["reconciliation"]["lost"] = 1.into();
+        doc["designs"][results::BROKER] = broker;
+        doc["designs"]["kafka"] = doc["designs"][results::ASYNC].clone();
+        results::validate(&doc).unwrap();
+        doc
+    }
+
+    /// Gates over three designs (and one of any name): data in, verdicts out.
+    #[test]
+    fn gates_name_any_design_the_run_holds() {
+        let doc = three_designs();
+        let present: Vec<&str> = doc["designs"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let cases: &[(&str, bool, Kind)] = &[
+            ("broker.reconciliation.lost == 0", false, Kind::Threshold),
+            ("async.reconciliation.lost == 0", true, Kind::Threshold),
+            (
+                "async.latency_ms.p99 / broker.latency_ms.p99 < 2",
+                false,
+                Kind::Invariant,
+            ),
+            (
+                "async.latency_ms.p99 / broker.latency_ms.p99 > 3.9",
+                true,
+                Kind::Invariant,
+            ),
+            (
+                "sync.latency_ms.p99 / broker.latency_ms.p99 > 1",
+                true,
+                Kind::Invariant,
+            ),
+            (
+                "kafka.latency_ms.p99 == async.latency_ms.p99",
+                true,
+                Kind::Invariant,
+            ),
+            ("broker.valid == 1", true, Kind::Threshold),
+        ];
+        let specs = GateSpecs {
+            rules: cases.iter().map(|(r, _, _)| r.to_string()).collect(),
+            regressions: vec![],
+        };
+        let (rules, _) = specs.check_in(&present).unwrap();
+        let results = evaluate_rules(&rules, std::slice::from_ref(&doc)).unwrap();
+        for ((rule, passed, kind), result) in cases.iter().zip(&results) {
+            assert_eq!(result.skipped, None, "{rule}");
+            assert_eq!(
+                (result.passed, result.kind),
+                (*passed, *kind),
+                "{rule}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn broker_is_a_known_design_and_an_unknown_name_is_a_clear_error() {
+        // A scenario may gate the broker design before any run exists.
+        let broker = GateSpecs {
+            rules: vec!["broker.reconciliation.lost == 0".into()],
+            regressions: vec![],
+        };
+        assert!(broker.check().is_ok());
+        // A name the run does not hold, nor fanbench know, fails naming what the run has.
+        let typo = GateSpecs {
+            rules: vec!["brokr.latency_ms.p99 < 10".into()],
+            regressions: vec![],
+        };
+        let (_, err) = typo
+            .check_in(&["kafka", "broker", "sync", "async"])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no design `brokr`: this run has sync, async, broker, kafka"),
+            "{err}"
+        );
+        let (_, err) = typo.check().unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "no design `brokr`: a metric starts with one of sync, async, broker, target"
+            ),
+            "{err}"
+        );
+        // A design of any name is gated only on a run that holds it.
+        let kafka = GateSpecs {
+            rules: vec!["kafka.latency_ms.p99 < 10".into()],
+            regressions: vec![],
+        };
+        assert!(kafka.check().is_err());
+        assert!(kafka.check_in(&["kafka"]).is_ok());
+        // A known design the run did not run is skipped, naming the designs it ran in order.
+        let mut doc = three_designs();
+        doc["designs"].as_object_mut().unwrap().remove("sync");
+        let (rules, _) = GateSpecs {
+            rules: vec!["sync.latency_ms.p99 < 10".into()],
+            regressions: vec![],
+        }
+        .check()
+        .unwrap();
+        let results = evaluate_rules(&rules, &[doc]).unwrap();
+        assert_eq!(
+            results[0].skipped.as_deref(),
+            Some("the run has no `sync` design (it ran async, broker, kafka)")
+        );
+    }
+
+    #[test]
+    fn the_default_regressions_cover_every_design_in_both_runs() {
+        let doc = three_designs();
+        let specs = default_regressions(&doc, &doc);
+        for design in [results::SYNC, results::ASYNC, results::BROKER, "kafka"] {
+            assert!(
+                specs
+                    .iter()
+                    .any(|s| s.metric == format!("{design}.reconciliation.lost")),
+                "{design}: {specs:?}"
+            );
+        }
     }
 
     #[test]

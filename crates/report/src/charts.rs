@@ -31,7 +31,11 @@ pub struct Look {
     pub width: u32,
 }
 
-/// Design colours, the same on every chart.
+/// Design looks, the same on every chart. Each known design differs from the others in hue,
+/// lightness or dash, so any two stay apart printed in grey and for readers with red-green colour
+/// blindness: sync red and dashed, async blue and solid, broker orange (Okabe-Ito's, much lighter
+/// than both) and dashed. `target` keeps its green; any other name gets one of [`FALLBACK`] by a
+/// fixed hash of the name, so it looks the same on every chart and in every report.
 pub fn design_look(design: &str) -> Look {
     match design {
         results::SYNC => Look {
@@ -44,20 +48,66 @@ pub fn design_look(design: &str) -> Look {
             dashed: false,
             width: 2,
         },
-        _ => Look {
+        results::BROKER => Look {
+            color: RGBColor(230, 159, 0),
+            dashed: true,
+            width: 2,
+        },
+        results::TARGET => Look {
             color: RGBColor(40, 140, 60),
             dashed: false,
             width: 2,
         },
+        other => FALLBACK[fnv1a(other) % FALLBACK.len()],
     }
 }
 
-/// Channel colours for the per-channel charts.
+/// Looks for designs fanbench does not know, from the Okabe-Ito palette's remaining colours
+/// (bluish green, reddish purple, sky blue, vermillion), alternating solid and dashed.
+pub const FALLBACK: [Look; 4] = [
+    Look {
+        color: RGBColor(0, 158, 115),
+        dashed: false,
+        width: 2,
+    },
+    Look {
+        color: RGBColor(204, 121, 167),
+        dashed: true,
+        width: 2,
+    },
+    Look {
+        color: RGBColor(86, 180, 233),
+        dashed: false,
+        width: 2,
+    },
+    Look {
+        color: RGBColor(213, 94, 0),
+        dashed: true,
+        width: 2,
+    },
+];
+
+/// FNV-1a: a hash that is the same in every process and on every machine (std's is seeded).
+fn fnv1a(text: &str) -> usize {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    // The low bits pick one of a handful of looks; truncating on 32-bit targets is fine.
+    hash as usize
+}
+
+/// Channel colours for the per-channel charts, with the design's dash. Sync and broker are both
+/// dashed, so the broker's lines are the channel's colour at half brightness.
 pub fn channel_look(channel: &str, design: &str) -> Look {
-    let color = match channel.parse::<Channel>() {
+    let RGBColor(r, g, b) = match channel.parse::<Channel>() {
         Ok(Channel::Email) => RGBColor(120, 60, 160),
         Ok(Channel::Sms) => RGBColor(220, 120, 20),
         Ok(Channel::Push) | Err(_) => RGBColor(20, 150, 150),
+    };
+    let color = if design == results::BROKER {
+        RGBColor(r / 2, g / 2, b / 2)
+    } else {
+        RGBColor(r, g, b)
     };
     Look {
         color,
@@ -466,5 +516,64 @@ mod tests {
         let svg = line_chart(&chart);
         assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
         assert!(svg.contains("Latency") && svg.contains("sync p99") && svg.contains("offered"));
+    }
+
+    /// Relative luminance (sRGB, linearised), 0 black to 1 white: what a line looks like in grey.
+    fn luminance(c: RGBColor) -> f64 {
+        let lin = |v: u8| {
+            let v = f64::from(v) / 255.0;
+            if v <= 0.04045 {
+                v / 12.92
+            } else {
+                ((v + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * lin(c.0) + 0.7152 * lin(c.1) + 0.0722 * lin(c.2)
+    }
+
+    #[test]
+    fn the_three_designs_stay_apart_in_grey_and_in_colour() {
+        let designs = [results::SYNC, results::ASYNC, results::BROKER];
+        for (i, a) in designs.iter().enumerate() {
+            for b in &designs[i + 1..] {
+                let (la, lb) = (design_look(a), design_look(b));
+                let apart_in_grey = la.dashed != lb.dashed
+                    || (luminance(la.color) - luminance(lb.color)).abs() > 0.15;
+                assert!(apart_in_grey, "{a} and {b} look alike in grey");
+                assert_ne!(la.color, lb.color, "{a} and {b}");
+            }
+        }
+        // On the per-channel charts the colour is the channel's, so the broker's (dashed like
+        // sync's) is a darker shade of it, and async's solid.
+        for channel in Channel::ALL.map(Channel::as_str) {
+            let (s, a, b) = (
+                channel_look(channel, results::SYNC),
+                channel_look(channel, results::ASYNC),
+                channel_look(channel, results::BROKER),
+            );
+            assert!(s.dashed && !a.dashed && b.dashed);
+            // WCAG's contrast ratio between the two shades.
+            let contrast = (luminance(s.color) + 0.05) / (luminance(b.color) + 0.05);
+            assert!(contrast > 1.8, "{channel}: {contrast}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_design_gets_a_fixed_fallback_look() {
+        let known: Vec<RGBColor> = [results::SYNC, results::ASYNC, results::BROKER]
+            .map(|d| design_look(d).color)
+            .to_vec();
+        for name in ["kafka", "redis-streams", "x", ""] {
+            let look = design_look(name);
+            assert!(FALLBACK.iter().any(|f| f.color == look.color), "{name}");
+            assert!(!known.contains(&look.color), "{name}");
+            assert_eq!(
+                design_look(name).color,
+                look.color,
+                "{name}: the same every time"
+            );
+        }
+        // FNV-1a's published value for "a", so the look does not change between builds.
+        assert_eq!(fnv1a("a") as u64, 0xaf63_dc4c_8601_ec8c);
     }
 }

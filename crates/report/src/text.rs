@@ -120,15 +120,11 @@ const ROWS: &[Row] = &[
     }),
 ];
 
-/// The designs of a run in report order: sync first, then async, then anything else.
+/// The designs of a run in report order (`results::design_order`): sync, async, broker, target,
+/// then any other by name.
 pub fn ordered(results: &RunResults) -> Vec<(&String, &DesignResults)> {
-    let rank = |name: &str| match name {
-        results::SYNC => 0,
-        results::ASYNC => 1,
-        _ => 2,
-    };
     let mut designs: Vec<(&String, &DesignResults)> = results.designs.iter().collect();
-    designs.sort_by_key(|(name, _)| rank(name));
+    designs.sort_by_key(|(name, _)| results::design_order(name));
     designs
 }
 
@@ -169,14 +165,15 @@ pub fn table(results: &RunResults) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\n{} — {}", results.scenario.name, results.run_id);
     let _ = write!(out, "{:<28}", "");
+    // A space before each column, so a long design name or cell never runs into its neighbour.
     for (name, _) in &designs {
-        let _ = write!(out, "{name:>18}");
+        let _ = write!(out, " {name:>17}");
     }
     out.push('\n');
     for (label, f) in ROWS {
         let _ = write!(out, "{label:<28}");
         for (_, d) in &designs {
-            let _ = write!(out, "{:>18}", f(d));
+            let _ = write!(out, " {:>17}", f(d));
         }
         out.push('\n');
     }

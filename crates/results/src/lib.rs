@@ -41,7 +41,8 @@ pub struct RunResults {
     pub started_at: String,
     pub scenario: ScenarioInfo,
     pub environment: Environment,
-    /// By design name (`sync`, `async`, or `target` for `fanbench run --target`).
+    /// By design name (`sync`, `async`, `broker`, `target` for `fanbench run --target`, or any
+    /// other name a design is given).
     pub designs: BTreeMap<String, DesignResults>,
 }
 
@@ -178,18 +179,39 @@ impl Requests {
     }
 }
 
-/// The design names a run can hold: the two designs, and `target` for `fanbench run --target`.
-/// Gates may name only these, so a misspelt design is an error when the scenario loads rather
-/// than a gate skipped on every run.
-pub const DESIGNS: [&str; 3] = [SYNC, ASYNC, TARGET];
+/// The design names fanbench knows: its designs, in report order, and `target` for `fanbench run
+/// --target`. A scenario's gates may name only these, so a misspelt design is an error when the
+/// scenario loads rather than a gate skipped on every run; gates on a finished run may also name
+/// any design that run holds.
+pub const DESIGNS: [&str; 4] = [SYNC, ASYNC, BROKER, TARGET];
 
 /// The naive design's name.
 pub const SYNC: &str = "sync";
-/// The queue-based design's name.
+/// The queue-based design's name (the queue in PostgreSQL).
 pub const ASYNC: &str = "async";
+/// The broker design's name: an outbox relayed to NATS JetStream, a consumer per channel.
+pub const BROKER: &str = "broker";
 /// The name a design gets when the driver ran against a server it did not start
 /// (`fanbench run --target`).
 pub const TARGET: &str = "target";
+
+/// Where a design sorts in every report, table and list: sync, async, broker, target, then any
+/// other name alphabetically. Sort by this key so every reader shows designs in one stable order.
+pub fn design_order(name: &str) -> (usize, &str) {
+    let rank = DESIGNS
+        .iter()
+        .position(|d| *d == name)
+        .unwrap_or(DESIGNS.len());
+    (rank, name)
+}
+
+/// Design names in [`design_order`].
+pub fn ordered_designs<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut names: Vec<&str> = names.into_iter().collect();
+    names.sort_by_key(|n| design_order(n));
+    names.dedup();
+    names
+}
 
 /// The outcome classes latency is split by, in report order: `2xx` (accepted), `503` (refused),
 /// `4xx` (every other 4xx, 409 included), `5xx` (every other 5xx), `error` (no answer: transport
@@ -1019,5 +1041,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A run of any number of designs, under any names, is one the schema and the model accept:
+    /// the design names are map keys, not an enumeration.
+    #[test]
+    fn a_run_may_hold_three_designs_or_any_name() {
+        let mut doc = fixture();
+        for name in [BROKER, "kafka"] {
+            doc["designs"][name] = doc["designs"][ASYNC].clone();
+        }
+        validate(&doc).unwrap();
+        let parsed: RunResults = serde_json::from_value(doc).unwrap();
+        assert_eq!(
+            ordered_designs(parsed.designs.keys().map(String::as_str)),
+            [SYNC, ASYNC, BROKER, "kafka"]
+        );
+    }
+
+    #[test]
+    fn designs_sort_sync_async_broker_target_then_by_name() {
+        assert_eq!(
+            ordered_designs(["zeta", TARGET, BROKER, "alpha", ASYNC, SYNC, ASYNC]),
+            [SYNC, ASYNC, BROKER, TARGET, "alpha", "zeta"]
+        );
     }
 }

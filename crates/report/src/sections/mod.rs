@@ -1,6 +1,7 @@
 //! The page's sections, one module each, in page order; the helpers they share live here. Every
-//! chart section always holds exactly one chart: when its data is missing (no telemetry, no async
-//! design) the chart says so instead of vanishing.
+//! chart section always holds exactly one chart: when its data is missing (no telemetry, no design
+//! with a queue) the chart says so instead of vanishing. Every section shows every design of a run,
+//! in `results::design_order`, whatever their number and names.
 //!
 //! Design, channel and server metric names come from `results` (`results::SYNC`,
 //! `signup_core::Channel`, `results::metric_names`), never from string literals here.
@@ -59,7 +60,7 @@ pub fn render(
             "Connection pool and PostgreSQL waits",
             pool_and_postgres::render(runs),
         ),
-        "queue" => ("The async queue", queue::render(runs)),
+        "queue" => ("The queues", queue::render(runs)),
         "delivery" => ("Delivery latency per channel", delivery::render(runs)),
         "machine" => ("Who used the machine", machine::render(runs)),
         _ => (

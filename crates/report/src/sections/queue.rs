@@ -1,4 +1,5 @@
-//! The async design's queue: depth and oldest-due age per channel.
+//! The queues of the designs that have one (async's in PostgreSQL, and any other design that
+//! exports the same queue metrics, such as broker): depth and oldest-due age per channel.
 
 use results::metric_names::{CHANNEL, QUEUE_DEPTH, QUEUE_OLDEST_DUE_SECONDS};
 
@@ -7,19 +8,29 @@ use crate::Run;
 use crate::charts::{self, LineChart, Look, Scale, Series, XAxis};
 
 pub(super) fn render(runs: &[Run]) -> String {
+    let queued: Vec<_> = each_design(runs)
+        .filter_map(|(i, run, name, _)| {
+            let t = telemetry(run, name)?;
+            t.samples
+                .iter()
+                .any(|s| s.server.keys().any(|k| k.starts_with(QUEUE_DEPTH)))
+                .then_some((i, name, t))
+        })
+        .collect();
+    let mut names: Vec<&str> = queued.iter().map(|(_, name, _)| name.as_str()).collect();
+    names.sort_by_key(|n| results::design_order(n));
+    names.dedup();
+    // With one design's queue, the channel says which line is which; with more, the design too.
+    let what = |name: &str, channel: &str| {
+        if names.len() > 1 {
+            format!("{name} {channel}")
+        } else {
+            channel.to_string()
+        }
+    };
     let mut series = Vec::new();
     let mut secondary = Vec::new();
-    for (i, run, name, _) in each_design(runs) {
-        let Some(t) = telemetry(run, name) else {
-            continue;
-        };
-        if !t
-            .samples
-            .iter()
-            .any(|s| s.server.keys().any(|k| k.starts_with(QUEUE_DEPTH)))
-        {
-            continue;
-        }
+    for (i, name, t) in queued.iter().copied() {
         for channel in signup_core::Channel::ALL.map(signup_core::Channel::as_str) {
             let depth_key = series_key(QUEUE_DEPTH, CHANNEL, channel);
             let age_key = series_key(QUEUE_OLDEST_DUE_SECONDS, CHANNEL, channel);
@@ -35,25 +46,25 @@ pub(super) fn render(runs: &[Run]) -> String {
                 .collect();
             let look = charts::channel_look(channel, name);
             series.push(Series {
-                label: label(runs, i, channel, "depth"),
+                label: label(runs, i, &what(name, channel), "depth"),
                 look,
                 points: depth,
             });
             secondary.push(Series {
-                label: label(runs, i, channel, "oldest due (s)"),
+                label: label(runs, i, &what(name, channel), "oldest due (s)"),
                 look: Look { width: 1, ..look },
                 points: age,
             });
         }
     }
     let svg = if series.is_empty() {
-        charts::note_svg(
-            "The async queue",
-            "no async design with queue telemetry in this run",
-        )
+        charts::note_svg("The queues", "no design with queue telemetry in this run")
     } else {
         charts::line_chart(&LineChart {
-            title: "Queue depth and oldest-due age per channel (async)".into(),
+            title: format!(
+                "Queue depth and oldest-due age per channel ({})",
+                names.join(", ")
+            ),
             x: XAxis::Seconds,
             y_label: "pending deliveries".into(),
             y_scale: Scale::Linear,
@@ -63,6 +74,6 @@ pub(super) fn render(runs: &[Run]) -> String {
     };
     chart(
         svg,
-        "Pending deliveries per channel (left axis) and how long the oldest one has been due (right axis). A provider outage shows as one channel's backlog growing and draining while the others stay flat.",
+        "Pending deliveries per channel (left axis) and how long the oldest one has been due (right axis). A provider outage shows as one channel's backlog growing and draining while the others stay flat. With several designs' queues, each design keeps its dash and the broker's lines are a darker shade.",
     )
 }

@@ -304,6 +304,185 @@ fn a_run_from_before_processes_were_recorded_says_so() {
     assert!(!md.contains("Who used the machine"), "{md}");
 }
 
+/// The fixture run folder with more designs beside sync and async, each made from the async
+/// design's results and telemetry. `broker` accepts sign-ups twice as fast (accepted p99 halved)
+/// with a little more throughput, but delivers three times slower; any other name is a plain copy.
+fn run_folder_with_designs(extra: &[&str]) -> tempfile::TempDir {
+    let dir = run_folder(true);
+    let edit = |file: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let path = dir.path().join(file);
+        let mut doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        f(&mut doc);
+        std::fs::write(&path, doc.to_string()).unwrap();
+    };
+    edit("results.json", &|doc| {
+        for name in extra {
+            let mut d = doc["designs"]["async"].clone();
+            if *name == "broker" {
+                let p99 = &mut d["latency_ms_by_class"]["2xx"]["p99"];
+                *p99 = (p99.as_f64().unwrap() / 2.0).into();
+                let rps = &mut d["throughput_rps"];
+                *rps = (rps.as_f64().unwrap() * 1.1).into();
+                for channel in d["delivery"].as_object_mut().unwrap().values_mut() {
+                    let p99 = &mut channel["p99_ms"];
+                    *p99 = (p99.as_f64().unwrap() * 3.0).into();
+                }
+            }
+            doc["designs"][*name] = d;
+        }
+    });
+    edit("telemetry.json", &|doc| {
+        for name in extra {
+            doc["designs"][*name] = doc["designs"]["async"].clone();
+        }
+    });
+    dir
+}
+
+/// Every design of the run, in report order, appears in every section that shows designs: each
+/// chart names it in a legend or a bar, the tables have a column or rows for it.
+fn assert_every_design_in_every_section(doc: &Html, designs: &[&str]) {
+    for (id, has_chart) in SECTIONS {
+        let section = doc.select(&sel(&format!("section#{id}"))).next().unwrap();
+        let text = if has_chart {
+            section.select(&sel("svg")).next().unwrap().html()
+        } else {
+            section.text().collect::<String>()
+        };
+        // The machine section is empty without processes; the fixture recorded none.
+        if id == "machine" {
+            continue;
+        }
+        for design in designs {
+            // The sync design has no queue: the queue chart holds the others.
+            if id == "queue" && *design == "sync" {
+                continue;
+            }
+            assert!(text.contains(design), "section {id} lacks {design}");
+        }
+    }
+    let header: Vec<String> = doc
+        .select(&sel("section#summary-table thead th"))
+        .map(|th| th.text().collect())
+        .collect();
+    assert_eq!(header[1..], *designs, "the table's columns in report order");
+}
+
+#[test]
+fn three_designs_each_appear_in_every_section_and_the_verdict_names_a_winner_per_measure() {
+    let dir = run_folder_with_designs(&["broker"]);
+    let run = Run::load(dir.path()).unwrap();
+    let (html, md) = report::write(std::slice::from_ref(&run)).unwrap();
+    let doc = check_page(&std::fs::read_to_string(html).unwrap());
+    assert_every_design_in_every_section(&doc, &["sync", "async", "broker"]);
+
+    let verdict: Vec<String> = doc
+        .select(&sel("section#verdict li"))
+        .map(|li| li.text().collect())
+        .collect();
+    let line = |start: &str| {
+        verdict
+            .iter()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no verdict line on {start}: {verdict:#?}"))
+            .clone()
+    };
+    // One line per design, sync first.
+    assert!(verdict[0].starts_with("sync:") && verdict[2].starts_with("broker:"));
+    // A winner on each headline measure, by how much against each other design.
+    assert_eq!(
+        line("accepted sign-up p99:"),
+        "accepted sign-up p99: broker is best at 4.1 ms, 1184x lower than sync (4.85 s), \
+         2.0x lower than async (8.2 ms)"
+    );
+    assert!(
+        line("throughput:").starts_with("throughput: broker is best at 41.9/s")
+            && line("throughput:").ends_with(", 10 % higher than async (38.1/s)"),
+        "{verdict:#?}"
+    );
+    // Only designs with a queue are compared on delivery; the broker's is three times slower.
+    assert!(
+        line("delivery p99")
+            == "delivery p99 (slowest channel, designs with a queue): async is best at 59.0 ms, \
+                3.0x lower than broker (177.0 ms)",
+        "{verdict:#?}"
+    );
+    assert_eq!(
+        line("refused with 503:"),
+        "refused with 503: a tie, sync, async and broker all at 0.0 %"
+    );
+    assert!(line("notifications lost:").contains("a tie"));
+    assert_eq!(
+        line("who won on what:"),
+        "who won on what: async on delivery p99 (slowest channel, designs with a queue); broker on \
+         accepted sign-up p99 \
+         and throughput; a tie on refused with 503, notifications lost and notifications still \
+         queued at the drain deadline"
+    );
+    // Today's comparison of the two original designs still stands beside it.
+    assert!(
+        verdict
+            .iter()
+            .any(|l| l.contains("lower with the async design than with the sync design"))
+    );
+
+    // summary.md: the verdict and a column for each design, in order.
+    let md = std::fs::read_to_string(md).unwrap();
+    assert!(md.contains("| | sync | async | broker |"), "{md}");
+    assert!(
+        md.contains("- accepted sign-up p99: **broker** is best"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- **broker**: an accepted sign-up took"),
+        "{md}"
+    );
+    // The terminal table: a column each, in order.
+    let table = report::text::table(&run.results);
+    let header = table.lines().nth(2).unwrap();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["sync", "async", "broker"],
+        "{table}"
+    );
+}
+
+#[test]
+fn a_design_of_any_name_is_reported_after_the_known_ones() {
+    let dir = run_folder_with_designs(&["kafka", "broker"]);
+    let run = Run::load(dir.path()).unwrap();
+    let html = report::render_html(std::slice::from_ref(&run));
+    let doc = check_page(&html);
+    assert_every_design_in_every_section(&doc, &["sync", "async", "broker", "kafka"]);
+    assert!(report::render_markdown(&[run]).contains("| | sync | async | broker | kafka |"));
+}
+
+#[test]
+fn an_invalid_third_design_is_left_out_of_the_comparison_by_name() {
+    let dir = run_folder_with_designs(&["broker"]);
+    let path = dir.path().join("results.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    doc["designs"]["broker"]["valid"] = false.into();
+    doc["designs"]["broker"]["invalid_reasons"] = serde_json::json!(["the broker server exited"]);
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let md = report::render_markdown(&[Run::load(dir.path()).unwrap()]);
+    assert!(
+        md.contains("no comparison with broker: a design's run is invalid"),
+        "{md}"
+    );
+    // The valid two are still compared, and the broker wins nothing.
+    assert!(
+        md.contains("accepted sign-up p99: **async** is best"),
+        "{md}"
+    );
+    assert!(
+        !md.contains("**broker** is best") && !md.contains("**broker** on"),
+        "{md}"
+    );
+}
+
 /// The capacity page of the committed capacity fixture: well-formed HTML, every section with its
 /// chart, nothing fetched (the same checks as the run page's, over its own sections).
 #[test]
