@@ -50,18 +50,16 @@ pub fn write(dir: &Path, doc: &CapacityReport) -> Result<PathBuf, ReportError> {
     Ok(path)
 }
 
-/// The searches in page order: sync, async, then any other by name; in a sweep, the values in
-/// the order given.
+/// The searches in page order: a sweep's values in the order given, then the designs in
+/// [`results::design_order`].
 pub fn ordered(doc: &CapacityReport) -> Vec<(&str, &DesignCapacity)> {
     let keys = doc.sweep.as_ref().map(|s| s.keys()).unwrap_or_default();
-    let rank = |n: &str| match n {
-        results::SYNC => 0,
-        results::ASYNC => 1,
-        _ => 2 + keys.iter().position(|k| k == n).unwrap_or(keys.len()),
-    };
     let mut v: Vec<(&str, &DesignCapacity)> =
         doc.designs.iter().map(|(n, d)| (n.as_str(), d)).collect();
-    v.sort_by_key(|(n, _)| rank(n));
+    v.sort_by_key(|(n, _)| {
+        let sweep = keys.iter().position(|k| k == n).unwrap_or(keys.len());
+        (sweep, results::design_order(n))
+    });
     v
 }
 
