@@ -688,10 +688,19 @@ fn judge_gates(rules: &[gates::Rule], report: &CapacityReport, out: &Path) -> Re
                 .map(|m| m.design.clone())
                 .collect();
             if let Some(design) = missing.first() {
+                let why = match &report.sweep {
+                    Some(sw) => format!(
+                        "this run is a sweep of {}.{}: its searches are named {}",
+                        sw.design,
+                        sw.setting,
+                        sw.keys().join(", ")
+                    ),
+                    None => format!("the {design} design was not searched in this run"),
+                };
                 return Ok(gates::GateResult::skipped(
                     rule.text.clone(),
                     rule.kind(),
-                    format!("the {design} design was not searched in this run"),
+                    why,
                 ));
             }
             rule.evaluate(std::slice::from_ref(&doc))
