@@ -780,11 +780,12 @@ fn capacity_of(
     let bottleneck = knee(limited(&ingest));
     let delivery_bottleneck = delivery.as_ref().and_then(|f| knee(limited(f)));
     // And at the knee itself: what was closest to its limit at the last rate that passed.
-    let closest = |rate: Option<u32>| -> Option<Bottleneck> {
-        closest_to_limit(ctx, design, steps.get(&rate?)?).ok()
+    let closest = |rate: Option<u32>, delivery: bool| -> Option<Bottleneck> {
+        closest_to_limit(ctx, design, steps.get(&rate?)?, delivery).ok()
     };
-    let at_knee = closest(ingest.pass);
-    let delivery_at_knee = delivery.as_ref().and_then(|f| closest(f.pass));
+    // A design without a queue has one limit, and its channels are its request path's.
+    let at_knee = closest(ingest.pass, delivery.is_none());
+    let delivery_at_knee = delivery.as_ref().and_then(|f| closest(f.pass, true));
     let prediction = match design {
         Subject::Sync => ingest
             .fail
@@ -1212,7 +1213,15 @@ fn attribute(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck
 /// its concurrency limit, the machine's cores), the highest named, the others as evidence. Read
 /// beside the first failing step's [`attribute`], it shows what was filling up before it gave
 /// out.
-fn closest_to_limit(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck> {
+///
+/// `delivery` says which limit the knee is of: a channel's send slots count for the end-to-end
+/// limit only, since they do not stand between a sign-up and its answer.
+fn closest_to_limit(
+    ctx: &Run,
+    design: Subject,
+    step: &StepRecord,
+    delivery: bool,
+) -> Result<Bottleneck> {
     let read = attribute(ctx, design, step)?;
     let s = &read.signals;
     let get = |k: &str| s.get(k).copied();
@@ -1226,7 +1235,7 @@ fn closest_to_limit(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bot
             format!("{in_use:.1} of {size:.0} connections in use on average"),
         ));
     }
-    for (k, v) in s {
+    for (k, v) in s.iter().filter(|_| delivery) {
         if let Some(c) = k
             .strip_prefix("channel_")
             .and_then(|r| r.strip_suffix("_in_flight_share_of_limit"))
@@ -1234,7 +1243,7 @@ fn closest_to_limit(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bot
             uses.push((
                 format!("channel concurrency ({c})"),
                 *v,
-                format!("{c}: in-flight sends against its concurrency limit on average"),
+                "in-flight sends against the concurrency limit, on average".to_string(),
             ));
         }
     }
@@ -1464,25 +1473,21 @@ fn verdict_lines(name: &str, d: &DesignCapacity) -> Vec<String> {
             limit_text(d.delivery_capacity_rps, d.delivery_first_fail_rps, stop)
         ));
     }
+    // (what the line says before the rate, after it, the read)
     let reads = [
-        ("at the knee", "closest to its limit", &d.knee),
-        ("bottleneck", "", &d.bottleneck),
+        ("at the knee (", "/s), closest to its limit", &d.knee),
+        ("bottleneck at ", "/s", &d.bottleneck),
         (
-            "at the end-to-end knee",
-            "closest to its limit",
+            "at the end-to-end knee (",
+            "/s), closest to its limit",
             &d.delivery_knee,
         ),
-        ("bottleneck (delivery)", "", &d.delivery_bottleneck),
+        ("bottleneck (delivery) at ", "/s", &d.delivery_bottleneck),
     ];
-    for (what, how, b) in reads {
+    for (before, after, b) in reads {
         if let Some(b) = b {
-            let how = if how.is_empty() {
-                String::new()
-            } else {
-                format!("{how} ")
-            };
             lines.push(format!(
-                "  {what} at {}/s: {how}{} — {}",
+                "  {before}{}{after}: {} — {}",
                 b.offered_rps,
                 b.resource,
                 b.evidence.join("; ")
@@ -1933,7 +1938,7 @@ mod tests {
             cores: BTreeMap::from([("postgres".to_string(), 0.2)]),
             ..step_in(dir.path(), &filling, true)
         };
-        let b = closest_to_limit(&run, Subject::Sync, &step).unwrap();
+        let b = closest_to_limit(&run, Subject::Sync, &step, true).unwrap();
         assert_eq!(b.resource, "connection pool", "{b:?}");
         assert_eq!(b.offered_rps, step.offered_rps);
         assert_eq!(b.evidence.len(), 3, "{b:?}");
@@ -1956,9 +1961,12 @@ mod tests {
                 64.0,
             ),
         ];
-        let b =
-            closest_to_limit(&run, Subject::Sync, &step_in(dir.path(), &channel, true)).unwrap();
+        let step = step_in(dir.path(), &channel, true);
+        let b = closest_to_limit(&run, Subject::Sync, &step, true).unwrap();
         assert_eq!(b.resource, "channel concurrency (sms)", "{b:?}");
+        // At an ingest knee the channels' send slots are not in the request's way.
+        let b = closest_to_limit(&run, Subject::Sync, &step, false).unwrap();
+        assert!(b.evidence.iter().all(|e| !e.contains("sms")), "{b:?}");
     }
 
     #[test]
