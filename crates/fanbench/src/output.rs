@@ -106,6 +106,16 @@ pub fn write_results(
     designs: BTreeMap<String, DesignResults>,
     environment: Environment,
 ) -> Result<()> {
+    write_shard_results(plan, designs, environment, None)
+}
+
+/// [`write_results`] of a run that drove one shard of its schedule (`run --shard`).
+pub fn write_shard_results(
+    plan: &Plan,
+    designs: BTreeMap<String, DesignResults>,
+    environment: Environment,
+    shard: Option<results::ShardOf>,
+) -> Result<()> {
     let results = RunResults {
         schema_version: results::SCHEMA_VERSION,
         run_id: plan.run_id.clone(),
@@ -120,7 +130,7 @@ pub fn write_results(
         },
         environment,
         designs,
-        shard: None,
+        shard,
         merged: None,
     };
     save_results(&plan.out, &results)
