@@ -18,7 +18,7 @@ pub use engine::{
     DriveOptions, DriverError, Measurement, drive, email_for, parse_email, users_for,
 };
 pub use record::{Outcome, Recorder, SeqSet};
-pub use schedule::{Schedule, Shape, Slot};
+pub use schedule::{Schedule, Shape, Shard, ShardError, Slot};
 pub use settings::{Arrivals, DriverSettings, Load, Payload, Phase, Process, Trace};
 
 /// Whether a stop was asked for: goose's own Ctrl-C handler (which owns SIGINT while a run is

@@ -1,14 +1,19 @@
 //! Recording: HdrHistograms and counters, constant in the number of requests (memory grows only
 //! with the run's length in seconds, for the timeline).
+//!
+//! A recording can be written whole and read back ([`Recorder::write_recording`],
+//! [`Recorder::read_recording`]): the histograms as HdrHistogram V2 encodings, which are exact, so
+//! the recordings of drivers on several machines add up to what one driver would have recorded.
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use results::{
     ClassLatency, LATENCY_CLASSES, Lag, Percentiles, Requests, STATUS_CLASSES, Second,
     new_histogram,
@@ -612,6 +617,247 @@ pub fn write_hgrm<W: Write>(h: &Histogram<u64>, out: &mut W) -> std::io::Result<
     Ok(())
 }
 
+/// The first line of a saved recording's JSON (its `format` field), so another file is refused by
+/// name rather than by a missing field.
+pub const RECORDING_FORMAT: &str = "fanbench-recording";
+/// Bumped when a saved recording changes in a way an older reader would misread.
+pub const RECORDING_VERSION: u32 = 1;
+
+/// A saved recording that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    #[error("not JSON, or not a fanbench recording: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(
+        "a {found:?} file (version {version}), not a {RECORDING_FORMAT:?} of version {RECORDING_VERSION}"
+    )]
+    Format { found: String, version: u32 },
+    #[error("histogram {name:?}: {message}")]
+    Histogram { name: String, message: String },
+    #[error("could not write the recording: {0}")]
+    Write(String),
+}
+
+/// What [`Recorder::write_recording`] writes. Counts are plain numbers; each histogram is its
+/// HdrHistogram V2 deflate encoding (what the `.hlog` interval log holds, base64 there) in
+/// lowercase hex, so the file needs no encoder beyond this one.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    format: String,
+    version: u32,
+    intended: u64,
+    sent: u64,
+    completed: u64,
+    /// By [`STATUS_CLASSES`].
+    status: BTreeMap<String, u64>,
+    /// Connection errors by kind ([`Transport::describe`]).
+    transport: BTreeMap<String, u64>,
+    latency: String,
+    /// By [`LATENCY_CLASSES`].
+    latency_by_class: BTreeMap<String, String>,
+    service: String,
+    lag: String,
+    /// The sequence numbers answered 2xx: the set's 64-bit words, little-endian, in hex.
+    accepted: String,
+    /// By second of the run, from 0.
+    seconds: Vec<SavedSecond>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SavedSecond {
+    offered: u64,
+    sent: u64,
+    completed: u64,
+    ok: u64,
+    status_503: u64,
+    errors: u64,
+    latency: String,
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn encode(h: &Histogram<u64>, name: &str) -> Result<String, RecordingError> {
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(h, &mut bytes)
+        .map_err(|e| RecordingError::Histogram {
+            name: name.to_string(),
+            message: format!("could not encode it: {e:?}"),
+        })?;
+    Ok(to_hex(&bytes))
+}
+
+/// Decodes a histogram and checks it has the bounds `like` has: only then do histograms add
+/// exactly.
+fn decode(text: &str, name: &str, like: &Histogram<u64>) -> Result<Histogram<u64>, RecordingError> {
+    let err = |message: String| RecordingError::Histogram {
+        name: name.to_string(),
+        message,
+    };
+    let bytes = from_hex(text).ok_or_else(|| err("not hexadecimal".into()))?;
+    let h: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| err(format!("not an HdrHistogram V2 encoding: {e:?}")))?;
+    if (h.low(), h.high(), h.sigfig()) != (like.low(), like.high(), like.sigfig()) {
+        return Err(err(format!(
+            "its bounds ({}..{} at {} digits) are not fanbench's ({}..{} at {} digits)",
+            h.low(),
+            h.high(),
+            h.sigfig(),
+            like.low(),
+            like.high(),
+            like.sigfig()
+        )));
+    }
+    Ok(h)
+}
+
+impl Recorder {
+    /// Writes everything recorded, exactly, as JSON (`<design>.histograms.json` in a run folder).
+    pub fn write_recording<W: Write>(&self, out: W) -> Result<(), RecordingError> {
+        let mut latency_by_class = BTreeMap::new();
+        for (name, h) in LATENCY_CLASSES.iter().zip(&self.by_class) {
+            latency_by_class.insert(name.to_string(), encode(h, name)?);
+        }
+        let accepted: Vec<u8> = self
+            .accepted
+            .words
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let seconds = self
+            .seconds
+            .iter()
+            .enumerate()
+            .map(|(t, b)| {
+                Ok(SavedSecond {
+                    offered: b.offered,
+                    sent: b.sent,
+                    completed: b.completed,
+                    ok: b.ok,
+                    status_503: b.s503,
+                    errors: b.errors,
+                    latency: encode(&b.latency, &format!("second {t}"))?,
+                })
+            })
+            .collect::<Result<_, RecordingError>>()?;
+        let saved = Saved {
+            format: RECORDING_FORMAT.into(),
+            version: RECORDING_VERSION,
+            intended: self.intended,
+            sent: self.sent,
+            completed: self.completed,
+            status: STATUS_CLASSES
+                .iter()
+                .zip(self.status)
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            transport: Transport::ALL
+                .iter()
+                .zip(self.transport)
+                .map(|(k, v)| (k.describe().to_string(), v))
+                .collect(),
+            latency: encode(&self.latency, "latency")?,
+            latency_by_class,
+            service: encode(&self.service, "service")?,
+            lag: encode(&self.lag, "lag")?,
+            accepted: to_hex(&accepted),
+            seconds,
+        };
+        serde_json::to_writer(out, &saved).map_err(|e| RecordingError::Write(e.to_string()))
+    }
+
+    /// Reads back what [`Recorder::write_recording`] wrote.
+    pub fn read_recording<R: Read>(input: R) -> Result<Recorder, RecordingError> {
+        // The format is checked before the fields, so another file is named as such.
+        let value: serde_json::Value = serde_json::from_reader(input)?;
+        let format = value["format"].as_str().unwrap_or_default();
+        let version = value["version"].as_u64().unwrap_or(0);
+        if format != RECORDING_FORMAT || version != u64::from(RECORDING_VERSION) {
+            return Err(RecordingError::Format {
+                found: format.to_string(),
+                version: u32::try_from(version).unwrap_or(u32::MAX),
+            });
+        }
+        let saved: Saved = serde_json::from_value(value)?;
+        let run_wide = new_histogram();
+        let per_second = second_histogram();
+        let missing = |name: &str| RecordingError::Histogram {
+            name: name.to_string(),
+            message: "missing".into(),
+        };
+        let mut by_class = std::array::from_fn(|_| new_histogram());
+        for (h, name) in by_class.iter_mut().zip(LATENCY_CLASSES) {
+            let text = saved
+                .latency_by_class
+                .get(name)
+                .ok_or_else(|| missing(name))?;
+            *h = decode(text, name, &run_wide)?;
+        }
+        let count = |map: &BTreeMap<String, u64>, key: &str| map.get(key).copied().unwrap_or(0);
+        let bytes = from_hex(&saved.accepted).ok_or_else(|| RecordingError::Histogram {
+            name: "accepted".into(),
+            message: "not hexadecimal".into(),
+        })?;
+        let words: Vec<u64> = bytes
+            .chunks(8)
+            .map(|c| {
+                let mut w = [0u8; 8];
+                w[..c.len()].copy_from_slice(c);
+                u64::from_le_bytes(w)
+            })
+            .collect();
+        let mut accepted = SeqSet::default();
+        accepted.union(&SeqSet { words, len: 0 });
+        let seconds = saved
+            .seconds
+            .iter()
+            .enumerate()
+            .map(|(t, s)| {
+                Ok(SecondBucket {
+                    offered: s.offered,
+                    sent: s.sent,
+                    completed: s.completed,
+                    ok: s.ok,
+                    s503: s.status_503,
+                    errors: s.errors,
+                    latency: decode(&s.latency, &format!("second {t}"), &per_second)?,
+                })
+            })
+            .collect::<Result<_, RecordingError>>()?;
+        Ok(Recorder {
+            latency: decode(&saved.latency, "latency", &run_wide)?,
+            by_class,
+            service: decode(&saved.service, "service", &run_wide)?,
+            lag: decode(&saved.lag, "lag", &run_wide)?,
+            status: STATUS_CLASSES.map(|k| count(&saved.status, k)),
+            transport: Transport::ALL.map(|k| count(&saved.transport, k.describe())),
+            accepted,
+            intended: saved.intended,
+            sent: saved.sent,
+            completed: saved.completed,
+            seconds,
+        })
+    }
+}
+
 /// One run's recording, split by thread: each thread that records (the users' runtime workers, the
 /// dispatcher) has a recorder of its own, made on first use, so users never wait on one another's
 /// lock. Only the once-a-second progress reader and the final merge visit them all.
@@ -911,5 +1157,44 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Total count    =         3000"), "{text}");
+    }
+
+    #[test]
+    fn a_saved_recording_reads_back_exactly() {
+        let mut r = Recorder::new();
+        for seq in 0..3_000 {
+            record_one(&mut r, seq);
+        }
+        r.completed(70_000, ms(5), ms(5), ms(9), Outcome::Status(409));
+        let mut saved = Vec::new();
+        r.write_recording(&mut saved).unwrap();
+        let back = Recorder::read_recording(saved.as_slice()).unwrap();
+        assert_eq!(back.requests(), r.requests());
+        assert_eq!(back.latency(), r.latency());
+        assert_eq!(back.lag(), r.lag());
+        assert_eq!(back.service(), r.service());
+        for class in 0..LATENCY_CLASSES.len() {
+            assert_eq!(back.class_latency(class), r.class_latency(class), "{class}");
+        }
+        assert_eq!(back.timeline(), r.timeline());
+        assert_eq!(back.accepted().len(), r.accepted().len());
+        assert!((0..3_000).all(|seq| back.accepted().contains(seq) == r.accepted().contains(seq)));
+        // Written again, it is the same file.
+        let mut again = Vec::new();
+        back.write_recording(&mut again).unwrap();
+        assert_eq!(again, saved);
+
+        // Other files are refused by what is wrong with them.
+        let e = Recorder::read_recording(&b"{\"format\":\"x\",\"version\":1}"[..]).unwrap_err();
+        assert!(e.to_string().contains("fanbench-recording"), "{e}");
+        let mut doc: serde_json::Value = serde_json::from_slice(&saved).unwrap();
+        doc["lag"] = "zz".into();
+        let e = Recorder::read_recording(doc.to_string().as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("\"lag\""), "{e}");
+        let mut coarse = Histogram::<u64>::new_with_bounds(1, 1000, 1).unwrap();
+        coarse.record(5).unwrap();
+        doc["lag"] = encode(&coarse, "lag").unwrap().into();
+        let e = Recorder::read_recording(doc.to_string().as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("bounds"), "{e}");
     }
 }

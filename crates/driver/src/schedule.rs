@@ -7,6 +7,11 @@
 //! Rates vary linearly within a segment, so the cumulative intensity Λ(t) is quadratic and can be
 //! inverted exactly: an arrival happens each time Λ grows by one (uniform) or by an Exp(1) draw
 //! (Poisson: the time-rescaling construction of an inhomogeneous Poisson process).
+//!
+//! A schedule can be split between several drivers ([`Shard`]): shard `i` of `n` keeps the
+//! arrivals whose position is `i - 1` modulo `n`. Every shard still generates the whole schedule
+//! and only skips what is not its own, so the `n` shards together send exactly the unsharded
+//! schedule's arrivals, at the same intended times and with the same payloads.
 
 use std::fs::File;
 use std::path::Path;
@@ -27,6 +32,74 @@ pub struct Slot {
     pub at: Duration,
     pub phone: bool,
     pub device: bool,
+}
+
+/// One driver's part of a schedule split between `count` drivers: the arrivals whose 0-based
+/// position is `index - 1` modulo `count` (every `count`-th arrival, starting at the
+/// `index`-th). Interleaving, rather than cutting the schedule into stretches of time, gives each
+/// shard the same shape at `1/count` of the rate, so no driver carries the peak alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    index: u32,
+    count: u32,
+}
+
+/// A shard that cannot exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    #[error("`{0}` is not a shard: write it `i/n`, e.g. `1/4` for the first of four drivers")]
+    Syntax(String),
+    #[error("shard {index}/{count}: the count must be at least 1")]
+    NoShards { index: u32, count: u32 },
+    #[error("shard {index}/{count}: the index counts from 1 to the count ({count})")]
+    OutOfRange { index: u32, count: u32 },
+}
+
+impl Shard {
+    /// Shard `index` (from 1) of `count`.
+    pub fn new(index: u32, count: u32) -> Result<Self, ShardError> {
+        if count == 0 {
+            return Err(ShardError::NoShards { index, count });
+        }
+        if index == 0 || index > count {
+            return Err(ShardError::OutOfRange { index, count });
+        }
+        Ok(Self { index, count })
+    }
+
+    /// The whole schedule, as one shard of one.
+    pub const WHOLE: Shard = Shard { index: 1, count: 1 };
+
+    /// From 1 to [`Shard::count`].
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
+    pub fn count(self) -> u32 {
+        self.count
+    }
+
+    /// Whether the arrival at 0-based position `seq` is this shard's.
+    pub fn owns(self, seq: u64) -> bool {
+        seq % u64::from(self.count) == u64::from(self.index - 1)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = ShardError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let syntax = || ShardError::Syntax(s.to_string());
+        let (index, count) = s.trim().split_once('/').ok_or_else(syntax)?;
+        let number = |t: &str| t.trim().parse::<u32>().map_err(|_| syntax());
+        Shard::new(number(index)?, number(count)?)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 /// A stretch of constant or linearly changing rate: `rate(x) = a + b·x` for `x` in `[0, len)`.
@@ -130,12 +203,14 @@ pub struct Schedule {
     payload: Payload,
     rng: StdRng,
     seq: u64,
+    shard: Shard,
 }
 
 impl std::fmt::Debug for Schedule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Schedule")
             .field("seq", &self.seq)
+            .field("shard", &self.shard)
             .finish_non_exhaustive()
     }
 }
@@ -214,6 +289,7 @@ impl Schedule {
             payload: payload.clone(),
             rng,
             seq: 0,
+            shard: Shard::WHOLE,
         };
         if let Source::Phases {
             target, process, ..
@@ -222,6 +298,13 @@ impl Schedule {
             *target = draw(*process, &mut schedule.rng);
         }
         Ok(schedule)
+    }
+
+    /// Only `shard`'s part of the schedule: its slots keep the positions (`seq`) and times they
+    /// have in the whole one.
+    pub fn sharded(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self
     }
 
     /// The schedule's overall shape. For a trace this reads the whole file once (streaming).
@@ -312,6 +395,20 @@ impl Iterator for Schedule {
     type Item = Result<Slot, TraceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        // Another shard's slot is generated all the same (it draws from the seeded generator),
+        // then skipped. An error is every shard's: a bad trace row stops them all.
+        loop {
+            match self.next_of_all()? {
+                Ok(slot) if !self.shard.owns(slot.seq) => continue,
+                other => return Some(other),
+            }
+        }
+    }
+}
+
+impl Schedule {
+    /// The next slot of the whole schedule, whichever shard it belongs to.
+    fn next_of_all(&mut self) -> Option<Result<Slot, TraceError>> {
         let seq = self.seq;
         let slot = match &mut self.source {
             Source::Phases {
@@ -503,5 +600,101 @@ mod tests {
         std::fs::write(dir.path().join("t.csv"), "when\n0\n").unwrap();
         let err = new().unwrap_err().to_string();
         assert!(err.contains("offset_ms"), "{err}");
+    }
+
+    /// Every slot of `s`'s schedule, or of one shard of it.
+    fn slots(s: &Load, shard: Shard) -> Vec<Slot> {
+        schedule(s).sharded(shard).map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn shards_partition_the_schedule_exactly() {
+        // A ramp, a step and a spike, Poisson: arrivals at uneven times with uneven payloads.
+        let text = "name='t'\n[arrivals]\nseed=SEED\nphases=[\
+                    {kind='ramp',duration='5s',from=5,to=200},\
+                    {kind='step',duration='3s',from=50,to=10,steps=3},\
+                    {kind='constant',duration='2s',rate=300}]\n\
+                    [payload]\nphone_share=0.5\ndevice_share=0.3\n";
+        for seed in [1u64, 7, 11, 12345] {
+            let s = scenario(&text.replace("SEED", &seed.to_string()));
+            let whole = slots(&s, Shard::WHOLE);
+            assert!(whole.len() > 1000, "seed {seed}: {}", whole.len());
+            for n in [1u32, 2, 3, 5, 8] {
+                let parts: Vec<Vec<Slot>> = (1..=n)
+                    .map(|i| slots(&s, Shard::new(i, n).unwrap()))
+                    .collect();
+                // Counts: every arrival in exactly one shard, the shards within one of each other.
+                let counts: Vec<usize> = parts.iter().map(Vec::len).collect();
+                assert_eq!(
+                    counts.iter().sum::<usize>(),
+                    whole.len(),
+                    "seed {seed}, n {n}"
+                );
+                let (min, max) = (counts.iter().min(), counts.iter().max());
+                assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 1), "{counts:?}");
+                // Each shard keeps the whole schedule's positions, times and payloads.
+                for (i, part) in parts.iter().enumerate() {
+                    let shard = Shard::new(i as u32 + 1, n).unwrap();
+                    for slot in part {
+                        assert!(shard.owns(slot.seq), "shard {shard} got seq {}", slot.seq);
+                        assert_eq!(
+                            slot, &whole[slot.seq as usize],
+                            "seed {seed}, shard {shard}"
+                        );
+                    }
+                    assert!(part.windows(2).all(|w| w[0].at <= w[1].at), "in order");
+                }
+                // And together they are the whole schedule, slot for slot.
+                let mut joined: Vec<Slot> = parts.into_iter().flatten().collect();
+                joined.sort_by_key(|slot| slot.seq);
+                assert_eq!(joined, whole, "seed {seed}, n {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn shards_of_a_trace_partition_it_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows: String = (0..25).map(|k| format!("{},,\n", k * 40)).collect();
+        std::fs::write(
+            dir.path().join("t.csv"),
+            format!("offset_ms,phone,device_token\n{rows}"),
+        )
+        .unwrap();
+        let csv = dir.path().join("t.csv");
+        let s = scenario("name='t'\n[arrivals]\ntrace={file='t.csv',speed=1}\n");
+        let of = |shard: Shard| -> Vec<Slot> {
+            Schedule::new(&s.arrivals, &s.payload, Some(&csv))
+                .unwrap()
+                .sharded(shard)
+                .map(Result::unwrap)
+                .collect()
+        };
+        let whole = of(Shard::WHOLE);
+        let mut joined: Vec<Slot> = (1..=4)
+            .flat_map(|i| of(Shard::new(i, 4).unwrap()))
+            .collect();
+        joined.sort_by_key(|slot| slot.seq);
+        assert_eq!(joined, whole);
+    }
+
+    #[test]
+    fn shards_are_written_i_over_n_and_checked() {
+        let shard: Shard = "2/3".parse().unwrap();
+        assert_eq!((shard.index(), shard.count()), (2, 3));
+        assert_eq!(shard.to_string(), "2/3");
+        assert_eq!(" 1 / 1 ".parse::<Shard>(), Ok(Shard::WHOLE));
+        for (bad, says) in [
+            ("0/3", "counts from 1"),
+            ("4/3", "counts from 1"),
+            ("1/0", "at least 1"),
+            ("2", "i/n"),
+            ("a/b", "i/n"),
+            ("-1/2", "i/n"),
+            ("1/2/3", "i/n"),
+        ] {
+            let e = bad.parse::<Shard>().unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

@@ -45,6 +45,19 @@ pub enum Command {
     /// Drive one design (`--design sync`), or any server already running that accepts
     /// POST /register (`--target URL`: no server started, no reconciliation).
     Run(RunArgs),
+    /// Add up the run folders of `run --shard` drivers into one run folder that `report` and
+    /// `gate` read like any other.
+    ///
+    /// The merge is exact: each shard saved its whole recording (RUN_DIR/<design>.histograms.json,
+    /// HdrHistogram V2 encodings), and histograms add, so request counts, status classes, latency
+    /// by class and the timeline are what one driver sending the whole schedule would have
+    /// recorded. Send lag is the worst shard's. The merged results.json lists its shards under
+    /// `merged`; it is invalid if any shard is, or if a shard is missing (merged anyway, and
+    /// named). Shards of different scenarios or designs, split a different number of ways, or
+    /// given twice are refused.
+    ///
+    /// Example: fanbench merge reports/runs/*-shard*of2 --out reports/runs/merged
+    Merge(MergeArgs),
     /// Write the design-review report of one or more run folders: RUN_DIR/index.html (one
     /// self-contained page, charts inline, nothing fetched) and RUN_DIR/summary.md, and print the
     /// table. Several folders render one comparison page in the first folder (e.g. before and
@@ -609,8 +622,29 @@ pub struct RunArgs {
     #[arg(long)]
     pub allow_remote: bool,
 
+    /// Drive only shard I of N of the schedule: every N-th arrival, starting at the I-th, each
+    /// at the time the whole schedule gives it. Start N drivers (one per machine) at the same
+    /// moment against the same --target, each with its own I, then add their run folders up
+    /// with `fanbench merge`. Needs --target. Without --out the folder is
+    /// reports/runs/<time>-<scenario>-shard<I>of<N>.
+    ///
+    /// Example: fanbench run --target http://lb:8080 --allow-remote --shard 2/4
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<driver::Shard>,
+
     #[command(flatten)]
     pub database: RunDatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shard run folders (each written by `fanbench run --shard I/N`), in any order.
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub runs: Vec<PathBuf>,
+
+    /// The merged run folder (created; must not hold a results.json yet).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -13,10 +13,10 @@ use crate::cli::{CompareArgs, Design, RunArgs, RunDatabaseArgs};
 use crate::environment::{DatabaseServer, environment, environment_without_database};
 use crate::harness::{self, Answered, Keys, Providers};
 use crate::launch::{ChildServer, server_args, spawn};
-use crate::output::{design_results, write_histograms, write_results};
+use crate::output::{design_results, write_histograms, write_results, write_shard_results};
 use crate::plan::{Gating, Plan, check_loopback};
 use crate::usage::{self, Source, Sources};
-use crate::{gating, shutdown, telemetry};
+use crate::{gating, merge, shutdown, telemetry};
 
 pub async fn compare(args: CompareArgs) -> Result<()> {
     let plan = Plan::new(&args.load)?;
@@ -34,7 +34,17 @@ pub async fn compare(args: CompareArgs) -> Result<()> {
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
-    let plan = Plan::new(&args.load)?;
+    if let (Some(shard), Some(design)) = (args.shard, args.design) {
+        bail!(
+            "--shard {shard} drives a slice of the load at a server every shard shares: give it \
+             with --target URL, not --design {} (each shard would start a server of its own)",
+            design.name()
+        );
+    }
+    let mut plan = Plan::new(&args.load)?;
+    if let Some(shard) = args.shard {
+        plan = merge::shard_plan(plan, shard, args.load.out.is_some())?;
+    }
     match (args.design, &args.target) {
         (Some(design), _) => {
             let gating = Gating {
@@ -44,7 +54,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             };
             run_designs(&plan, &[design], &args.database, &gating).await
         }
-        (None, Some(target)) => run_target(&plan, target, args.allow_remote).await,
+        (None, Some(target)) => run_target(&plan, target, args.allow_remote, args.shard).await,
         (None, None) => bail!("give --design or --target"),
     }
 }
@@ -345,10 +355,20 @@ async fn measure_one(
     Ok((results, results::DesignTelemetry { samples }))
 }
 
-async fn run_target(plan: &Plan, target: &str, allow_remote: bool) -> Result<()> {
+async fn run_target(
+    plan: &Plan,
+    target: &str,
+    allow_remote: bool,
+    shard: Option<driver::Shard>,
+) -> Result<()> {
     check_loopback(target, allow_remote)?;
     let cancel = cancellation();
-    let options = plan.drive_options(target.trim_end_matches('/'), "target", &cancel);
+    let mut options = plan.drive_options(target.trim_end_matches('/'), "target", &cancel);
+    let mut schedule = plan.scenario.schedule()?;
+    if let Some(shard) = shard {
+        options.users = merge::shard_users(options.users, shard);
+        schedule = schedule.sharded(shard);
+    }
     let not_ours = || {
         Source::Unavailable(
             "not measured: `run --target` drives a server fanbench did not start".into(),
@@ -362,7 +382,7 @@ async fn run_target(plan: &Plan, target: &str, allow_remote: bool) -> Result<()>
             postgres: not_ours(),
         },
     );
-    let measurement = driver::drive(plan.scenario.schedule()?, &plan.shape, &options).await?;
+    let measurement = driver::drive(schedule, &plan.shape, &options).await?;
     let processes = window.finish().await;
     let mut results = design_results(
         plan,
@@ -375,7 +395,12 @@ async fn run_target(plan: &Plan, target: &str, allow_remote: bool) -> Result<()>
     write_histograms(plan, "target", &measurement)?;
     let mut designs = BTreeMap::new();
     designs.insert("target".to_string(), results);
-    write_results(plan, designs, environment_without_database())?;
+    write_shard_results(
+        plan,
+        designs,
+        environment_without_database(),
+        shard.map(merge::shard_of),
+    )?;
     let run = report::Run::load(&plan.out)?;
     let (html, _) = report::write(&[run])?;
     println!("\nreport: {}", html.display());

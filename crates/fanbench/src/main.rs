@@ -11,6 +11,7 @@ mod environment;
 mod gating;
 mod harness;
 mod launch;
+mod merge;
 mod output;
 mod plan;
 mod serve;
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
             Command::Dlq(dlq) => dlq::run(dlq).await,
             Command::Compare(args) => compare::compare(args).await,
             Command::Run(args) => compare::run(args).await,
+            Command::Merge(args) => merge::merge(&args),
             Command::Report(args) => output::report(&args.runs),
             Command::Gate(args) => gating::gate(
                 &args.run,

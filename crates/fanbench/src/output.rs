@@ -92,6 +92,24 @@ pub fn write_histograms(plan: &Plan, name: &str, m: &Measurement) -> Result<()> 
     m.recorder
         .write_hgrm(&mut file)
         .with_context(|| format!("writing {}", hgrm.display()))?;
+    write_recording(&plan.out, name, &m.recorder)
+}
+
+/// The name of a design's whole recording in a run folder: what `fanbench merge` adds up.
+pub fn recording_file(design: &str) -> String {
+    format!("{design}.histograms.json")
+}
+
+/// Writes `<design>.histograms.json`: the recording exactly (every histogram as an HdrHistogram
+/// V2 encoding), so shard runs can be merged without losing a count.
+pub fn write_recording(dir: &std::path::Path, name: &str, r: &driver::Recorder) -> Result<()> {
+    let path = dir.join(recording_file(name));
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    r.write_recording(&mut file)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::flush(&mut file).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -100,6 +118,16 @@ pub fn write_results(
     plan: &Plan,
     designs: BTreeMap<String, DesignResults>,
     environment: Environment,
+) -> Result<()> {
+    write_shard_results(plan, designs, environment, None)
+}
+
+/// [`write_results`] of a run that drove one shard of its schedule (`run --shard`).
+pub fn write_shard_results(
+    plan: &Plan,
+    designs: BTreeMap<String, DesignResults>,
+    environment: Environment,
+    shard: Option<results::ShardOf>,
 ) -> Result<()> {
     let results = RunResults {
         schema_version: results::SCHEMA_VERSION,
@@ -115,11 +143,18 @@ pub fn write_results(
         },
         environment,
         designs,
+        shard,
+        merged: None,
     };
-    let path = plan.out.join("results.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&results)?)
+    save_results(&plan.out, &results)
+}
+
+/// Writes `dir/results.json` and prints the table.
+pub fn save_results(dir: &std::path::Path, results: &RunResults) -> Result<()> {
+    let path = dir.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(results)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    print!("{}", report::text::table(&results));
+    print!("{}", report::text::table(results));
     Ok(())
 }
 

@@ -44,6 +44,51 @@ pub struct RunResults {
     /// By design name (`sync`, `async`, `broker`, `target` for `fanbench run --target`, or any
     /// other name a design is given).
     pub designs: BTreeMap<String, DesignResults>,
+    /// Present when this run drove one shard of the scenario's schedule (`fanbench run --shard
+    /// i/n`): every `n`-th arrival, starting at the `i`-th. Absent from whole runs and older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardOf>,
+    /// Present when this run was merged from shard runs (`fanbench merge`): which shards it holds,
+    /// and which of the schedule's shards are missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<Merged>,
+}
+
+/// Which part of a schedule a shard run drove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardOf {
+    /// From 1 to `count`.
+    pub index: u32,
+    /// How many shards the schedule was split into.
+    pub count: u32,
+}
+
+/// What a merged run was made of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Merged {
+    /// How many shards the schedule was split into (each shard's `count`).
+    pub count: u32,
+    /// The shards merged, by index.
+    pub shards: Vec<MergedShard>,
+    /// The indices of the shards not merged: the run then holds only part of the schedule and is
+    /// invalid.
+    pub missing: Vec<u32>,
+}
+
+/// One shard run inside a merged run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergedShard {
+    pub index: u32,
+    /// The shard run's own `run_id`, and where it was read from.
+    pub run_id: String,
+    pub path: String,
+    /// RFC 3339, UTC: when that shard's schedule started.
+    pub started_at: String,
+    /// Requests that shard was scheduled to send, over all its designs.
+    pub intended: u64,
+    /// Whether every design of that shard was valid and trustworthy.
+    pub valid: bool,
+    pub trustworthy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -756,6 +801,36 @@ mod tests {
             .unwrap()
             .remove("valid");
         assert!(validate(&doc).is_err());
+    }
+
+    #[test]
+    fn shard_and_merged_are_optional_and_checked() {
+        let mut doc = fixture();
+        assert!(doc.get("shard").is_none() && doc.get("merged").is_none());
+        validate(&doc).unwrap();
+        let run: RunResults = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!((run.shard, &run.merged), (None, &None));
+        let written = serde_json::to_value(&run).unwrap();
+        assert!(written.get("shard").is_none(), "absent stays absent");
+
+        doc["shard"] = serde_json::json!({ "index": 2, "count": 3 });
+        validate(&doc).unwrap();
+        let run: RunResults = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!(run.shard, Some(ShardOf { index: 2, count: 3 }));
+        doc["shard"]["index"] = 0.into();
+        assert!(validate(&doc).unwrap_err().contains("shard"));
+
+        let mut doc = fixture();
+        let shard = serde_json::json!({
+            "index": 1, "run_id": "r", "path": "p", "started_at": "t", "intended": 5,
+            "valid": true, "trustworthy": true
+        });
+        doc["merged"] = serde_json::json!({ "count": 2, "shards": [shard], "missing": [2] });
+        validate(&doc).unwrap();
+        let run: RunResults = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!(run.merged.map(|m| m.missing), Some(vec![2]));
+        doc["merged"]["shards"] = serde_json::json!([]);
+        assert!(validate(&doc).is_err(), "a merge of nothing");
     }
 
     #[test]

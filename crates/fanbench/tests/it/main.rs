@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 mod bench;
 mod capacity;
+mod shard;
 
 /// Tests that drive load take turns: on a 2-core machine two runs at once make the driver, not the
 /// design, the bottleneck, and the runs' own trust gates would fail for the test suite's sake.
