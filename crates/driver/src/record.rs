@@ -854,6 +854,9 @@ impl Recorder {
             sent: saved.sent,
             completed: saved.completed,
             seconds,
+            // The saved recording is the whole run's: a measurement window after a warm-up is
+            // not kept, so a merged run has none.
+            window: None,
         })
     }
 }

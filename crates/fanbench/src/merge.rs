@@ -365,6 +365,13 @@ fn merge_design(
                 .into(),
         );
     }
+    if parts.iter().any(|(_, d)| d.window.is_some()) {
+        warnings.push(
+            "the shards' measurement windows (after [driver] warmup) are not merged: the merged \
+             run covers each shard's whole schedule"
+                .into(),
+        );
+    }
     let r = recorder;
     DesignResults {
         target: targets.join(", "),
@@ -386,6 +393,8 @@ fn merge_design(
         drain: None,
         // Each shard measured its own machine; added up they would describe none.
         processes: None,
+        // A measurement window after a warm-up is not in the shards' saved recordings.
+        window: None,
         trustworthy: parts.iter().all(|(_, d)| d.trustworthy),
         valid: invalid_reasons.is_empty() && parts.iter().all(|(_, d)| d.valid),
         invalid_reasons,
