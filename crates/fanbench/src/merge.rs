@@ -526,6 +526,7 @@ mod tests {
             reconciliation: None,
             drain: None,
             processes: None,
+            window: None,
             trustworthy: true,
             valid: invalid_reasons.is_empty(),
             invalid_reasons,
