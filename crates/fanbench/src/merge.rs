@@ -372,33 +372,20 @@ fn merge_design(
                 .into(),
         );
     }
-    let r = recorder;
+    // Delivery and reconciliation stay empty (each shard counted its own slice), and so does who
+    // used the machine: each shard measured its own; added up they would describe none. A read-back
+    // recording keeps no measurement window.
     DesignResults {
         target: targets.join(", "),
         settings: parts
             .first()
             .map_or(serde_json::Value::Null, |(_, d)| d.settings.clone()),
-        requests: r.requests(),
-        latency_ms: r.latency_ms(),
-        latency_ms_by_class: r.latency_ms_by_class(),
-        service_time_ms: r.service_time_ms(),
-        latency_spectrum: results::spectrum(r.latency()),
         send_lag_ms,
-        throughput_rps: r.ok() as f64 / duration_s,
-        offered_rps: r.intended() as f64 / duration_s,
-        duration_s,
-        timeline: r.timeline(),
-        delivery: BTreeMap::new(),
-        reconciliation: None,
-        drain: None,
-        // Each shard measured its own machine; added up they would describe none.
-        processes: None,
-        // A measurement window after a warm-up is not in the shards' saved recordings.
-        window: None,
         trustworthy: parts.iter().all(|(_, d)| d.trustworthy),
         valid: invalid_reasons.is_empty() && parts.iter().all(|(_, d)| d.valid),
         invalid_reasons,
         warnings,
+        ..crate::output::recorded(recorder, duration_s)
     }
 }
 

@@ -48,6 +48,22 @@ pub fn design_results(
         target,
         settings,
         requests,
+        trustworthy: m.trustworthy,
+        valid: invalid_reasons.is_empty(),
+        invalid_reasons,
+        warnings,
+        ..recorded(r, duration_s)
+    }
+}
+
+/// What a recording measured over `duration_s` seconds of schedule, as a design's results: the
+/// driver's figures (and its measurement window, when it kept one); the rest empty for the caller
+/// to fill in (target, settings, delivery, processes, validity).
+pub fn recorded(r: &driver::Recorder, duration_s: f64) -> DesignResults {
+    DesignResults {
+        target: String::new(),
+        settings: serde_json::Value::Null,
+        requests: r.requests(),
         latency_ms: r.latency_ms(),
         latency_ms_by_class: r.latency_ms_by_class(),
         service_time_ms: r.service_time_ms(),
@@ -74,10 +90,10 @@ pub fn design_results(
                 throughput_rps: w.ok() as f64 / length,
             }
         }),
-        trustworthy: m.trustworthy,
-        valid: invalid_reasons.is_empty(),
-        invalid_reasons,
-        warnings,
+        trustworthy: true,
+        valid: true,
+        invalid_reasons: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 
