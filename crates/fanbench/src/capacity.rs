@@ -45,11 +45,14 @@ impl Subject {
     }
 }
 
-impl From<Design> for Subject {
-    fn from(d: Design) -> Self {
+impl TryFrom<Design> for Subject {
+    type Error = anyhow::Error;
+
+    fn try_from(d: Design) -> Result<Self> {
         match d {
-            Design::Sync => Subject::Sync,
-            Design::Async => Subject::Async,
+            Design::Sync => Ok(Subject::Sync),
+            Design::Async => Ok(Subject::Async),
+            Design::Broker => bail!("capacity does not search the broker design yet"),
         }
     }
 }
@@ -400,7 +403,10 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
     let mut designs: Vec<Subject> = if args.target.is_some() {
         vec![Subject::Target]
     } else {
-        args.designs.iter().map(|&d| d.into()).collect()
+        args.designs
+            .iter()
+            .map(|&d| Subject::try_from(d))
+            .collect::<Result<_>>()?
     };
     designs.sort();
     designs.dedup();

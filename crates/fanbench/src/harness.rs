@@ -89,6 +89,9 @@ pub enum Keys {
     Users,
     /// `<event id>:<channel>`, from each user's outbox rows (async).
     Outbox,
+    /// `<event id>:<channel>`, from each user's outbox row in the broker design; whether its
+    /// stream drained decides if a published notification not delivered is lost or still queued.
+    Broker { drained: bool },
 }
 
 /// Where an owed notification stands in the design's own records.
@@ -159,6 +162,7 @@ pub async fn reconcile(
                 .collect()
         }
         Keys::Outbox => async_server::outbox::owed(pool).await?,
+        Keys::Broker { drained } => broker_server::outbox::owed(pool, drained).await?,
     };
     // Each committed sign-up, by whether the driver saw it accepted: the two must not net out.
     let emails: Vec<String> = sqlx::query_scalar("SELECT email FROM users")
@@ -182,11 +186,11 @@ pub async fn reconcile(
         let i = Channel::parse(channel).map_or(0, Channel::index);
         let (key, held) = match (keys, row.event_id) {
             (Keys::Users, _) => (format!("{user}:{channel}"), Held::Nowhere),
-            (Keys::Outbox, None) => (
+            (Keys::Outbox | Keys::Broker { .. }, None) => (
                 format!("missing-outbox-row:{user}:{channel}"),
                 Held::Nowhere,
             ),
-            (Keys::Outbox, Some(event)) => (
+            (Keys::Outbox | Keys::Broker { .. }, Some(event)) => (
                 format!("{event}:{channel}"),
                 match row.state.as_deref() {
                     Some("pending") => Held::Queued,
@@ -289,6 +293,32 @@ pub async fn wait_for_drain(
         }
         if started.elapsed() >= timeout || cancel.is_cancelled() {
             tracing::warn!(pending, "the queue did not drain within {timeout:?}");
+            return Ok((false, started.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the broker design has nothing left to deliver — every outbox row published and
+/// every consumer's pending and ack-pending at zero — or `timeout`; returns whether it drained
+/// and how long it took. A broker that cannot be asked counts as not drained yet.
+pub async fn wait_for_broker_drain(
+    pool: &PgPool,
+    broker: &broker_server::stream::Broker,
+    timeout: Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(bool, Duration)> {
+    let started = Instant::now();
+    loop {
+        let remaining = broker_server::stream::remaining(pool, broker).await;
+        if remaining == Ok(0) {
+            return Ok((true, started.elapsed()));
+        }
+        if started.elapsed() >= timeout || cancel.is_cancelled() {
+            tracing::warn!(
+                ?remaining,
+                "the broker design did not drain within {timeout:?}"
+            );
             return Ok((false, started.elapsed()));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -159,15 +159,17 @@ impl Requests {
     }
 }
 
-/// The design names a run can hold: the two designs, and `target` for `fanbench run --target`.
+/// The design names a run can hold: the three designs, and `target` for `fanbench run --target`.
 /// Gates may name only these, so a misspelt design is an error when the scenario loads rather
 /// than a gate skipped on every run.
-pub const DESIGNS: [&str; 3] = [SYNC, ASYNC, TARGET];
+pub const DESIGNS: [&str; 4] = [SYNC, ASYNC, BROKER, TARGET];
 
 /// The naive design's name.
 pub const SYNC: &str = "sync";
 /// The queue-based design's name.
 pub const ASYNC: &str = "async";
+/// The broker design's name (an outbox relayed to NATS JetStream).
+pub const BROKER: &str = "broker";
 /// The name a design gets when the driver ran against a server it did not start
 /// (`fanbench run --target`).
 pub const TARGET: &str = "target";

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod bench;
+mod broker;
 mod capacity;
 
 /// Tests that drive load take turns: on a 2-core machine two runs at once make the driver, not the
