@@ -24,6 +24,8 @@ pub mod outbox;
 pub mod relay;
 pub mod signup;
 pub mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod worker;
 
 use std::sync::Arc;

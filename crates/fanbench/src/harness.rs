@@ -450,6 +450,77 @@ mod tests {
         assert_eq!(delivery["email"].delivered + delivery["sms"].delivered, 3);
     }
 
+    /// The broker design's buckets: a live dead letter is dead; an unpublished outbox row is
+    /// backlog; a published one is in JetStream until the drain, and after it must be in the
+    /// ledger or it is lost.
+    #[tokio::test]
+    async fn the_broker_buckets_tell_loss_from_backlog_and_dead_letters() {
+        use signup_core::Channel;
+        let (pool, sim) = setup().await;
+        broker_server::migrate(&pool).await.unwrap();
+        let mut accepted = driver::SeqSet::default();
+
+        // seq 0: email and SMS published, both delivered.
+        let u0 = user(&pool, 0, true).await;
+        let e0 =
+            broker_server::testing::seed_signup(&pool, u0, &[Channel::Email, Channel::Sms], true)
+                .await
+                .unwrap();
+        deliver(&sim, &format!("{e0}:email")).await;
+        deliver(&sim, &format!("{e0}:sms")).await;
+        accepted.insert(0);
+        // seq 1: published, SMS never delivered (lost once drained); email delivered.
+        let u1 = user(&pool, 1, true).await;
+        let e1 =
+            broker_server::testing::seed_signup(&pool, u1, &[Channel::Email, Channel::Sms], true)
+                .await
+                .unwrap();
+        deliver(&sim, &format!("{e1}:email")).await;
+        accepted.insert(1);
+        // seq 2: not yet published (backlog) — seq 3: its email dead-lettered.
+        let u2 = user(&pool, 2, false).await;
+        broker_server::testing::seed_signup(&pool, u2, &[Channel::Email], false)
+            .await
+            .unwrap();
+        accepted.insert(2);
+        let u3 = user(&pool, 3, false).await;
+        let e3 = broker_server::testing::seed_signup(&pool, u3, &[Channel::Email], true)
+            .await
+            .unwrap();
+        broker_server::dlq::record(
+            &pool,
+            &broker_server::dlq::NewDeadLetter {
+                event_id: e3,
+                user_id: u3,
+                channel: Channel::Email,
+                address: "x",
+                attempt: 8,
+                last_error: "503",
+            },
+        )
+        .await
+        .unwrap();
+        accepted.insert(3);
+        // seq 4: committed with no outbox row at all (lost).
+        user(&pool, 4, false).await;
+        accepted.insert(4);
+
+        let (r, _) = reconciled(&pool, Keys::Broker { drained: true }, &sim, &accepted, 0).await;
+        assert_eq!((r.accepted, r.committed, r.expected), (5, 5, 7), "{r:?}");
+        assert_eq!(
+            (r.delivered, r.lost, r.dead, r.undelivered),
+            (3, 2, 1, 1),
+            "{r:?}"
+        );
+        // Not drained: what is published and undelivered may still be in the stream.
+        let (r, _) = reconciled(&pool, Keys::Broker { drained: false }, &sim, &accepted, 0).await;
+        assert_eq!(
+            (r.delivered, r.lost, r.dead, r.undelivered),
+            (3, 1, 1, 2),
+            "{r:?}"
+        );
+    }
+
     /// The same accounting for the sync design, whose only record is the user row: a sign-up that
     /// committed after the driver gave up is delivered once, and not counted as refused; the
     /// accepted and the unanswered do not net out.
