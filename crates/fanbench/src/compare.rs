@@ -364,6 +364,15 @@ async fn measure_one(
             rec.dead
         ));
     }
+    if design == Design::Broker {
+        // `processes` has no role for the broker itself: say so rather than let the server's
+        // figure pass for the design's whole cost.
+        results.warnings.push(
+            "the broker design's nats-server is not counted in `processes` (its CPU and memory \
+             are the design's too)"
+                .into(),
+        );
+    }
     results.drain = drain;
     results.processes = Some(processes);
     results.delivery = delivery;
