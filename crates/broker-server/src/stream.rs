@@ -151,6 +151,27 @@ impl Broker {
         Err(StreamError::Setup(last))
     }
 
+    /// Connects to a stream the service has already set up, changing nothing: what the harness
+    /// uses to watch the consumers drain.
+    pub async fn attach(url: &str) -> Result<Self, StreamError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| StreamError::Connect(e.to_string()))?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(Duration::from_secs(5));
+        let stream = js
+            .get_stream(STREAM)
+            .await
+            .map_err(|e| StreamError::Info(e.to_string()))?;
+        Ok(Self {
+            client,
+            js,
+            stream: Arc::new(stream),
+        })
+    }
+
     async fn setup(js: &jetstream::Context, settings: &Settings) -> Result<stream::Stream, String> {
         let stream = js
             .get_or_create_stream(stream_config())

@@ -282,7 +282,7 @@ async fn measure_one(
         Design::Broker => {
             let settings = &plan.scenario.servers.broker;
             let url = nats.as_ref().map(|n| n.url()).unwrap_or_default();
-            let broker = broker_server::stream::Broker::connect(&url, settings)
+            let broker = broker_server::stream::Broker::attach(&url)
                 .await
                 .context("could not reach the broker design's NATS to drain it")?;
             let (drained, took) =

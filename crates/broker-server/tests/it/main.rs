@@ -177,11 +177,9 @@ impl Stack {
     }
 
     /// Waits until the outbox is published and every consumer has finished everything.
-    async fn wait_drained(&self, settings: &Settings) {
+    async fn wait_drained(&self) {
         let url = self.nats.as_ref().unwrap().url();
-        let broker = broker_server::stream::Broker::connect(&url, settings)
-            .await
-            .unwrap();
+        let broker = broker_server::stream::Broker::attach(&url).await.unwrap();
         let start = Instant::now();
         loop {
             if broker_server::stream::remaining(&self.db, &broker).await == Ok(0) {
@@ -225,7 +223,7 @@ async fn every_accepted_sign_up_is_delivered_on_each_of_its_channels() {
     let summary = stack.summary().await;
     delivered_once_each(&summary, &keys);
     assert_eq!(duplicates(&summary), 0, "no fault, no re-send: {summary:?}");
-    stack.wait_drained(&quick().settings).await;
+    stack.wait_drained().await;
 
     // A second sign-up of an email is refused, and queues nothing.
     let r = stack
@@ -318,7 +316,7 @@ async fn nats_killed_mid_burst_and_restarted_loses_nothing() {
     keys.extend(stack.sign_up(150, 30).await);
 
     stack.wait_delivered(&keys).await;
-    stack.wait_drained(&quick().settings).await;
+    stack.wait_drained().await;
     let summary = stack.summary().await;
     delivered_once_each(&summary, &keys);
     eprintln!(
@@ -341,7 +339,7 @@ async fn a_provider_outage_delays_sends_and_loses_none() {
     let stack = start(providers, quick()).await;
     let keys = stack.sign_up(0, 60).await;
     stack.wait_delivered(&keys).await;
-    stack.wait_drained(&quick().settings).await;
+    stack.wait_drained().await;
     let summary = stack.summary().await;
     delivered_once_each(&summary, &keys);
     let dead = dlq::list(&stack.db, None, 100).await.unwrap();
@@ -371,7 +369,7 @@ async fn the_last_attempt_dead_letters_and_a_replay_delivers() {
         .collect();
     let others: BTreeSet<String> = keys.difference(&push).cloned().collect();
     stack.wait_delivered(&others).await;
-    stack.wait_drained(&config.settings).await;
+    stack.wait_drained().await;
     let dead = dlq::list(&stack.db, None, 100).await.unwrap();
     assert_eq!(dead.len(), push.len(), "{dead:?}");
     assert!(dead.iter().all(|d| d.channel == "push" && d.attempt == 2));
