@@ -163,9 +163,18 @@ async fn round(ctx: &Ctx) -> Round {
             }
         }
     }
-    let mut published = Vec::with_capacity(pending.len());
-    for (id, ack) in pending {
-        match ack.await {
+    // All at once: each acknowledgement's timeout starts when it is awaited, so awaiting them in
+    // turn while NATS is down would wait a timeout per row (a batch of 64 stalled the relay for
+    // minutes after a broker restart).
+    let acks = futures::future::join_all(
+        pending
+            .into_iter()
+            .map(|(id, ack)| async move { (id, ack.await) }),
+    )
+    .await;
+    let mut published = Vec::with_capacity(acks.len());
+    for (id, ack) in acks {
+        match ack {
             Ok(_) => published.push(id),
             Err(e) => error = Some(format!("publish acknowledgement: {e}")),
         }

@@ -38,6 +38,9 @@ pub struct Ctx {
 
 /// How long a pull waits for messages when there are none.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
+/// How long past its expiry a silent pull is waited for. A message the server sends just as the
+/// pull is given up is not lost: unacked, it is delivered again after the ack wait.
+const PULL_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the three channels' workers until `stop`; then lets in-flight sends finish within the
 /// grace period. What is abandoned is not acked, so JetStream delivers it again.
@@ -100,9 +103,14 @@ async fn channel_loop(ctx: Arc<Ctx>, channel: Channel, stop: CancellationToken) 
             }
         };
         loop {
+            // The server ends a pull at its expiry; a pull made before NATS restarted is one the
+            // new server never heard of, and the client would wait five more seconds for it. So
+            // a pull silent past its expiry is given up here.
             let next = tokio::select! {
                 _ = stop.cancelled() => None,
-                next = batch.next() => next,
+                next = tokio::time::timeout(PULL_EXPIRES + PULL_GRACE, batch.next()) => {
+                    next.ok().flatten()
+                }
             };
             let Some(next) = next else { break };
             match next {
