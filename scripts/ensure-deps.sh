@@ -16,6 +16,13 @@ have_pg_server() {
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
 }
 have_pg_server || missing+=(postgresql)
+# The broker design's NATS server with JetStream (Debian's is 2.9.x; FANBENCH_NATS_SERVER may name
+# another binary).
+have_nats_server() {
+  [ -n "${FANBENCH_NATS_SERVER:-}" ] && [ -x "$FANBENCH_NATS_SERVER" ] && return 0
+  command -v nats-server >/dev/null
+}
+have_nats_server || missing+=(nats-server)
 command -v curl >/dev/null || missing+=(curl)
 command -v pgrep >/dev/null || missing+=(procps)
 command -v runuser >/dev/null || missing+=(util-linux)

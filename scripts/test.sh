@@ -2,7 +2,7 @@
 # The test command: installs what the tests need, runs every test against real PostgreSQL (a
 # throwaway cluster per test process, or DATABASE_URL), runs the smoke comparison with its gates,
 # checks its HTML report in headless Chromium, runs a short capacity search and checks its page,
-# checks that no cluster was left running, then lints. `.ci/run` calls exactly this.
+# checks that no cluster or nats-server was left running, then lints. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,9 +13,9 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 
-echo "==> smoke comparison with its gates (scenarios/smoke.toml [gates])"
+echo "==> smoke comparison of the three designs with its gates (scenarios/smoke.toml [gates])"
 smoke=$(mktemp -d)
-target/debug/fanbench compare --quiet --scenario scenarios/smoke.toml --out "$smoke" --junit "$smoke/junit.xml"
+target/debug/fanbench compare --quiet --designs sync,async,broker --scenario scenarios/smoke.toml --out "$smoke" --junit "$smoke/junit.xml"
 echo "==> browser check of its HTML report (headless Chromium)"
 FANBENCH=target/debug/fanbench scripts/check-report.sh "$smoke"
 rm -rf "$smoke"
@@ -38,6 +38,16 @@ if pgrep -af 'postgres -D /tmp/fanbench-pg-'; then
   exit 1
 fi
 echo "==> no throwaway PostgreSQL left running"
+# The same for the broker design's throwaway nats-server (its guard removes it likewise).
+for _ in $(seq 1 100); do
+  pgrep -f 'nats-server .*fanbench-nats-' >/dev/null || break
+  sleep 0.1
+done
+if pgrep -af 'nats-server .*fanbench-nats-'; then
+  echo "error: a throwaway nats-server survived the test run (above)" >&2
+  exit 1
+fi
+echo "==> no throwaway nats-server left running"
 
 echo "==> lint"
 cargo fmt --all --check

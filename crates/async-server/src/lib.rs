@@ -22,7 +22,7 @@ mod api;
 pub mod dlq;
 pub mod limit;
 pub mod logstore;
-mod metrics_def;
+pub mod metrics_def;
 pub mod outbox;
 pub mod queue;
 pub mod signup;

@@ -1,4 +1,6 @@
-//! The async server's metrics, registered once at start-up.
+//! The async server's metrics, registered once at start-up. Public because the broker design
+//! reports under the same names (its queue depth is its consumers' backlog), so telemetry reads
+//! both alike.
 
 use std::sync::Arc;
 

@@ -52,11 +52,14 @@ impl Subject {
     }
 }
 
-impl From<Design> for Subject {
-    fn from(d: Design) -> Self {
+impl TryFrom<Design> for Subject {
+    type Error = anyhow::Error;
+
+    fn try_from(d: Design) -> Result<Self> {
         match d {
-            Design::Sync => Subject::Sync,
-            Design::Async => Subject::Async,
+            Design::Sync => Ok(Subject::Sync),
+            Design::Async => Ok(Subject::Async),
+            Design::Broker => bail!("capacity does not search the broker design yet"),
         }
     }
 }
@@ -441,7 +444,10 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
     } else if let Some(sweep) = &sweep {
         vec![sweep.0]
     } else {
-        args.designs.iter().map(|&d| d.into()).collect()
+        args.designs
+            .iter()
+            .map(|&d| Subject::try_from(d))
+            .collect::<Result<_>>()?
     };
     designs.sort();
     designs.dedup();

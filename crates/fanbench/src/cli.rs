@@ -75,7 +75,8 @@ pub enum Command {
     /// Run one piece of the system until Ctrl-C or SIGTERM.
     #[command(subcommand)]
     Serve(ServeCommand),
-    /// Inspect and replay the async design's dead letters.
+    /// Inspect and replay dead letters (the async design's, or with --design broker the broker
+    /// design's).
     #[command(subcommand)]
     Dlq(DlqCommand),
     /// Start the whole stack in this process, send one sign-up end to end, and show what each
@@ -333,6 +334,15 @@ pub enum ServeCommand {
     ///
     /// Example: fanbench serve async --providers-url http://127.0.0.1:7001
     Async(AsyncArgs),
+    /// The broker design: a sign-up commits the user and an outbox row and answers 202; a relay
+    /// publishes the outbox to NATS JetStream, and one durable pull consumer per channel delivers
+    /// with retries and dead letters.
+    ///
+    /// Without --nats-url, a throwaway `nats-server -js` is started on a free loopback port with
+    /// its store in a temp dir, and removed on exit.
+    ///
+    /// Example: fanbench serve broker --providers-url http://127.0.0.1:7001
+    Broker(BrokerArgs),
     /// A trivial endpoint: answers every POST /register with 202 at once, touching nothing. What
     /// `fanbench bench driver` drives, so that only the driver's own cost is measured.
     Null(NullArgs),
@@ -397,6 +407,76 @@ pub struct AsyncArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Stop when standard input closes (set by `fanbench compare` for the servers it runs).
+    #[arg(long, hide = true)]
+    pub watch_stdin: bool,
+
+    /// Address to listen on (/register, /metrics, /healthz; only the last two with --role workers).
+    #[arg(long, default_value = "127.0.0.1:7004")]
+    pub listen: SocketAddr,
+
+    /// Base URL of the providers.
+    #[arg(long, value_name = "URL")]
+    pub providers_url: String,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// The dedicated notification-log store. Default: database `<primary>_logs` on the primary's
+    /// server, created when missing.
+    #[arg(long, env = "FANBENCH_LOG_DATABASE_URL", value_name = "URL")]
+    pub log_database_url: Option<String>,
+
+    /// The NATS server with JetStream (`nats://127.0.0.1:4222`). Without it, a throwaway
+    /// `nats-server -js` is started and removed on exit.
+    #[arg(long, env = "FANBENCH_NATS_URL", value_name = "URL")]
+    pub nats_url: Option<String>,
+
+    /// Which halves to run (the API with the relay, or the workers), so either can be scaled or
+    /// killed alone.
+    #[arg(long, value_enum, default_value_t = RoleArg::All)]
+    pub role: RoleArg,
+
+    /// Database connections in the request path's pool.
+    #[arg(long, default_value_t = broker_server::Settings::default().pool_size, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pool_size: u32,
+
+    /// How long a request waits for a free connection before it is answered 503.
+    #[arg(long, default_value_t = broker_server::Settings::default().acquire_timeout.into())]
+    pub acquire_timeout: humantime::Duration,
+
+    /// How long one provider call may take before the attempt counts as failed.
+    #[arg(long, default_value_t = broker_server::Settings::default().provider_timeout.into())]
+    pub provider_timeout: humantime::Duration,
+
+    /// Provider calls in flight per channel (a fixed bound).
+    #[arg(long, default_value_t = broker_server::Settings::default().concurrency, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+
+    /// Most messages one pull asks for, and most outbox rows one relay round publishes.
+    #[arg(long, default_value_t = broker_server::Settings::default().batch, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
+
+    /// How long the relay waits before looking at the outbox again when it was empty.
+    #[arg(long, default_value_t = broker_server::Settings::default().poll_interval.into())]
+    pub poll_interval: humantime::Duration,
+
+    /// The consumers' ack wait: how long a delivered message is a worker's before JetStream
+    /// delivers it again (must be above --provider-timeout).
+    #[arg(long, default_value_t = broker_server::Settings::default().lease.into())]
+    pub lease: humantime::Duration,
+
+    /// Attempts before a send is dead-lettered.
+    #[arg(long, default_value_t = broker_server::Settings::default().max_attempts, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_attempts: u32,
+
+    /// On shutdown, how long in-flight sends may take to finish.
+    #[arg(long, default_value_t = broker_server::Config::default().grace.into())]
+    pub grace: humantime::Duration,
+}
+
+#[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Provider calls in flight per channel to start with; the adaptive limit never goes below it.
     #[arg(long, default_value_t = async_server::Settings::default().concurrency, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -443,9 +523,13 @@ pub enum DlqCommand {
 
 #[derive(Debug, Args)]
 pub struct DlqTarget {
-    /// The async design's primary database.
+    /// The design's primary database.
     #[arg(long, env = "DATABASE_URL", value_name = "URL")]
     pub database_url: String,
+
+    /// Whose dead letters: the async design's (its `deliveries` table) or the broker design's.
+    #[arg(long, value_enum, default_value_t = Design::Async)]
+    pub design: Design,
 
     /// Only this channel.
     #[arg(long, value_enum)]
@@ -553,6 +637,8 @@ pub enum Design {
     Sync,
     /// The queue-backed design.
     Async,
+    /// The broker design: an outbox relayed to NATS JetStream.
+    Broker,
 }
 
 impl Design {
@@ -560,6 +646,7 @@ impl Design {
         match self {
             Design::Sync => "sync",
             Design::Async => "async",
+            Design::Broker => "broker",
         }
     }
 }
@@ -757,6 +844,42 @@ mod tests {
             ),
             "the designs share pool size and timeouts"
         );
+    }
+
+    #[test]
+    fn the_broker_flags_default_to_its_settings() {
+        let cli =
+            Cli::try_parse_from(["fanbench", "serve", "broker", "--providers-url", "http://x"])
+                .unwrap();
+        let Command::Serve(ServeCommand::Broker(args)) = cli.command else {
+            panic!("not broker")
+        };
+        let s = broker_server::Settings::default();
+        assert_eq!(
+            (
+                args.pool_size,
+                *args.acquire_timeout,
+                *args.provider_timeout,
+                args.concurrency,
+                args.batch,
+                *args.poll_interval,
+                *args.lease,
+                args.max_attempts,
+                *args.grace,
+            ),
+            (
+                s.pool_size,
+                s.acquire_timeout,
+                s.provider_timeout,
+                s.concurrency,
+                s.batch,
+                s.poll_interval,
+                s.lease,
+                s.max_attempts,
+                broker_server::Config::default().grace,
+            )
+        );
+        assert_eq!(args.nats_url, None);
     }
 
     #[test]

@@ -246,12 +246,19 @@ async fn measure_one(
     let pool = fanbench_db::connect_pool(database_url, 2, Duration::from_secs(30)).await?;
     fanbench_db::migrate(&pool).await?;
 
+    // The broker design's NATS is the harness's, like the database server: it reads the
+    // consumers to know when the design has drained.
+    let nats = match design {
+        Design::Broker => Some(crate::serve::start_nats().await?),
+        _ => None,
+    };
     let (args, settings) = server_args(
         &plan.scenario,
         design,
         database_url,
         db_name,
         &providers.url,
+        nats.as_ref().map(|n| n.url()).as_deref(),
     )
     .await?;
     let log = plan.out.join(format!("{name}.server.log"));
@@ -270,13 +277,27 @@ async fn measure_one(
 
     let drain = match design {
         // A dead server drains nothing: waiting would only run out the clock.
-        Design::Async if server_exit.is_some() => Some(Drain {
+        Design::Async | Design::Broker if server_exit.is_some() => Some(Drain {
             drained: false,
             seconds: 0.0,
         }),
         Design::Async => {
             let timeout = plan.scenario.servers.async_.drain_timeout;
             let (drained, took) = harness::wait_for_drain(&pool, timeout, cancel).await?;
+            Some(Drain {
+                drained,
+                seconds: took.as_secs_f64(),
+            })
+        }
+        Design::Broker => {
+            let settings = &plan.scenario.servers.broker;
+            let url = nats.as_ref().map(|n| n.url()).unwrap_or_default();
+            let broker = broker_server::stream::Broker::attach(&url)
+                .await
+                .context("could not reach the broker design's NATS to drain it")?;
+            let (drained, took) =
+                harness::wait_for_broker_drain(&pool, &broker, settings.drain_timeout, cancel)
+                    .await?;
             Some(Drain {
                 drained,
                 seconds: took.as_secs_f64(),
@@ -294,6 +315,9 @@ async fn measure_one(
     let keys = match design {
         Design::Sync => Keys::Users,
         Design::Async => Keys::Outbox,
+        Design::Broker => Keys::Broker {
+            drained: drain.as_ref().is_some_and(|d| d.drained),
+        },
     };
     let r = &measurement.recorder;
     let status = r.requests().status;
@@ -308,6 +332,9 @@ async fn measure_one(
     let (reconciliation, delivery) =
         harness::reconcile(&pool, keys, providers, measurement.started_at, answered).await?;
     pool.close().await;
+    if let Some(nats) = nats {
+        let _ = tokio::task::spawn_blocking(move || nats.stop()).await;
+    }
 
     let mut results = design_results(plan, &measurement, options.target.clone(), settings);
     if let Some(status) = server_exit {
@@ -346,6 +373,15 @@ async fn measure_one(
             "{} notifications were dead-lettered (`fanbench dlq list` while the database is kept)",
             rec.dead
         ));
+    }
+    if design == Design::Broker {
+        // `processes` has no role for the broker itself: say so rather than let the server's
+        // figure pass for the design's whole cost.
+        results.warnings.push(
+            "the broker design's nats-server is not counted in `processes` (its CPU and memory \
+             are the design's too)"
+                .into(),
+        );
     }
     results.drain = drain;
     results.processes = Some(processes);

@@ -89,6 +89,9 @@ pub enum Keys {
     Users,
     /// `<event id>:<channel>`, from each user's outbox rows (async).
     Outbox,
+    /// `<event id>:<channel>`, from each user's outbox row in the broker design; whether its
+    /// stream drained decides if a published notification not delivered is lost or still queued.
+    Broker { drained: bool },
 }
 
 /// Where an owed notification stands in the design's own records.
@@ -159,6 +162,7 @@ pub async fn reconcile(
                 .collect()
         }
         Keys::Outbox => async_server::outbox::owed(pool).await?,
+        Keys::Broker { drained } => broker_server::outbox::owed(pool, drained).await?,
     };
     // Each committed sign-up, by whether the driver saw it accepted: the two must not net out.
     let emails: Vec<String> = sqlx::query_scalar("SELECT email FROM users")
@@ -182,11 +186,11 @@ pub async fn reconcile(
         let i = Channel::parse(channel).map_or(0, Channel::index);
         let (key, held) = match (keys, row.event_id) {
             (Keys::Users, _) => (format!("{user}:{channel}"), Held::Nowhere),
-            (Keys::Outbox, None) => (
+            (Keys::Outbox | Keys::Broker { .. }, None) => (
                 format!("missing-outbox-row:{user}:{channel}"),
                 Held::Nowhere,
             ),
-            (Keys::Outbox, Some(event)) => (
+            (Keys::Outbox | Keys::Broker { .. }, Some(event)) => (
                 format!("{event}:{channel}"),
                 match row.state.as_deref() {
                     Some("pending") => Held::Queued,
@@ -289,6 +293,32 @@ pub async fn wait_for_drain(
         }
         if started.elapsed() >= timeout || cancel.is_cancelled() {
             tracing::warn!(pending, "the queue did not drain within {timeout:?}");
+            return Ok((false, started.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the broker design has nothing left to deliver — every outbox row published and
+/// every consumer's pending and ack-pending at zero — or `timeout`; returns whether it drained
+/// and how long it took. A broker that cannot be asked counts as not drained yet.
+pub async fn wait_for_broker_drain(
+    pool: &PgPool,
+    broker: &broker_server::stream::Broker,
+    timeout: Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(bool, Duration)> {
+    let started = Instant::now();
+    loop {
+        let remaining = broker_server::stream::remaining(pool, broker).await;
+        if remaining == Ok(0) {
+            return Ok((true, started.elapsed()));
+        }
+        if started.elapsed() >= timeout || cancel.is_cancelled() {
+            tracing::warn!(
+                ?remaining,
+                "the broker design did not drain within {timeout:?}"
+            );
             return Ok((false, started.elapsed()));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -418,6 +448,77 @@ mod tests {
             "the timed-out sign-up that committed is owed and delivered, not never notified"
         );
         assert_eq!(delivery["email"].delivered + delivery["sms"].delivered, 3);
+    }
+
+    /// The broker design's buckets: a live dead letter is dead; an unpublished outbox row is
+    /// backlog; a published one is in JetStream until the drain, and after it must be in the
+    /// ledger or it is lost.
+    #[tokio::test]
+    async fn the_broker_buckets_tell_loss_from_backlog_and_dead_letters() {
+        use signup_core::Channel;
+        let (pool, sim) = setup().await;
+        broker_server::migrate(&pool).await.unwrap();
+        let mut accepted = driver::SeqSet::default();
+
+        // seq 0: email and SMS published, both delivered.
+        let u0 = user(&pool, 0, true).await;
+        let e0 =
+            broker_server::testing::seed_signup(&pool, u0, &[Channel::Email, Channel::Sms], true)
+                .await
+                .unwrap();
+        deliver(&sim, &format!("{e0}:email")).await;
+        deliver(&sim, &format!("{e0}:sms")).await;
+        accepted.insert(0);
+        // seq 1: published, SMS never delivered (lost once drained); email delivered.
+        let u1 = user(&pool, 1, true).await;
+        let e1 =
+            broker_server::testing::seed_signup(&pool, u1, &[Channel::Email, Channel::Sms], true)
+                .await
+                .unwrap();
+        deliver(&sim, &format!("{e1}:email")).await;
+        accepted.insert(1);
+        // seq 2: not yet published (backlog) — seq 3: its email dead-lettered.
+        let u2 = user(&pool, 2, false).await;
+        broker_server::testing::seed_signup(&pool, u2, &[Channel::Email], false)
+            .await
+            .unwrap();
+        accepted.insert(2);
+        let u3 = user(&pool, 3, false).await;
+        let e3 = broker_server::testing::seed_signup(&pool, u3, &[Channel::Email], true)
+            .await
+            .unwrap();
+        broker_server::dlq::record(
+            &pool,
+            &broker_server::dlq::NewDeadLetter {
+                event_id: e3,
+                user_id: u3,
+                channel: Channel::Email,
+                address: "x",
+                attempt: 8,
+                last_error: "503",
+            },
+        )
+        .await
+        .unwrap();
+        accepted.insert(3);
+        // seq 4: committed with no outbox row at all (lost).
+        user(&pool, 4, false).await;
+        accepted.insert(4);
+
+        let (r, _) = reconciled(&pool, Keys::Broker { drained: true }, &sim, &accepted, 0).await;
+        assert_eq!((r.accepted, r.committed, r.expected), (5, 5, 7), "{r:?}");
+        assert_eq!(
+            (r.delivered, r.lost, r.dead, r.undelivered),
+            (3, 2, 1, 1),
+            "{r:?}"
+        );
+        // Not drained: what is published and undelivered may still be in the stream.
+        let (r, _) = reconciled(&pool, Keys::Broker { drained: false }, &sim, &accepted, 0).await;
+        assert_eq!(
+            (r.delivered, r.lost, r.dead, r.undelivered),
+            (3, 1, 1, 2),
+            "{r:?}"
+        );
     }
 
     /// The same accounting for the sync design, whose only record is the user row: a sign-up that

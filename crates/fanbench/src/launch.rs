@@ -183,13 +183,38 @@ pub fn async_flags(settings: &async_server::Settings) -> Vec<String> {
     ]
 }
 
-/// The server command line of a design, and the settings it ran with.
+/// `fanbench serve broker`'s flags for `settings` (its drain timeout is the harness's): the one
+/// place a broker server's settings become a command line.
+pub fn broker_flags(settings: &broker_server::Settings) -> Vec<String> {
+    vec![
+        "--pool-size".into(),
+        settings.pool_size.to_string(),
+        "--acquire-timeout".into(),
+        duration(settings.acquire_timeout),
+        "--provider-timeout".into(),
+        duration(settings.provider_timeout),
+        "--concurrency".into(),
+        settings.concurrency.to_string(),
+        "--batch".into(),
+        settings.batch.to_string(),
+        "--poll-interval".into(),
+        duration(settings.poll_interval),
+        "--lease".into(),
+        duration(settings.lease),
+        "--max-attempts".into(),
+        settings.max_attempts.to_string(),
+    ]
+}
+
+/// The server command line of a design, and the settings it ran with. `nats_url` is the broker
+/// design's NATS server (the harness starts it, so that it can read the consumers to drain).
 pub async fn server_args(
     scenario: &Scenario,
     design: Design,
     database_url: &str,
     db_name: &str,
     providers_url: &str,
+    nats_url: Option<&str>,
 ) -> Result<(Vec<String>, serde_json::Value)> {
     let mut args: Vec<String> = vec!["serve".into(), design.name().into()];
     args.extend([
@@ -217,6 +242,18 @@ pub async fn server_args(
                 "--prune-after".into(),
                 duration(scenario_span(scenario) + s.drain_timeout + Duration::from_secs(600)),
             ]);
+            serde_json::to_value(s)?
+        }
+        Design::Broker => {
+            let s = &scenario.servers.broker;
+            let log_url =
+                fanbench_db::database_url_with_name(database_url, &format!("{db_name}_logs"))?;
+            fanbench_db::ensure_database(&log_url).await?;
+            args.extend(["--log-database-url".into(), log_url]);
+            if let Some(url) = nats_url {
+                args.extend(["--nats-url".into(), url.into()]);
+            }
+            args.extend(broker_flags(s));
             serde_json::to_value(s)?
         }
     };
@@ -308,5 +345,33 @@ mod tests {
                 i32::try_from(settings.max_attempts).unwrap(),
             )
         );
+
+        let settings = broker_server::Settings {
+            pool_size: 3,
+            acquire_timeout: Duration::from_millis(900),
+            provider_timeout: Duration::from_secs(4),
+            concurrency: 7,
+            batch: 11,
+            poll_interval: Duration::from_millis(15),
+            lease: Duration::from_secs(12),
+            max_attempts: 5,
+            drain_timeout: Duration::from_secs(1),
+        };
+        let Command::Serve(ServeCommand::Broker(args)) = parse("broker", broker_flags(&settings))
+        else {
+            panic!("not broker")
+        };
+        let parsed = broker_server::Settings {
+            pool_size: args.pool_size,
+            acquire_timeout: *args.acquire_timeout,
+            provider_timeout: *args.provider_timeout,
+            concurrency: args.concurrency,
+            batch: args.batch,
+            poll_interval: *args.poll_interval,
+            lease: *args.lease,
+            max_attempts: args.max_attempts,
+            drain_timeout: settings.drain_timeout,
+        };
+        assert_eq!(parsed, settings);
     }
 }

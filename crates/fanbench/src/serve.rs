@@ -7,7 +7,7 @@ use fanbench_db::Database;
 use provider_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
-use crate::cli::{AsyncArgs, NullArgs, ProvidersArgs, RoleArg, ServeCommand, SyncArgs};
+use crate::cli::{AsyncArgs, BrokerArgs, NullArgs, ProvidersArgs, RoleArg, ServeCommand, SyncArgs};
 use crate::shutdown;
 
 pub async fn run(command: ServeCommand) -> Result<()> {
@@ -15,6 +15,7 @@ pub async fn run(command: ServeCommand) -> Result<()> {
         ServeCommand::Providers(args) => providers(args).await,
         ServeCommand::Sync(args) => sync(args).await,
         ServeCommand::Async(args) => serve_async(args).await,
+        ServeCommand::Broker(args) => serve_broker(args).await,
         ServeCommand::Null(args) => null(args).await,
     }
 }
@@ -114,11 +115,7 @@ async fn serve_async(args: AsyncArgs) -> Result<()> {
             "the lease is not longer than the provider timeout: a slow send can be claimed again while it runs"
         );
     }
-    let role = match args.role {
-        RoleArg::All => async_server::Role::All,
-        RoleArg::Api => async_server::Role::Api,
-        RoleArg::Workers => async_server::Role::Workers,
-    };
+    let role = role(args.role);
     let endpoints = async_server::Endpoints {
         database_url: db.url().to_string(),
         log_database_url,
@@ -132,6 +129,80 @@ async fn serve_async(args: AsyncArgs) -> Result<()> {
     let served = service.run(listener, stop).await;
     drop(db);
     served.context("async server failed")
+}
+
+fn role(arg: RoleArg) -> async_server::Role {
+    match arg {
+        RoleArg::All => async_server::Role::All,
+        RoleArg::Api => async_server::Role::Api,
+        RoleArg::Workers => async_server::Role::Workers,
+    }
+}
+
+/// `fanbench serve broker`: the database (or a throwaway cluster), NATS (or a throwaway
+/// `nats-server -js`), then the service; on the way out the service stops first, then the
+/// throwaway servers go.
+async fn serve_broker(args: BrokerArgs) -> Result<()> {
+    let stop = stop_token(args.watch_stdin);
+    let db = open_database(args.database.database_url.as_deref()).await?;
+    let log_database_url = match args.log_database_url {
+        Some(url) => url,
+        None => {
+            let name = format!("{}_logs", database_name(db.url()));
+            fanbench_db::database_url_with_name(db.url(), &name)?
+        }
+    };
+    fanbench_db::ensure_database(&log_database_url)
+        .await
+        .context("could not prepare the log store database")?;
+    let (nats_url, nats) = match args.nats_url {
+        Some(url) => (url, None),
+        None => {
+            tracing::info!("no --nats-url: starting a throwaway nats-server -js");
+            let server = start_nats().await?;
+            (server.url(), Some(server))
+        }
+    };
+    let config = broker_server::Config {
+        settings: broker_server::Settings {
+            pool_size: args.pool_size,
+            acquire_timeout: args.acquire_timeout.into(),
+            provider_timeout: args.provider_timeout.into(),
+            concurrency: args.concurrency,
+            batch: args.batch,
+            poll_interval: args.poll_interval.into(),
+            lease: args.lease.into(),
+            max_attempts: args.max_attempts,
+            ..Default::default()
+        },
+        grace: args.grace.into(),
+        ..Default::default()
+    };
+    let endpoints = broker_server::Endpoints {
+        database_url: db.url().to_string(),
+        log_database_url,
+        providers_url: args.providers_url,
+        nats_url,
+    };
+    let service = broker_server::Service::start(&config, role(args.role), &endpoints)
+        .await
+        .context("could not start the broker server")?;
+    let listener = bind(args.listen).await?;
+    announce("broker server (JetStream design)", &listener)?;
+    let served = service.run(listener, stop).await;
+    if let Some(nats) = nats {
+        let _ = tokio::task::spawn_blocking(move || nats.stop()).await;
+    }
+    drop(db);
+    served.context("broker server failed")
+}
+
+/// Starts a throwaway `nats-server -js` off the async runtime's threads.
+pub async fn start_nats() -> Result<broker_server::nats::NatsServer> {
+    tokio::task::spawn_blocking(broker_server::nats::NatsServer::start)
+        .await
+        .context("starting nats-server")?
+        .context("could not start a throwaway nats-server")
 }
 
 /// The database name in a PostgreSQL URL (`postgres` when it names none).

@@ -50,6 +50,8 @@ pub struct Servers {
     pub sync: sync_server::Config,
     #[serde(default, rename = "async")]
     pub async_: async_server::Settings,
+    #[serde(default)]
+    pub broker: broker_server::Settings,
 }
 
 /// `[capacity]`: how `fanbench capacity` searches for each design's highest rate that meets its
