@@ -763,7 +763,7 @@ async fn e2e(args: BenchE2eArgs) -> Result<()> {
         );
         let _ = timed(cmd).await?;
         let d = read_design(&dir, results::ASYNC)?;
-        let slope = backlog_slope(&dir, duration);
+        let slope = backlog_slope(&dir, results::ASYNC, duration);
         let step = e2e_step(rate, &d, slope, args.p99, args.delivery_p99);
         eprintln!(
             "bench e2e: {rate}/s: {}",

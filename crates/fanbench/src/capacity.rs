@@ -39,6 +39,7 @@ use crate::cli::{CapacityArgs, Design};
 pub enum Subject {
     Sync,
     Async,
+    Broker,
     Target,
 }
 
@@ -47,7 +48,24 @@ impl Subject {
         match self {
             Subject::Sync => results::SYNC,
             Subject::Async => results::ASYNC,
+            Subject::Broker => results::BROKER,
             Subject::Target => results::TARGET,
+        }
+    }
+
+    /// Designs that answer before they deliver: they have an end-to-end limit beside the ingest
+    /// one.
+    pub fn has_queue(self) -> bool {
+        matches!(self, Subject::Async | Subject::Broker)
+    }
+
+    /// A design by its name in `--set`, `--sweep` and `--slo DESIGN:EXPR`.
+    fn named(name: &str) -> Option<Subject> {
+        match name {
+            "sync" => Some(Subject::Sync),
+            "async" => Some(Subject::Async),
+            "broker" => Some(Subject::Broker),
+            _ => None,
         }
     }
 }
@@ -59,7 +77,7 @@ impl TryFrom<Design> for Subject {
         match d {
             Design::Sync => Ok(Subject::Sync),
             Design::Async => Ok(Subject::Async),
-            Design::Broker => bail!("capacity does not search the broker design yet"),
+            Design::Broker => Ok(Subject::Broker),
         }
     }
 }
@@ -204,7 +222,7 @@ pub fn default_slo(design: Subject) -> Vec<&'static str> {
             "latency_ms_by_class.2xx.p99 < 6000",
             "requests.share.503 < 0.01",
         ],
-        Subject::Async => vec![
+        Subject::Async | Subject::Broker => vec![
             "latency_ms_by_class.2xx.p99 < 250",
             "requests.share.503 < 0.01",
         ],
@@ -269,7 +287,7 @@ pub fn objectives(
         .iter()
         .filter_map(|f| match f.split_once(':') {
             Some((d, expr)) if d.trim() == design.name() => Some(expr),
-            Some((d, _)) if matches!(d.trim(), "sync" | "async" | "target") => None,
+            Some((d, _)) if matches!(d.trim(), "sync" | "async" | "broker" | "target") => None,
             _ => Some(f.as_str()),
         })
         .collect();
@@ -428,7 +446,7 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
             .or_else(|| cap.start_rate.as_ref()?.for_design(design.name()))
             .unwrap_or(match design {
                 Subject::Sync | Subject::Target => 8,
-                Subject::Async => 200,
+                Subject::Async | Subject::Broker => 200,
             }),
         factor: args.factor.or(cap.factor).unwrap_or(2.0),
         resolution: args.resolution.or(cap.resolution).unwrap_or(0.1),
@@ -547,12 +565,10 @@ fn parse_sweep(text: &str) -> Result<(Subject, String, Vec<String>)> {
     };
     let (name, values) = text.split_once('=').ok_or_else(bad)?;
     let (design, key) = name.trim().split_once('.').ok_or_else(bad)?;
-    let design = match design.trim() {
-        "sync" => Subject::Sync,
-        "async" => Subject::Async,
-        _ => bail!(
-            "--sweep {text}: the setting is `sync.KEY` or `async.KEY` (a key of [servers.sync] or [servers.async])"
-        ),
+    let Some(design) = Subject::named(design.trim()) else {
+        bail!(
+            "--sweep {text}: the setting is `sync.KEY`, `async.KEY` or `broker.KEY` (a key of [servers.sync], [servers.async] or [servers.broker])"
+        );
     };
     let key = key.trim();
     if key.is_empty() || key.contains('.') {
@@ -603,9 +619,9 @@ fn apply_set(base: &mut toml::Table, set: &str) -> Result<()> {
     let bad = || anyhow!("--set {set}: expected DESIGN.KEY=VALUE, e.g. --set sync.pool_size=20");
     let (name, value) = set.split_once('=').ok_or_else(bad)?;
     let (design, key) = name.trim().split_once('.').ok_or_else(bad)?;
-    if !matches!(design, "sync" | "async") || key.is_empty() || key.contains('.') {
+    if Subject::named(design).is_none() || key.is_empty() || key.contains('.') {
         return Err(anyhow!(
-            "--set {set}: the setting is `sync.KEY` or `async.KEY` (a key of [servers.sync] or [servers.async])"
+            "--set {set}: the setting is `sync.KEY`, `async.KEY` or `broker.KEY` (a key of [servers.sync], [servers.async] or [servers.broker])"
         ));
     }
     let value = value.trim();
@@ -767,7 +783,7 @@ fn capacity_of(
     };
     // The async design has two limits; the end-to-end one (lower) is searched first, and the
     // ingest search then reuses its steps.
-    let delivery = if design == Subject::Async {
+    let delivery = if design.has_queue() {
         Some(search(plan, |r| Ok(probe(step(r)?, true)))?)
     } else {
         None
@@ -798,9 +814,9 @@ fn capacity_of(
             .or(ingest.pass)
             .and_then(|r| steps.get(&r))
             .and_then(|s| littles_law(ctx, s, ingest.pass)),
-        Subject::Async => delivery.as_ref().and_then(|f| {
+        Subject::Async | Subject::Broker => delivery.as_ref().and_then(|f| {
             let at = f.fail.or_else(|| f.tried.last().map(|(r, _)| *r))?;
-            channels_law(ctx, steps.get(&at)?, f.pass)
+            channels_law(ctx, design, steps.get(&at)?, f.pass)
         }),
         Subject::Target => None,
     };
@@ -939,10 +955,11 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRe
         }
     }
     let passed = why.is_empty();
-    let slope = (design == Subject::Async)
-        .then(|| backlog_slope(&dir, ctx.duration))
+    let slope = design
+        .has_queue()
+        .then(|| backlog_slope(&dir, design.name(), ctx.duration))
         .flatten();
-    let delivery_keeps_up = (design == Subject::Async).then(|| {
+    let delivery_keeps_up = design.has_queue().then(|| {
         let late = delivery_reasons(rate, &d, slope, ctx.delivery_p99);
         let ok = late.is_empty();
         why.extend(late.into_iter().map(|w| format!("delivery: {w}")));
@@ -1026,6 +1043,7 @@ fn pool_size(ctx: &Run, design: Subject) -> u32 {
     match design {
         Subject::Sync => ctx.scenario.servers.sync.pool_size,
         Subject::Async => ctx.scenario.servers.async_.pool_size,
+        Subject::Broker => ctx.scenario.servers.broker.pool_size,
         // Unknown: the pool test is skipped.
         Subject::Target => 0,
     }
@@ -1326,15 +1344,24 @@ fn littles_law(ctx: &Run, step: &StepRecord, measured: Option<u32>) -> Option<Pr
     })
 }
 
-/// The async design's channels: each delivers at most its concurrency ceiling
-/// (`max_concurrency` sends in flight) ÷ the provider's mean latency sends a second, which is that
+/// A queue design's channels: each delivers at most its concurrency ceiling (the async design's
+/// `max_concurrency`, the broker design's fixed `concurrency` sends in flight) ÷ the provider's
+/// mean latency sends a second, which is that
 /// ÷ the channel's share of sign-ups (every sign-up has an email; `phone_share` an SMS,
 /// `device_share` a push) sign-ups a second. The least of the three is the end-to-end limit the
 /// workers allow. The latencies are the simulator's own, measured at `step`.
-fn channels_law(ctx: &Run, step: &StepRecord, measured: Option<u32>) -> Option<Prediction> {
-    let samples = read_telemetry(Path::new(&step.dir), Subject::Async).ok()?;
+fn channels_law(
+    ctx: &Run,
+    design: Subject,
+    step: &StepRecord,
+    measured: Option<u32>,
+) -> Option<Prediction> {
+    let samples = read_telemetry(Path::new(&step.dir), design).ok()?;
     let last = samples.last()?;
-    let ceiling = f64::from(ctx.scenario.servers.async_.max_concurrency);
+    let ceiling = f64::from(match design {
+        Subject::Broker => ctx.scenario.servers.broker.concurrency,
+        _ => ctx.scenario.servers.async_.max_concurrency,
+    });
     let payload = &ctx.scenario.payload;
     let mut parts = Vec::new();
     let mut least: Option<(String, f64)> = None;
@@ -2019,7 +2046,7 @@ mod tests {
             dir: dir.path().display().to_string(),
             ..sample_report().designs["sync"].steps[0].clone()
         };
-        let p = channels_law(&run, &step, Some(1000)).unwrap();
+        let p = channels_law(&run, Subject::Async, &step, Some(1000)).unwrap();
         let ceiling = f64::from(run.scenario.servers.async_.max_concurrency);
         let share = run.scenario.payload.phone_share;
         // SMS: the slowest provider; it allows the least unless few sign-ups carry a phone.
@@ -2214,9 +2241,15 @@ mod tests {
         assert_eq!(design, Subject::Async);
         assert_eq!(key, "max_concurrency");
         assert_eq!(values, ["16", "64", "256"]);
+        let (design, key, _) = parse_sweep("broker.concurrency=16,64").unwrap();
+        assert_eq!((design, key.as_str()), (Subject::Broker, "concurrency"));
+        assert!(design.has_queue() && Subject::Async.has_queue() && !Subject::Sync.has_queue());
         for (bad, says) in [
             ("pool_size=10,20", "expected DESIGN.KEY=V1,V2"),
-            ("sink.pool_size=10,20", "`sync.KEY` or `async.KEY`"),
+            (
+                "sink.pool_size=10,20",
+                "`sync.KEY`, `async.KEY` or `broker.KEY`",
+            ),
             ("sync.pool_size=10", "two values or more"),
             ("sync.pool_size=10,,20", "two values or more"),
             ("sync.pool_size=10,20,10", "the value 10 is given twice"),

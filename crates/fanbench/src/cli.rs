@@ -103,9 +103,9 @@ pub enum Command {
     /// keep up: requests waiting for a pooled connection must not grow through the load (by more
     /// than 5 % of the rate a second), or a short step would pass rates that a longer one
     /// refuses. Built in: sync,
-    /// accepted p99 < 6000 ms and 503s < 1 %; async, accepted p99 < 250 ms and 503s < 1 %, and
-    /// for its end-to-end limit delivery must keep up (every channel's delivery p99 under
-    /// --delivery-p99, the queue not growing, nothing lost or left queued).
+    /// accepted p99 < 6000 ms and 503s < 1 %; async and broker, accepted p99 < 250 ms and 503s <
+    /// 1 %, and for their end-to-end limit delivery must keep up (every channel's delivery p99
+    /// under --delivery-p99, the backlog not growing, nothing lost or left queued).
     ///
     /// At the first failing step it names the saturated resource with its evidence (pool in use
     /// and waiters, a channel at its concurrency limit, provider 429s, lock waits, CPU, the
@@ -133,7 +133,7 @@ pub struct CapacityArgs {
     #[arg(long, value_name = "FILE", default_value = "scenarios/capacity.toml")]
     pub scenario: PathBuf,
 
-    /// The designs to search, in turn.
+    /// The designs to search, in turn (`--designs sync,async,broker` for all three).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "sync,async")]
     pub designs: Vec<Design>,
 

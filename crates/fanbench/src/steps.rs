@@ -154,10 +154,15 @@ pub(crate) fn cores_text(cores: &BTreeMap<String, f64>) -> String {
         .join(", ")
 }
 
-/// The least-squares slope of the total queue depth (all channels, from the server's
-/// `fanbench_queue_depth` gauge sampled each second) over the second half of the load.
-pub(crate) fn backlog_slope(dir: &Path, duration: Duration) -> Option<f64> {
-    series_slope(dir, results::ASYNC, "fanbench_queue_depth", duration)
+/// The least-squares slope of a queue design's whole backlog over the second half of the load:
+/// its queue depth (all channels, the server's `fanbench_queue_depth` gauge sampled each second)
+/// plus, for the broker design, the outbox rows not yet published (`fanbench_outbox_unpublished`).
+/// Slopes over the same samples add up, so the sum's slope is the sum of the slopes.
+pub(crate) fn backlog_slope(dir: &Path, design: &str, duration: Duration) -> Option<f64> {
+    ["fanbench_queue_depth", "fanbench_outbox_unpublished"]
+        .iter()
+        .filter_map(|prefix| series_slope(dir, design, prefix, duration))
+        .reduce(|a, b| a + b)
 }
 
 /// The least-squares slope of the sum of `design`'s server series whose names start with
