@@ -21,6 +21,8 @@ CREATE TABLE broker_outbox (
 -- rows the table keeps.
 CREATE INDEX broker_outbox_unpublished ON broker_outbox (id) WHERE published_at IS NULL;
 CREATE INDEX broker_outbox_event ON broker_outbox (event_id);
+-- The relay's pruner deletes published rows by age.
+CREATE INDEX broker_outbox_published ON broker_outbox (published_at) WHERE published_at IS NOT NULL;
 
 -- Deliveries given up on after the last attempt (`fanbench dlq list|replay --design broker`).
 -- JetStream forgets a message once every consumer has acknowledged or terminated it, so the

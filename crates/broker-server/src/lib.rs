@@ -104,6 +104,8 @@ pub struct Config {
     pub backoff: Backoff,
     /// On shutdown, how long in-flight sends may take to finish.
     pub grace: Duration,
+    /// How long published outbox rows are kept before the relay deletes them.
+    pub prune_after: Duration,
     /// Connections to the log store.
     pub log_pool_size: usize,
 }
@@ -117,6 +119,7 @@ impl Default for Config {
                 cap: Duration::from_secs(30),
             },
             grace: Duration::from_secs(10),
+            prune_after: Duration::from_secs(300),
             log_pool_size: 2,
         }
     }
@@ -249,6 +252,7 @@ impl Service {
                 broker: broker.clone(),
                 batch: s.batch.max(1) as i64,
                 poll_interval: s.poll_interval,
+                prune_after: config.prune_after,
                 wake: relay_wake.clone(),
             });
             (Some(ctx), Some(relay_pool))

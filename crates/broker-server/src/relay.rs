@@ -30,6 +30,8 @@ pub struct Ctx {
     pub broker: Broker,
     pub batch: i64,
     pub poll_interval: Duration,
+    /// Published rows older than this are deleted (every ten seconds, in batches).
+    pub prune_after: Duration,
     /// Notified by each sign-up of this process.
     pub wake: Arc<Notify>,
 }
@@ -80,7 +82,12 @@ enum Round {
 /// five seconds) and tries again, and the outbox keeps everything meanwhile.
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
     let mut failures = 0u32;
+    let mut last_prune = std::time::Instant::now();
     while !stop.is_cancelled() {
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = std::time::Instant::now();
+            prune(&ctx).await;
+        }
         match round(&ctx).await {
             Round::Published(n) => {
                 if failures > 0 {
@@ -109,6 +116,35 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
+            }
+        }
+    }
+}
+
+/// How often the relay deletes old published rows.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// Deletes published rows older than `prune_after`, 5,000 at a time. A published row has done
+/// its work (JetStream has the message); unpublished rows are never deleted.
+async fn prune(ctx: &Ctx) {
+    const BATCH: i64 = 5_000;
+    loop {
+        let pruned = sqlx::query(
+            "DELETE FROM broker_outbox WHERE id IN (
+                SELECT id FROM broker_outbox
+                 WHERE published_at < now() - make_interval(secs => $1)
+                 LIMIT $2)",
+        )
+        .bind(ctx.prune_after.as_secs_f64())
+        .bind(BATCH)
+        .execute(&ctx.pool)
+        .await;
+        match pruned {
+            Ok(done) if done.rows_affected() == BATCH as u64 => continue,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox prune failed");
+                return;
             }
         }
     }

@@ -474,6 +474,10 @@ pub struct BrokerArgs {
     /// On shutdown, how long in-flight sends may take to finish.
     #[arg(long, default_value_t = broker_server::Config::default().grace.into())]
     pub grace: humantime::Duration,
+
+    /// How long published rows stay in the outbox before the relay deletes them.
+    #[arg(long, default_value_t = broker_server::Config::default().prune_after.into())]
+    pub prune_after: humantime::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -866,6 +870,7 @@ mod tests {
                 *args.lease,
                 args.max_attempts,
                 *args.grace,
+                *args.prune_after,
             ),
             (
                 s.pool_size,
@@ -877,6 +882,7 @@ mod tests {
                 s.lease,
                 s.max_attempts,
                 broker_server::Config::default().grace,
+                broker_server::Config::default().prune_after,
             )
         );
         assert_eq!(args.nats_url, None);

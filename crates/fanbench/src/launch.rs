@@ -254,6 +254,11 @@ pub async fn server_args(
                 args.extend(["--nats-url".into(), url.into()]);
             }
             args.extend(broker_flags(s));
+            // Reconciliation reads the outbox after the run: keep published rows until then.
+            args.extend([
+                "--prune-after".into(),
+                duration(scenario_span(scenario) + s.drain_timeout + Duration::from_secs(600)),
+            ]);
             serde_json::to_value(s)?
         }
     };

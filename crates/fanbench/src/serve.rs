@@ -176,6 +176,7 @@ async fn serve_broker(args: BrokerArgs) -> Result<()> {
             ..Default::default()
         },
         grace: args.grace.into(),
+        prune_after: args.prune_after.into(),
         ..Default::default()
     };
     let endpoints = broker_server::Endpoints {

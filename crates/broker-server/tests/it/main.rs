@@ -389,3 +389,27 @@ async fn the_last_attempt_dead_letters_and_a_replay_delivers() {
     assert!(dlq::list(&stack.db, None, 100).await.unwrap().is_empty());
     stack.shutdown().await;
 }
+
+/// Published outbox rows go once they are older than `prune_after` (here at once); the
+/// deliveries they carried are made all the same.
+#[tokio::test]
+async fn published_outbox_rows_are_pruned() {
+    let mut config = quick();
+    config.prune_after = Duration::ZERO;
+    let stack = start(all(fixed(2)), config).await;
+    let keys = stack.sign_up(0, 10).await;
+    stack.wait_delivered(&keys).await;
+    let start = Instant::now();
+    loop {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM broker_outbox")
+            .fetch_one(&stack.db)
+            .await
+            .unwrap();
+        if rows == 0 {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "{rows} rows never pruned");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stack.shutdown().await;
+}
