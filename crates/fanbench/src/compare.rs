@@ -269,7 +269,14 @@ async fn measure_one(
     let sampler = telemetry::Sampler::start(&child.url, &providers.url, sampler_pool, db_name);
     let options = plan.drive_options(&child.url, name, cancel);
     // Who used the machine is measured over the load and the drain: what the design cost.
-    let window = usage::Window::start(Source::Process(child.pid()), sources.clone());
+    let broker = nats.as_ref().map(|n| match n.pid() {
+        Some(pid) => Source::Process(pid),
+        None => {
+            Source::Unavailable("not measured: the nats-server's pid file could not be read".into())
+        }
+    });
+    let window =
+        usage::Window::start_with_broker(Source::Process(child.pid()), sources.clone(), broker);
     let measurement = driver::drive(plan.scenario.schedule()?, &plan.shape, &options).await?;
     // A stopped run's servers may have had the same Ctrl-C; it is invalid as stopped, not as crashed.
     let exited = |child: &mut ChildServer| child.exited().filter(|_| !measurement.cancelled);
@@ -373,15 +380,6 @@ async fn measure_one(
             "{} notifications were dead-lettered (`fanbench dlq list` while the database is kept)",
             rec.dead
         ));
-    }
-    if design == Design::Broker {
-        // `processes` has no role for the broker itself: say so rather than let the server's
-        // figure pass for the design's whole cost.
-        results.warnings.push(
-            "the broker design's nats-server is not counted in `processes` (its CPU and memory \
-             are the design's too)"
-                .into(),
-        );
     }
     results.drain = drain;
     results.processes = Some(processes);

@@ -134,7 +134,7 @@ pub(crate) fn cores(d: &DesignResults) -> BTreeMap<String, f64> {
     d.processes
         .iter()
         .flat_map(|p| {
-            p.roles().map(|(role, usage)| {
+            p.roles().into_iter().map(|(role, usage)| {
                 (
                     role.to_string(),
                     usage.cpu_seconds.map(|c| c / p.window_s.max(f64::EPSILON)),

@@ -337,6 +337,8 @@ pub struct Window {
     server: Role,
     simulator: Role,
     postgres: Role,
+    /// The broker design's message broker, when the design has one.
+    broker: Option<Role>,
     /// Samples a tree's memory every second until stopped.
     sampler: Option<(CancellationToken, JoinHandle<TreePeak>)>,
 }
@@ -369,9 +371,18 @@ impl Window {
     /// Takes the starting readings and resets the single processes' peaks. Needs a Tokio runtime
     /// when a source is a tree (its memory is sampled in the background).
     pub fn start(server: Source, sources: Sources) -> Self {
-        let (server, sources) = match unsupported() {
-            Some(why) => (Source::Unavailable(why.into()), Sources::unavailable(why)),
-            None => (server, sources),
+        Self::start_with_broker(server, sources, None)
+    }
+
+    /// The same, for a design with a message broker of its own (`broker`: its process).
+    pub fn start_with_broker(server: Source, sources: Sources, broker: Option<Source>) -> Self {
+        let (server, sources, broker) = match unsupported() {
+            Some(why) => (
+                Source::Unavailable(why.into()),
+                Sources::unavailable(why),
+                broker.map(|_| Source::Unavailable(why.into())),
+            ),
+            None => (server, sources, broker),
         };
         let sampler = match &sources.postgres {
             Source::Tree(root) => {
@@ -389,6 +400,7 @@ impl Window {
             server: Role::start(server),
             simulator: Role::start(sources.simulator),
             postgres: Role::start(sources.postgres),
+            broker: broker.map(Role::start),
             sampler,
         }
     }
@@ -410,6 +422,7 @@ impl Window {
             server: self.server.finish(None),
             simulator: self.simulator.finish(None),
             postgres: self.postgres.finish(tree_peak),
+            broker: self.broker.map(|b| b.finish(None)),
         }
     }
 }

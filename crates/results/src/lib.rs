@@ -525,22 +525,29 @@ pub struct Processes {
     pub simulator: ProcessUsage,
     /// PostgreSQL: the postmaster and every process under it.
     pub postgres: ProcessUsage,
+    /// The broker design's message broker (its nats-server); absent for designs without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<ProcessUsage>,
 }
 
 impl Processes {
-    /// The roles in report order, with their entries.
-    pub fn roles(&self) -> [(&'static str, &ProcessUsage); 4] {
-        [
+    /// The roles in report order, with their entries (the broker only where there is one).
+    pub fn roles(&self) -> Vec<(&'static str, &ProcessUsage)> {
+        let mut roles = vec![
             (PROCESS_ROLES[0], &self.driver),
             (PROCESS_ROLES[1], &self.server),
             (PROCESS_ROLES[2], &self.simulator),
             (PROCESS_ROLES[3], &self.postgres),
-        ]
+        ];
+        if let Some(b) = &self.broker {
+            roles.push((PROCESS_ROLES[4], b));
+        }
+        roles
     }
 }
 
 /// The roles of [`Processes`], in report order, as `results.json` names them.
-pub const PROCESS_ROLES: [&str; 4] = ["driver", "server", "simulator", "postgres"];
+pub const PROCESS_ROLES: [&str; 5] = ["driver", "server", "simulator", "postgres", "broker"];
 
 /// One role's share of the machine during a design's window.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -663,10 +670,19 @@ mod tests {
         assert_eq!(p.server.missing.len(), 1);
         assert_eq!(p.postgres.memory, MemoryMeasure::PssSumSampled);
         let roles: Vec<&str> = p.roles().iter().map(|(r, _)| *r).collect();
-        assert_eq!(roles, PROCESS_ROLES);
+        assert_eq!(roles, PROCESS_ROLES[..4], "no broker role without a broker");
         assert_eq!(p.roles()[3].1.cpu_seconds, Some(3.05));
+        // The broker design's run has its broker too, last.
+        let mut with_broker = processes();
+        with_broker["broker"] = with_broker["simulator"].clone();
+        doc["designs"]["async"]["processes"] = with_broker.clone();
+        validate(&doc).unwrap();
+        let parsed: RunResults = serde_json::from_value(doc).unwrap();
+        let p = parsed.designs["async"].processes.as_ref().unwrap();
+        let roles: Vec<&str> = p.roles().iter().map(|(r, _)| *r).collect();
+        assert_eq!(roles, PROCESS_ROLES);
         // The roles are the struct's fields, by the same names.
-        let keys: Vec<String> = processes().as_object().unwrap().keys().cloned().collect();
+        let keys: Vec<String> = with_broker.as_object().unwrap().keys().cloned().collect();
         for role in PROCESS_ROLES {
             assert!(keys.contains(&role.to_string()), "{role}");
         }

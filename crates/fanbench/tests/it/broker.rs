@@ -342,4 +342,14 @@ fn compare_runs_the_broker_design_and_loses_nothing() {
     assert_eq!(r["delivered"], r["expected"], "{r}");
     assert!(r["delivered"].as_u64().unwrap() >= 40, "{r}");
     assert!(Path::new(&out).join("broker.server.log").is_file());
+    // The design's cost includes its broker: the nats-server is a process of its own in the record.
+    let broker = &d["processes"]["broker"];
+    assert!(
+        broker["cpu_seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{broker}"
+    );
+    assert!(
+        broker["peak_rss_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{broker}"
+    );
 }

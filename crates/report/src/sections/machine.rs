@@ -1,6 +1,7 @@
 //! Who used the machine: CPU time and peak memory of each process of each design's run (the
-//! fanbench process that drives the load, the design's server, the simulator, PostgreSQL), so a
-//! reader can see whether the driver or the database, rather than the design, was the bottleneck.
+//! fanbench process that drives the load, the design's server, the simulator, PostgreSQL, and the
+//! broker design's nats-server), so a reader can see whether the driver or the database, rather
+//! than the design, was the bottleneck.
 
 use crate::{Run, escape, text};
 
