@@ -18,7 +18,7 @@
 //! API and workers run side by side by default; [`Role`] runs either alone. This crate knows nothing
 //! of the driver or the report.
 
-mod api;
+pub mod api;
 pub mod dlq;
 pub mod limit;
 pub mod logstore;
