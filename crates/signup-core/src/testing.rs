@@ -1,10 +1,37 @@
 //! Bad sign-up inputs and the answers both designs must give them, as data, so the two servers'
-//! tests check one table; and a deterministic fuzz run ([`fuzz_register`]) both designs' tests
-//! point at their server.
+//! tests check one table; a deterministic fuzz run ([`fuzz_register`]) both designs' tests point
+//! at their server; and a deterministic mix of good sign-ups ([`registration`]) with the channels
+//! each is owed, for the queue designs' delivery tests.
 
 mod fuzz;
 
 pub use fuzz::{Framing, FuzzCase, FuzzReport, fuzz_cases, fuzz_register};
+
+/// Sign-up `i` of a deterministic mix: every one has an email, two in three a phone, one in two a
+/// device.
+pub fn registration(i: usize) -> serde_json::Value {
+    let mut body =
+        serde_json::json!({ "email": format!("user{i}@example.com"), "name": format!("User {i}") });
+    if i % 3 != 0 {
+        body["phone"] = serde_json::json!(format!("+4415550{i:05}"));
+    }
+    if i % 2 == 0 {
+        body["device_token"] = serde_json::json!(format!("device-{i}"));
+    }
+    body
+}
+
+/// The channels sign-up `i` of [`registration`] is owed, in the order they are named.
+pub fn expected_channels(i: usize) -> Vec<&'static str> {
+    let mut channels = vec!["email"];
+    if i % 3 != 0 {
+        channels.push("sms");
+    }
+    if i % 2 == 0 {
+        channels.push("push");
+    }
+    channels
+}
 
 /// A malformed or invalid sign-up request.
 #[derive(Debug, Clone)]

@@ -17,7 +17,8 @@ use broker_server::nats::NatsServer;
 use broker_server::{Config, Endpoints, Role, Service, Settings, dlq};
 use provider_sim::testing::{all, fixed};
 use provider_sim::{Outage, SimConfig, Summary};
-use serde_json::{Value, json};
+use serde_json::Value;
+use signup_core::testing::{expected_channels, registration};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -85,29 +86,6 @@ async fn start(providers: SimConfig, config: Config) -> Stack {
         stop,
         server,
     }
-}
-
-fn registration(i: usize) -> Value {
-    // A mix: every sign-up has email; two in three have a phone; one in two a device.
-    let mut body = json!({ "email": format!("user{i}@example.com"), "name": format!("User {i}") });
-    if i % 3 != 0 {
-        body["phone"] = json!(format!("+4415550{i:05}"));
-    }
-    if i % 2 == 0 {
-        body["device_token"] = json!(format!("device-{i}"));
-    }
-    body
-}
-
-fn expected_channels(i: usize) -> Vec<&'static str> {
-    let mut channels = vec!["email"];
-    if i % 3 != 0 {
-        channels.push("sms");
-    }
-    if i % 2 == 0 {
-        channels.push("push");
-    }
-    channels
 }
 
 impl Stack {
