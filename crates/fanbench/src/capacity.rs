@@ -1111,8 +1111,10 @@ fn attribute(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck
         signals.insert("pool_wait_mean_ms".into(), w);
     }
 
-    // Channels: in-flight sends against each one's concurrency limit.
+    // Channels: in-flight sends against each one's concurrency limit, and the limit itself (an
+    // adaptive limit grows only while its channel is saturated and its provider healthy).
     let mut channel_use: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut channel_limit: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     for s in &load {
         for (k, v) in &s.server {
             if !k.starts_with("fanbench_deliveries_in_flight{") {
@@ -1128,6 +1130,10 @@ fn attribute(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck
                     .entry(channel.to_string())
                     .or_default()
                     .push(v / limit);
+                channel_limit
+                    .entry(channel.to_string())
+                    .and_modify(|(_, last)| *last = *limit)
+                    .or_insert((*limit, *limit));
             }
         }
     }
@@ -1137,6 +1143,20 @@ fn attribute(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck
         .max_by(|a, b| a.1.total_cmp(&b.1));
     for (c, v) in &channel_use {
         signals.insert(format!("channel_{c}_in_flight_share_of_limit"), mean(v));
+    }
+    // A channel whose send limit grew through the step, busy while it grew: it ran at its limit
+    // (the average share of a moving limit can stay under the 90 % test below).
+    let ramping = channel_limit
+        .iter()
+        .filter(|(_, (first, last))| last > first)
+        .filter_map(|(c, (first, last))| {
+            let share = mean(channel_use.get(c)?);
+            (share >= 0.75).then(|| (c.clone(), *first, *last, share))
+        })
+        .max_by(|a, b| a.3.total_cmp(&b.3));
+    for (c, (first, last)) in &channel_limit {
+        signals.insert(format!("channel_{c}_limit_first"), *first);
+        signals.insert(format!("channel_{c}_limit_last"), *last);
     }
     // Provider 429s, from the simulator's counters at the end of the load.
     let mut rate_limited: BTreeMap<String, f64> = BTreeMap::new();
@@ -1203,6 +1223,12 @@ fn attribute(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck
     } else if let Some((c, share)) = busiest.as_ref().filter(|(_, s)| *s >= 0.9) {
         evidence.push(format!(
             "{c}: in-flight sends at {:.0} % of its concurrency limit on average",
+            share * 100.0
+        ));
+        format!("channel concurrency ({c})")
+    } else if let Some((c, first, last, share)) = &ramping {
+        evidence.push(format!(
+            "{c}: its send limit grew from {first:.0} to {last:.0} during the step, with in-flight sends at {:.0} % of it on average (an adaptive limit grows only while its channel is saturated)",
             share * 100.0
         ));
         format!("channel concurrency ({c})")
@@ -1951,6 +1977,56 @@ mod tests {
         ];
         let b = attribute(&run, Subject::Sync, &step_in(dir.path(), &channel, true)).unwrap();
         assert_eq!(b.resource, "channel concurrency (sms)", "{b:?}");
+    }
+
+    #[test]
+    fn a_send_limit_still_growing_while_busy_is_named_and_a_growing_idle_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = run_in(dir.path());
+        // The limit doubles each second from 2; in-flight sends stay at 80 % of it.
+        let write = |share: f64| {
+            let samples = (0..=10)
+                .map(|t| {
+                    let limit = f64::from(2u32 << t.min(5));
+                    results::TelemetrySample {
+                        t: f64::from(t),
+                        server: BTreeMap::from([
+                            (
+                                "fanbench_deliveries_in_flight{channel=\"sms\"}".to_string(),
+                                limit * share,
+                            ),
+                            (
+                                "fanbench_deliveries_concurrency_limit{channel=\"sms\"}"
+                                    .to_string(),
+                                limit,
+                            ),
+                        ]),
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            let telemetry = Telemetry {
+                schema_version: 1,
+                designs: BTreeMap::from([(
+                    "sync".to_string(),
+                    results::DesignTelemetry { samples },
+                )]),
+            };
+            std::fs::write(
+                dir.path().join("telemetry.json"),
+                serde_json::to_string(&telemetry).unwrap(),
+            )
+            .unwrap();
+            StepRecord {
+                dir: dir.path().display().to_string(),
+                ..sample_report().designs["sync"].steps[0].clone()
+            }
+        };
+        let b = attribute(&run, Subject::Sync, &write(0.8)).unwrap();
+        assert_eq!(b.resource, "channel concurrency (sms)", "{b:?}");
+        assert!(b.evidence[0].contains("grew from 4 to 64"), "{b:?}");
+        let b = attribute(&run, Subject::Sync, &write(0.3)).unwrap();
+        assert_ne!(b.resource, "channel concurrency (sms)", "{b:?}");
     }
 
     #[test]
