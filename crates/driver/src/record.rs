@@ -299,7 +299,8 @@ impl Recorder {
         }
     }
 
-    /// The measurement window's start and its record: the requests scheduled from then on.
+    /// The measurement window's start and its record: the requests scheduled from then on, their
+    /// counts and histograms (no per-second timeline, no set of accepted requests).
     pub fn window(&self) -> Option<(Duration, &Recorder)> {
         self.window.as_ref().map(|(from, w)| (*from, w.as_ref()))
     }
@@ -358,18 +359,16 @@ impl Recorder {
         self.intended += 1;
         self.second(intended).offered += 1;
         if let Some(w) = self.in_window(intended) {
-            w.offered(intended);
+            w.intended += 1;
         }
     }
 
     /// A request went out at `actual`, `actual - intended` late.
     pub fn sent(&mut self, intended: Duration, actual: Duration) {
-        self.sent += 1;
-        self.lag
-            .saturating_record(us(actual.saturating_sub(intended)));
+        self.tally_sent(intended, actual);
         self.second(actual).sent += 1;
         if let Some(w) = self.in_window(intended) {
-            w.sent(intended, actual);
+            w.tally_sent(intended, actual);
         }
     }
 
@@ -382,19 +381,10 @@ impl Recorder {
         done: Duration,
         outcome: Outcome,
     ) {
-        self.completed += 1;
+        let latency = self.tally_completed(intended, actual, done, outcome);
         if outcome.is_ok() {
             self.accepted.insert(seq);
         }
-        self.status[outcome.class()] += 1;
-        if let Outcome::ConnectionError(kind) = outcome {
-            self.transport[kind.index()] += 1;
-        }
-        let latency = us(done.saturating_sub(intended));
-        self.latency.saturating_record(latency);
-        self.by_class[outcome.latency_class()].saturating_record(latency);
-        self.service
-            .saturating_record(us(done.saturating_sub(actual)));
         self.second(intended).latency.saturating_record(latency);
         let bucket = self.second(done);
         bucket.completed += 1;
@@ -404,8 +394,37 @@ impl Recorder {
             _ => bucket.errors += 1,
         }
         if let Some(w) = self.in_window(intended) {
-            w.completed(seq, intended, actual, done, outcome);
+            w.tally_completed(intended, actual, done, outcome);
         }
+    }
+
+    // The run's summaries of a send and of an answer. The measurement window records these only:
+    // nothing reads a window's timeline or its set of accepted requests, so it keeps neither.
+    fn tally_sent(&mut self, intended: Duration, actual: Duration) {
+        self.sent += 1;
+        self.lag
+            .saturating_record(us(actual.saturating_sub(intended)));
+    }
+
+    /// Returns the latency recorded, in microseconds.
+    fn tally_completed(
+        &mut self,
+        intended: Duration,
+        actual: Duration,
+        done: Duration,
+        outcome: Outcome,
+    ) -> u64 {
+        self.completed += 1;
+        self.status[outcome.class()] += 1;
+        if let Outcome::ConnectionError(kind) = outcome {
+            self.transport[kind.index()] += 1;
+        }
+        let latency = us(done.saturating_sub(intended));
+        self.latency.saturating_record(latency);
+        self.by_class[outcome.latency_class()].saturating_record(latency);
+        self.service
+            .saturating_record(us(done.saturating_sub(actual)));
+        latency
     }
 
     /// Requests offered and answered 2xx in second `t`.
