@@ -973,6 +973,10 @@ mod tests {
             "{:?}",
             w.latency_ms()
         );
+        assert!(
+            w.timeline().is_empty(),
+            "a window keeps no timeline of its own"
+        );
         // Without a window, none is recorded.
         assert!(Recorder::new().window().is_none());
     }
