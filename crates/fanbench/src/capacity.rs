@@ -287,7 +287,7 @@ pub fn objectives(
         .iter()
         .filter_map(|f| match f.split_once(':') {
             Some((d, expr)) if d.trim() == design.name() => Some(expr),
-            Some((d, _)) if matches!(d.trim(), "sync" | "async" | "broker" | "target") => None,
+            Some((d, _)) if results::DESIGNS.contains(&d.trim()) => None,
             _ => Some(f.as_str()),
         })
         .collect();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{fanbench, load_turn, spawn, tiny_scenario, wait_exit};
+use crate::{fanbench, load_turn, slow_providers, spawn, tiny_scenario, wait_exit};
 
 /// Args of `serve broker` for one role on shared database, log store and NATS.
 fn broker_args(
@@ -56,21 +56,7 @@ fn as_strs(v: &[String]) -> Vec<&str> {
 async fn a_worker_killed_mid_send_is_finished_by_a_restarted_worker() {
     // Sends take 300 ms, so the kill lands with sends under way.
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("providers.toml");
-    let slow = "latency = { dist = \"fixed\", value = \"300ms\" }\n";
-    std::fs::write(
-        &config,
-        format!("[email]\n{slow}[sms]\n{slow}[push]\n{slow}"),
-    )
-    .unwrap();
-    let providers = spawn(&[
-        "serve",
-        "providers",
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let providers = slow_providers(dir.path(), "300ms");
     let nats = tokio::task::spawn_blocking(broker_server::nats::NatsServer::start)
         .await
         .unwrap()

@@ -57,6 +57,26 @@ fn lines_of(stderr: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
     rx
 }
 
+/// A provider simulator whose every send takes `latency` (`"200ms"`), its config written under
+/// `dir`: a kill then lands with sends in flight.
+fn slow_providers(dir: &Path, latency: &str) -> Server {
+    let config = dir.join("providers.toml");
+    let slow = format!("latency = {{ dist = \"fixed\", value = \"{latency}\" }}\n");
+    std::fs::write(
+        &config,
+        format!("[email]\n{slow}[sms]\n{slow}[push]\n{slow}"),
+    )
+    .unwrap();
+    spawn(&[
+        "serve",
+        "providers",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+    ])
+}
+
 fn spawn(args: &[&str]) -> Server {
     let mut child = fanbench()
         .args(args)
@@ -253,21 +273,7 @@ async fn sigkill_mid_burst_loses_nothing() {
 
     // Sends take 200 ms, so the kill lands with deliveries claimed and in flight.
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("providers.toml");
-    let slow = "latency = { dist = \"fixed\", value = \"200ms\" }\n";
-    std::fs::write(
-        &config,
-        format!("[email]\n{slow}[sms]\n{slow}[push]\n{slow}"),
-    )
-    .unwrap();
-    let providers = spawn(&[
-        "serve",
-        "providers",
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let providers = slow_providers(dir.path(), "200ms");
     let database_url = fanbench_db::testing::fresh_database().await.unwrap();
     let log_database_url = fanbench_db::testing::fresh_empty_database().await.unwrap();
     let async_args = |listen: &str| -> Vec<String> {
