@@ -436,6 +436,15 @@ impl Rule {
             .try_for_each(|m| m.check_name_in(&self.text, present))
     }
 
+    /// The rule as a plain upper bound, `metric < number` or `metric <= number`: the metric and
+    /// the number. `None` for any other shape (an expression, a lower bound, an invariant).
+    pub fn upper_bound(&self) -> Option<(&Metric, f64)> {
+        match (&self.lhs, self.cmp, &self.rhs) {
+            (Expr::Metric(m), Cmp::Lt | Cmp::Le, Expr::Number(n)) => Some((m, *n)),
+            _ => None,
+        }
+    }
+
     /// An invariant compares designs (two or more distinct designs named); a threshold one.
     pub fn kind(&self) -> Kind {
         let mut designs: Vec<&str> = self.metrics().iter().map(|m| m.design.as_str()).collect();
@@ -514,6 +523,32 @@ mod tests {
 
     fn eval(rule: &str, docs: &[Value]) -> Result<GateResult, GateError> {
         parse_rule(rule)?.evaluate(docs)
+    }
+
+    #[test]
+    fn only_a_metric_below_a_number_is_an_upper_bound() {
+        let bound = |text: &str| {
+            parse_rule(text)
+                .unwrap()
+                .upper_bound()
+                .map(|(m, n)| (m.name(), n))
+        };
+        assert_eq!(
+            bound("async.latency_ms.p99 < 250"),
+            Some(("async.latency_ms.p99".into(), 250.0))
+        );
+        assert_eq!(
+            bound("sync.latency_ms.p99 <= 6000"),
+            Some(("sync.latency_ms.p99".into(), 6000.0))
+        );
+        for other in [
+            "sync.latency_ms.p99 > 10",
+            "sync.latency_ms.p99 * 2 < 250",
+            "250 > sync.latency_ms.p99",
+            "sync.latency_ms.p99 < async.latency_ms.p99",
+        ] {
+            assert_eq!(bound(other), None, "{other}");
+        }
     }
 
     #[test]
