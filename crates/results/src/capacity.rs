@@ -92,9 +92,22 @@ pub struct DesignCapacity {
     /// The lowest offered rate that did not.
     pub first_fail_rps: Option<u32>,
     pub stop: Stop,
+    /// How many times the steps that decide each limit were run (`--repeat`); 1 in documents
+    /// written before repeats existed.
+    #[serde(default = "one")]
+    pub repeats: u32,
+    /// Where the limit lies, from the repeats: `[low, high]`, low the highest rate every one of
+    /// whose runs met the objective, high the lowest rate every one of whose runs missed it
+    /// (`null` where no such rate was run). The limit is at least low and below high. Absent
+    /// from documents written before repeats existed.
+    #[serde(default)]
+    pub capacity_ci: Option<[Option<u32>; 2]>,
     /// Designs with a queue: the highest rate that also kept up with delivery (end to end).
     pub delivery_capacity_rps: Option<u32>,
     pub delivery_first_fail_rps: Option<u32>,
+    /// The end-to-end limit's interval, as [`DesignCapacity::capacity_ci`].
+    #[serde(default)]
+    pub delivery_capacity_ci: Option<[Option<u32>; 2]>,
     /// `None` for designs without a queue.
     pub delivery_stop: Option<Stop>,
     /// Every step, in the order it ran.
@@ -120,6 +133,10 @@ pub struct DesignCapacity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub offered_rps: u32,
+    /// Which run of this rate it was: 0 the search's own, 1 and up the repeats that settle a
+    /// limit (`--repeat`). Absent (0) from documents written before repeats existed.
+    #[serde(default)]
+    pub repeat: u32,
     /// Answers a second over the step.
     pub throughput_rps: f64,
     pub sent: u64,
@@ -134,6 +151,17 @@ pub struct StepRecord {
     pub latency_p99_ms: f64,
     /// How late the driver sent, p99: its trustworthiness.
     pub send_lag_p99_ms: f64,
+    /// p99 of every answer from the moment it was actually sent: the server's own time, which
+    /// no lateness of the driver's is in. Absent (`null`) from documents written before it
+    /// existed.
+    #[serde(default)]
+    pub service_p99_ms: Option<f64>,
+    /// The driver fell behind its schedule, yet the requests it did send already missed the
+    /// objective's latency bound on the server's own time, while the driver had CPU to spare: a
+    /// punctual driver would only have added load, so the step is the design's miss, not an
+    /// inconclusive one.
+    #[serde(default)]
+    pub missed_despite_lag: bool,
     /// Designs with a queue: the queue depth's slope over the second half of the load, rows a
     /// second.
     pub backlog_slope_per_s: Option<f64>,
@@ -157,7 +185,28 @@ pub struct StepRecord {
     pub dir: String,
 }
 
+fn one() -> u32 {
+    1
+}
+
+/// Whether an interval is wider than the search's resolution: its repeats disagree by more than
+/// the search could tell apart, or one end is unknown. `None` for a limit never settled.
+pub fn wider_than(ci: Option<[Option<u32>; 2]>, resolution: f64) -> Option<bool> {
+    match ci? {
+        [Some(low), Some(high)] if low > 0 => {
+            Some(f64::from(high.saturating_sub(low)) / f64::from(low) > resolution)
+        }
+        _ => Some(true),
+    }
+}
+
 impl StepRecord {
+    /// Inconclusive: the driver fell behind its schedule and the design did not miss its
+    /// objective on its own time ([`StepRecord::missed_despite_lag`]).
+    pub fn driver_limited(&self) -> bool {
+        !self.trustworthy && !self.missed_despite_lag
+    }
+
     /// Met the objective and, for a design with a queue, kept up with delivery.
     pub fn passed_end_to_end(&self) -> bool {
         self.passed && self.delivery_keeps_up != Some(false)
