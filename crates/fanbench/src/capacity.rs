@@ -341,7 +341,7 @@ fn round(v: f64) -> String {
 
 /// How a step counts for the objective's search.
 fn verdict(step: &StepRecord) -> Verdict {
-    if !step.trustworthy {
+    if step.driver_limited() {
         Verdict::DriverLimited
     } else if step.passed {
         Verdict::Pass
@@ -376,6 +376,10 @@ struct Run {
     target: Option<String>,
     /// `--allow-remote`: the target may be outside the loopback range.
     allow_remote: bool,
+    /// Runs of each rate that decides a limit (`--repeat`).
+    repeats: u32,
+    /// `--quiet`: no progress lines.
+    quiet: bool,
 }
 
 impl Run {
@@ -455,6 +459,13 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
     if plan(Subject::Sync).factor <= 1.0 {
         bail!("--factor must be above 1");
     }
+    let repeats = args.repeat.or(cap.repeat).unwrap_or(3);
+    if !(1..=10).contains(&repeats) {
+        bail!(
+            "{} [capacity] repeat = {repeats}: run each deciding rate 1 to 10 times",
+            path.display()
+        );
+    }
     let sweep = args.sweep.as_deref().map(parse_sweep).transpose()?;
     // Every objective is checked before the first step runs.
     let mut designs: Vec<Subject> = if args.target.is_some() {
@@ -489,6 +500,8 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
         delivery_p99: args.delivery_p99,
         target: args.target.clone(),
         allow_remote: args.allow_remote,
+        repeats,
+        quiet: args.quiet,
     };
     // A sweep: one run of the searches per value, each from the scenario with that value set,
     // all of them read back through the scenario's checks before any step runs.
@@ -510,13 +523,16 @@ fn run_blocking(args: CapacityArgs) -> Result<()> {
                 .collect::<Result<_>>()?
         }
     };
-    eprintln!(
-        "capacity: {} ; {} a step, the first {} warm-up ; results in {}",
-        path.display(),
-        humantime::format_duration(duration),
-        humantime::format_duration(warmup),
-        out.display()
-    );
+    if !args.quiet {
+        eprintln!(
+            "capacity: {} ; {} a step, the first {} warm-up ; each deciding rate run {} times ; results in {}",
+            path.display(),
+            humantime::format_duration(duration),
+            humantime::format_duration(warmup),
+            repeats,
+            out.display()
+        );
+    }
 
     let mut report = CapacityReport {
         schema_version: SCHEMA_VERSION,
@@ -610,6 +626,8 @@ fn sweep_point(ctx: &Run, design: Subject, key: &str, value: &str) -> Result<Run
         delivery_p99: ctx.delivery_p99,
         target: ctx.target.clone(),
         allow_remote: ctx.allow_remote,
+        repeats: ctx.repeats,
+        quiet: ctx.quiet,
     })
 }
 
@@ -692,6 +710,83 @@ fn capacity_gates(
         .collect()
 }
 
+/// A gate held at every end of the intervals it reads: each limit it names (`capacity_rps`,
+/// `delivery_capacity_rps`) takes in turn the low and the high end of its interval (the limit is
+/// at least low and below high), and the gate passes only if it passes at every combination. So
+/// `sync.capacity_rps > 20` is held to the low end and `sync.capacity_rps < 80` to the high one,
+/// and a ratio of two designs' limits to its least favourable pair. The result shown is the
+/// least favourable one; an end that is unknown is left out, saying so.
+fn at_every_end(
+    rule: &gates::Rule,
+    doc: &serde_json::Value,
+    report: &CapacityReport,
+) -> Result<gates::GateResult> {
+    let mut docs = vec![(doc.clone(), Vec::<String>::new())];
+    let mut unknown = Vec::new();
+    for metric in rule.metrics() {
+        let field = metric.path.join(".");
+        let Some(d) = report.designs.get(&metric.design) else {
+            continue;
+        };
+        let ci = match field.as_str() {
+            "capacity_rps" => d.capacity_ci,
+            "delivery_capacity_rps" => d.delivery_capacity_ci,
+            _ => None,
+        };
+        let Some([low, high]) = ci else {
+            continue;
+        };
+        let ends: Vec<(&str, u32)> = [("low", low), ("high", high)]
+            .into_iter()
+            .filter_map(|(end, v)| v.map(|v| (end, v)))
+            .collect();
+        if ends.len() < 2 {
+            unknown.push(metric.name());
+        }
+        if ends.is_empty() {
+            continue;
+        }
+        let mut next = Vec::with_capacity(docs.len() * ends.len());
+        for (doc, said) in &docs {
+            for (end, v) in &ends {
+                let mut doc = doc.clone();
+                doc["designs"][metric.design.as_str()][field.as_str()] = serde_json::json!(v);
+                let mut said = said.clone();
+                said.push(format!("{} at its {end} end, {v}", metric.name()));
+                next.push((doc, said));
+            }
+        }
+        docs = next;
+    }
+    let mut worst: Option<(gates::GateResult, Vec<String>)> = None;
+    for (doc, said) in docs {
+        let r = rule
+            .evaluate(std::slice::from_ref(&doc))
+            .map_err(|e| anyhow!("{e}"))?;
+        let worse = worst.as_ref().is_none_or(|(w, _)| {
+            (w.passed && !r.passed) || (w.passed == r.passed && r.margin < w.margin)
+        });
+        if worse {
+            worst = Some((r, said));
+        }
+    }
+    let (mut result, said) = worst.ok_or_else(|| anyhow!("no document to evaluate"))?;
+    let mut detail: Vec<String> = Vec::new();
+    if !said.is_empty() {
+        detail.push(format!("least favourable end: {}", said.join(", ")));
+    }
+    if !unknown.is_empty() {
+        detail.push(format!(
+            "an end of {}'s interval is unknown and was left out",
+            unknown.join(", ")
+        ));
+    }
+    if !detail.is_empty() {
+        result.detail = detail.join("; ");
+    }
+    Ok(result)
+}
+
 /// Evaluates the gates on the document, prints them, writes OUT/gates.json and OUT/gates.md,
 /// and fails (exit 1) when any gate failed. A gate naming a design this run did not search is
 /// skipped, saying so.
@@ -725,8 +820,7 @@ fn judge_gates(rules: &[gates::Rule], report: &CapacityReport, out: &Path) -> Re
                     why,
                 ));
             }
-            rule.evaluate(std::slice::from_ref(&doc))
-                .map_err(|e| anyhow!("{e}"))
+            at_every_end(rule, &doc, report)
         })
         .collect::<Result<_>>()?;
     println!();
@@ -746,54 +840,107 @@ fn judge_gates(rules: &[gates::Rule], report: &CapacityReport, out: &Path) -> Re
     Ok(())
 }
 
+/// The steps one design's searches ran, by rate and run (0 the search's own, 1 and up its
+/// repeats), in the order they ran; a step already run is recalled, not run again.
+struct Steps<'a> {
+    ctx: &'a Run,
+    design: Subject,
+    slo: &'a [Slo],
+    runs: BTreeMap<(u32, u32), StepRecord>,
+    order: Vec<(u32, u32)>,
+}
+
+impl Steps<'_> {
+    /// The `k`-th run of `rate`, and whether it was already known (free to the step budget).
+    fn get(&mut self, rate: u32, k: u32) -> Result<(StepRecord, bool)> {
+        if let Some(s) = self.runs.get(&(rate, k)) {
+            return Ok((s.clone(), true));
+        }
+        let s = run_step(self.ctx, self.design, self.slo, rate, k)?;
+        if !self.ctx.quiet {
+            eprintln!(
+                "capacity: {} at {rate}/s{}: {}",
+                self.ctx.name(self.design),
+                if k > 0 {
+                    format!(" (repeat {k})")
+                } else {
+                    String::new()
+                },
+                match delivery_verdict(&s) {
+                    Verdict::Pass => "met the objective".to_string(),
+                    Verdict::DriverLimited =>
+                        "DRIVER-LIMITED (inconclusive: the driver fell behind its schedule)".into(),
+                    Verdict::Fail => format!("missed: {}", s.why.join("; ")),
+                }
+            );
+        }
+        self.order.push((rate, k));
+        self.runs.insert((rate, k), s.clone());
+        Ok((s, false))
+    }
+
+    /// The search's own run of `rate`.
+    fn first(&self, rate: Option<u32>) -> Option<&StepRecord> {
+        self.runs.get(&(rate?, 0))
+    }
+}
+
 fn capacity_of(
     ctx: &Run,
     design: Subject,
     slo: &[Slo],
     plan: &SearchPlan,
 ) -> Result<DesignCapacity> {
-    let mut steps: BTreeMap<u32, StepRecord> = BTreeMap::new();
-    let mut order: Vec<u32> = Vec::new();
-    let mut step = |rate: u32| -> Result<(StepRecord, bool)> {
-        if let Some(s) = steps.get(&rate) {
-            return Ok((s.clone(), true));
-        }
-        let s = run_step(ctx, design, slo, rate)?;
-        eprintln!(
-            "capacity: {} at {rate}/s: {}",
-            ctx.name(design),
-            match delivery_verdict(&s) {
-                Verdict::Pass => "met the objective".to_string(),
-                Verdict::DriverLimited =>
-                    "DRIVER-LIMITED (inconclusive: the driver fell behind its schedule)".into(),
-                Verdict::Fail => format!("missed: {}", s.why.join("; ")),
-            }
-        );
-        order.push(rate);
-        steps.insert(rate, s.clone());
-        Ok((s, false))
+    let mut steps = Steps {
+        ctx,
+        design,
+        slo,
+        runs: BTreeMap::new(),
+        order: Vec::new(),
     };
-    let probe = |(s, known): (StepRecord, bool), delivery: bool| Probe {
-        verdict: if delivery {
-            delivery_verdict(&s)
+    let judge = |s: &StepRecord, delivery: bool| {
+        if delivery {
+            delivery_verdict(s)
         } else {
-            verdict(&s)
-        },
-        known,
+            verdict(s)
+        }
     };
-    // The async design has two limits; the end-to-end one (lower) is searched first, and the
-    // ingest search then reuses its steps.
+    // One limit: its search, then its repeats, which settle where it lies; the search's bracket
+    // is replaced by the majority's.
+    let limit = |steps: &mut Steps, delivery: bool| -> Result<(Found, [Option<u32>; 2])> {
+        let mut found = search(plan, |r| {
+            let (s, known) = steps.get(r, 0)?;
+            Ok(Probe {
+                verdict: judge(&s, delivery),
+                known,
+            })
+        })?;
+        let settled = crate::repeats::settle(&found, ctx.repeats, |r, k| {
+            Ok(judge(&steps.get(r, k)?.0, delivery))
+        })?;
+        found.pass = settled.pass;
+        found.fail = settled.fail;
+        Ok((found, settled.ci))
+    };
+    // A design with a queue has two limits; the end-to-end one (lower) is searched first, and
+    // the ingest search then reuses its steps.
     let delivery = if design.has_queue() {
-        Some(search(plan, |r| Ok(probe(step(r)?, true)))?)
+        Some(limit(&mut steps, true)?)
     } else {
         None
     };
-    let ingest = search(plan, |r| Ok(probe(step(r)?, false)))?;
-    let records: Vec<StepRecord> = order.iter().filter_map(|r| steps.get(r).cloned()).collect();
+    let (ingest, ingest_ci) = limit(&mut steps, false)?;
+    let delivery_ci = delivery.as_ref().map(|(_, ci)| *ci);
+    let delivery = delivery.map(|(f, _)| f);
+    let records: Vec<StepRecord> = steps
+        .order
+        .iter()
+        .filter_map(|key| steps.runs.get(key).cloned())
+        .collect();
 
+    // Each limit is read from the search's own run of the rate that decides it.
     let knee = |rate: Option<u32>| -> Option<Bottleneck> {
-        let s = steps.get(&rate?)?;
-        attribute(ctx, design, s).ok()
+        attribute(ctx, design, steps.first(rate)?).ok()
     };
     let limited = |f: &Found| match f.stop {
         Stop::DriverLimited => f.tried.last().map(|(r, _)| *r),
@@ -803,7 +950,7 @@ fn capacity_of(
     let delivery_bottleneck = delivery.as_ref().and_then(|f| knee(limited(f)));
     // And at the knee itself: what was closest to its limit at the last rate that passed.
     let closest = |rate: Option<u32>, delivery: bool| -> Option<Bottleneck> {
-        closest_to_limit(ctx, design, steps.get(&rate?)?, delivery).ok()
+        closest_to_limit(ctx, design, steps.first(rate)?, delivery).ok()
     };
     // A design without a queue has one limit, and its channels are its request path's.
     let at_knee = closest(ingest.pass, delivery.is_none());
@@ -812,11 +959,11 @@ fn capacity_of(
         Subject::Sync => ingest
             .fail
             .or(ingest.pass)
-            .and_then(|r| steps.get(&r))
+            .and_then(|r| steps.first(Some(r)))
             .and_then(|s| littles_law(ctx, s, ingest.pass)),
         Subject::Async | Subject::Broker => delivery.as_ref().and_then(|f| {
             let at = f.fail.or_else(|| f.tried.last().map(|(r, _)| *r))?;
-            channels_law(ctx, design, steps.get(&at)?, f.pass)
+            channels_law(ctx, design, steps.first(Some(at))?, f.pass)
         }),
         Subject::Target => None,
     };
@@ -825,8 +972,11 @@ fn capacity_of(
         capacity_rps: ingest.pass,
         first_fail_rps: ingest.fail,
         stop: ingest.stop,
+        repeats: ctx.repeats,
+        capacity_ci: Some(ingest_ci),
         delivery_capacity_rps: delivery.as_ref().and_then(|f| f.pass),
         delivery_first_fail_rps: delivery.as_ref().and_then(|f| f.fail),
+        delivery_capacity_ci: delivery_ci,
         delivery_stop: delivery.as_ref().map(|f| f.stop),
         steps: records,
         bottleneck,
@@ -846,8 +996,26 @@ fn step_scenario(
     rate: u32,
     duration: Duration,
     warmup: Duration,
+    size_for: Option<Duration>,
 ) -> Result<String> {
     let mut t = base.clone();
+    // The driver's users are sized for the latency this design's objective allows, not for the
+    // scenario's `max_latency` (which must fit the slowest design): a step that met the objective
+    // never needed more, and one that needed more missed it on the server's own time (see
+    // `missed_on_service_time`). A scenario that fixes `users` keeps them.
+    if let Some(bound) = size_for {
+        let driver = t
+            .entry("driver")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| anyhow!("the scenario's `driver` is not a table"))?;
+        if !driver.contains_key("users") {
+            driver.insert(
+                "max_latency".into(),
+                toml::Value::String(humantime::format_duration(bound).to_string()),
+            );
+        }
+    }
     t.remove("capacity");
     t.remove("gates");
     t.insert(
@@ -896,21 +1064,57 @@ fn step_scenario(
     toml::to_string(&t).context("could not write a step's scenario")
 }
 
+/// The latency an objective allows: the loosest plain upper bound it sets on a latency metric
+/// (`latency_ms_by_class.2xx.p99 < 250` → 250 ms). `None` when it bounds no latency.
+fn latency_bound(slo: &[Slo]) -> Option<Duration> {
+    slo.iter()
+        .filter_map(|s| s.rule.upper_bound())
+        .filter(|(m, _)| m.path.first().is_some_and(|p| p.starts_with("latency_ms")))
+        .map(|(_, ms)| ms)
+        .filter(|ms| ms.is_finite() && *ms > 0.0)
+        .reduce(f64::max)
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+}
+
+/// Whether a step the driver fell behind on is still the design's miss: the requests the driver
+/// did send took longer than the objective's latency bound (p99) on the server's own time, from
+/// their actual send to the answer, so a punctual driver, adding the load it held back, could
+/// not have passed. That holds only while the driver read answers as they came: its load runs on
+/// one thread, so a driver process under one core had idle time on that thread, and a busy
+/// thread, which would hold answers unread and inflate the service time too, is ruled out.
+fn missed_on_service_time(
+    bound: Option<Duration>,
+    service_p99_ms: f64,
+    driver_cores: Option<f64>,
+) -> bool {
+    let Some(bound) = bound else {
+        return false;
+    };
+    service_p99_ms > bound.as_secs_f64() * 1000.0 && driver_cores.is_some_and(|c| c < 1.0)
+}
+
 /// How fast the pool's waiters may grow before a step counts as falling behind: 5 % of the
 /// offered rate a second, and at least 2 (Poisson arrivals make a kept-up queue wobble).
 pub fn waiting_growth_limit(rate: u32) -> f64 {
     (f64::from(rate) * 0.05).max(2.0)
 }
 
-fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRecord> {
+/// Runs the `k`-th run of `rate` (0 the search's own, 1 and up its repeats) in its own folder.
+fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32, k: u32) -> Result<StepRecord> {
     let folder = ctx.out.join(design.name());
     std::fs::create_dir_all(&folder)?;
-    let scenario = folder.join(format!("step-{rate}.toml"));
+    let name = if k == 0 {
+        format!("step-{rate}")
+    } else {
+        format!("step-{rate}.r{k}")
+    };
+    let scenario = folder.join(format!("{name}.toml"));
+    let bound = latency_bound(slo);
     std::fs::write(
         &scenario,
-        step_scenario(&ctx.base, design, rate, ctx.duration, ctx.warmup)?,
+        step_scenario(&ctx.base, design, rate, ctx.duration, ctx.warmup, bound)?,
     )?;
-    let dir = folder.join(format!("step-{rate}"));
+    let dir = folder.join(&name);
     let mut cmd = fanbench()?;
     match (design, &ctx.target) {
         (Subject::Target, Some(url)) if ctx.allow_remote => {
@@ -920,11 +1124,13 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRe
         _ => cmd.args(["run", "--quiet", "--design", design.name()]),
     };
     cmd.arg("--scenario").arg(&scenario).arg("--out").arg(&dir);
-    eprintln!(
-        "capacity: {} at {rate}/s for {} …",
-        ctx.name(design),
-        humantime::format_duration(ctx.duration)
-    );
+    if !ctx.quiet {
+        eprintln!(
+            "capacity: {} at {rate}/s for {} …",
+            ctx.name(design),
+            humantime::format_duration(ctx.duration)
+        );
+    }
     let status = cmd.status().context("could not start a capacity step")?;
     let d = read_design(&dir, design.name())
         .with_context(|| format!("the {rate}/s step ({status}) left no results"))?;
@@ -932,7 +1138,22 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRe
     if !d.valid {
         why.push(format!("invalid: {}", d.invalid_reasons.join(", ")));
     }
-    if !d.trustworthy {
+    let step_cores = cores(&d);
+    let missed_despite_lag = !d.trustworthy
+        && missed_on_service_time(
+            bound,
+            d.service_time_ms.p99,
+            step_cores.get("driver").copied(),
+        );
+    if missed_despite_lag {
+        why.push(format!(
+            "the driver fell behind its schedule (send lag p99 {:.1} ms), but the requests it sent \
+             already took p99 {:.0} ms from their actual send, over the objective's {:.0} ms",
+            d.send_lag_ms.p99,
+            d.service_time_ms.p99,
+            bound.map_or(0.0, |b| b.as_secs_f64() * 1000.0)
+        ));
+    } else if !d.trustworthy {
         why.push(format!(
             "the driver fell behind its schedule (send lag p99 {:.1} ms)",
             d.send_lag_ms.p99
@@ -967,6 +1188,7 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRe
     });
     Ok(StepRecord {
         offered_rps: rate,
+        repeat: k,
         throughput_rps: judged.throughput_rps,
         sent: judged.requests.sent,
         accepted: judged.requests.status.get("2xx").copied().unwrap_or(0),
@@ -975,6 +1197,8 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRe
         accepted_p99_ms: judged.latency_ms_by_class.get("2xx").map(|c| c.latency.p99),
         latency_p99_ms: judged.latency_ms.p99,
         send_lag_p99_ms: d.send_lag_ms.p99,
+        service_p99_ms: Some(d.service_time_ms.p99),
+        missed_despite_lag,
         backlog_slope_per_s: slope,
         pool_waiting_slope_per_s: waiting_slope,
         delivery_p99_ms: d
@@ -982,7 +1206,7 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRe
             .iter()
             .map(|(c, v)| (c.clone(), v.p99_ms))
             .collect(),
-        cores: cores(&d),
+        cores: step_cores,
         valid: d.valid,
         trustworthy: d.trustworthy,
         passed,
@@ -1480,7 +1704,7 @@ fn table(r: &CapacityReport) -> String {
             "verdict"
         ));
         for st in &d.steps {
-            let verdict = if !st.trustworthy {
+            let verdict = if st.driver_limited() {
                 "DRIVER-LIMITED".to_string()
             } else if st.passed && st.delivery_keeps_up != Some(false) {
                 "pass".to_string()
@@ -1488,8 +1712,12 @@ fn table(r: &CapacityReport) -> String {
                 format!("FAIL: {}", st.why.join("; "))
             };
             s.push_str(&format!(
-                "  {:>6}/s {:>11.1} {:>12} {:>8.2} {:>11.2} {:>12} {:>12}  {verdict}\n",
-                st.offered_rps,
+                "  {:>8} {:>11.1} {:>12} {:>8.2} {:>11.2} {:>12} {:>12}  {verdict}\n",
+                if st.repeat > 0 {
+                    format!("{}/s r{}", st.offered_rps, st.repeat)
+                } else {
+                    format!("{}/s", st.offered_rps)
+                },
                 st.throughput_rps,
                 st.accepted_p99_ms.map_or("-".into(), |v| format!("{v:.1}")),
                 st.share_503 * 100.0,
@@ -1500,7 +1728,7 @@ fn table(r: &CapacityReport) -> String {
                     .map_or("-".into(), |v| format!("{v:+.1}")),
             ));
         }
-        s.push_str(&verdict_lines(name, d).join("\n"));
+        s.push_str(&verdict_lines(name, d, r.resolution).join("\n"));
         s.push('\n');
     }
     if let Some((what, rows)) = sweep_rows(r) {
@@ -1516,20 +1744,22 @@ fn table(r: &CapacityReport) -> String {
     s
 }
 
-fn verdict_lines(name: &str, d: &DesignCapacity) -> Vec<String> {
+fn verdict_lines(name: &str, d: &DesignCapacity, resolution: f64) -> Vec<String> {
     let mut lines = vec![format!(
-        "{name} capacity{}: {}",
+        "{name} capacity{}: {}{}",
         if d.delivery_stop.is_some() {
             " (ingest)"
         } else {
             ""
         },
-        limit_text(d.capacity_rps, d.first_fail_rps, d.stop)
+        limit_text(d.capacity_rps, d.first_fail_rps, d.stop),
+        report::capacity::interval_text(d.capacity_ci, d.repeats, resolution)
     )];
     if let Some(stop) = d.delivery_stop {
         lines.push(format!(
-            "{name} capacity (end to end, delivery keeping up): {}",
-            limit_text(d.delivery_capacity_rps, d.delivery_first_fail_rps, stop)
+            "{name} capacity (end to end, delivery keeping up): {}{}",
+            limit_text(d.delivery_capacity_rps, d.delivery_first_fail_rps, stop),
+            report::capacity::interval_text(d.delivery_capacity_ci, d.repeats, resolution)
         ));
     }
     // (what the line says before the rate, after it, the read)
@@ -1617,7 +1847,7 @@ fn summary_md(r: &CapacityReport) -> String {
             "\n## {name}\n\nObjective: `{}`\n\n",
             d.slo.join("`, `")
         ));
-        for line in verdict_lines(name, d) {
+        for line in verdict_lines(name, d, r.resolution) {
             s.push_str(&format!("- {}\n", line.trim()));
         }
         s.push_str(
@@ -1632,7 +1862,7 @@ fn summary_md(r: &CapacityReport) -> String {
                 st.accepted_p99_ms.map_or("-".into(), |v| format!("{v:.1}")),
                 st.share_503 * 100.0,
                 st.send_lag_p99_ms,
-                if !st.trustworthy {
+                if st.driver_limited() {
                     "driver-limited".to_string()
                 } else if st.passed && st.delivery_keeps_up != Some(false) {
                     "pass".to_string()
@@ -1837,6 +2067,7 @@ mod tests {
             123,
             Duration::from_secs(20),
             Duration::from_secs(5),
+            None,
         )
         .unwrap();
         let s = scenario::Scenario::parse(&step, Path::new("step.toml"))
@@ -1858,11 +2089,86 @@ mod tests {
             10,
             Duration::from_secs(8),
             Duration::ZERO,
+            None,
         )
         .unwrap();
         let s = scenario::Scenario::parse(&whole, Path::new("step.toml")).unwrap();
         assert_eq!(s.arrivals.phases.len(), 1);
         assert_eq!(s.driver.warmup, None);
+    }
+
+    #[test]
+    fn a_steps_users_are_sized_for_its_designs_objective_unless_the_scenario_fixes_them() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/capacity.toml"),
+        )
+        .unwrap();
+        let mut base: toml::Table = toml::from_str(&text).unwrap();
+        let slo = objectives(Subject::Async, &[], &BTreeMap::new(), Path::new("x")).unwrap();
+        let bound = latency_bound(&slo);
+        assert_eq!(bound, Some(Duration::from_millis(250)));
+        let step = |base: &toml::Table| {
+            let text = step_scenario(
+                base,
+                Subject::Async,
+                3200,
+                Duration::from_secs(20),
+                Duration::from_secs(5),
+                bound,
+            )
+            .unwrap();
+            scenario::Scenario::parse(&text, Path::new("step.toml")).unwrap()
+        };
+        // The scenario's 6 s (sized for the sync design) would be 28,800 users at 3,200/s.
+        let s = step(&base);
+        assert_eq!(s.driver.max_latency, Duration::from_millis(250));
+        assert_eq!(driver::users_for(3200.0, s.driver.max_latency), 1200);
+        // A scenario that says how many users keeps them, and its max_latency.
+        base["driver"]
+            .as_table_mut()
+            .unwrap()
+            .insert("users".into(), toml::Value::Integer(64));
+        let s = step(&base);
+        assert_eq!(s.driver.users, Some(64));
+        assert_eq!(s.driver.max_latency, Duration::from_secs(6));
+    }
+
+    #[test]
+    fn an_objectives_latency_bound_is_its_loosest_upper_bound_on_a_latency() {
+        let slo = |texts: &[&str]| -> Vec<Slo> {
+            texts
+                .iter()
+                .map(|t| parse_slo(Subject::Sync, t, "test").unwrap())
+                .collect()
+        };
+        assert_eq!(
+            latency_bound(&slo(&[
+                "latency_ms_by_class.2xx.p50 < 100",
+                "latency_ms_by_class.2xx.p99 < 6000",
+                "requests.share.503 < 0.01",
+            ])),
+            Some(Duration::from_secs(6))
+        );
+        assert_eq!(
+            latency_bound(&slo(&["latency_ms.p99 <= 80"])),
+            Some(Duration::from_millis(80))
+        );
+        assert_eq!(latency_bound(&slo(&["requests.share.503 < 0.01"])), None);
+        assert_eq!(latency_bound(&slo(&["latency_ms.p99 > 1"])), None);
+    }
+
+    #[test]
+    fn a_late_driver_leaves_a_step_inconclusive_unless_the_server_missed_on_its_own_time() {
+        let bound = Some(Duration::from_millis(250));
+        // The server took longer than the bound from each actual send, the driver was not busy.
+        assert!(missed_on_service_time(bound, 900.0, Some(0.4)));
+        // Within the bound on its own time: the lateness may be all the driver's.
+        assert!(!missed_on_service_time(bound, 200.0, Some(0.4)));
+        // A driver using a whole core may have held answers unread: no conclusion.
+        assert!(!missed_on_service_time(bound, 900.0, Some(1.0)));
+        assert!(!missed_on_service_time(bound, 900.0, None));
+        // No latency bound, nothing to hold the service time to.
+        assert!(!missed_on_service_time(None, 900.0, Some(0.4)));
     }
 
     #[test]
@@ -1911,6 +2217,8 @@ mod tests {
             delivery_p99: 1000.0,
             target: None,
             allow_remote: false,
+            repeats: 1,
+            quiet: true,
         }
     }
 
@@ -2135,6 +2443,7 @@ mod tests {
     fn sample_report() -> CapacityReport {
         let step = StepRecord {
             offered_rps: 40,
+            repeat: 0,
             throughput_rps: 30.5,
             sent: 800,
             accepted: 700,
@@ -2143,6 +2452,8 @@ mod tests {
             accepted_p99_ms: Some(5100.0),
             latency_p99_ms: 5200.0,
             send_lag_p99_ms: 0.2,
+            service_p99_ms: Some(5000.0),
+            missed_despite_lag: false,
             backlog_slope_per_s: None,
             pool_waiting_slope_per_s: Some(12.5),
             delivery_p99_ms: BTreeMap::new(),
@@ -2159,8 +2470,11 @@ mod tests {
             capacity_rps: Some(30),
             first_fail_rps: Some(40),
             stop: Stop::Converged,
+            repeats: 1,
+            capacity_ci: None,
             delivery_capacity_rps: None,
             delivery_first_fail_rps: None,
+            delivery_capacity_ci: None,
             delivery_stop: None,
             steps: vec![step.clone()],
             bottleneck: Some(Bottleneck {
@@ -2185,8 +2499,11 @@ mod tests {
             capacity_rps: None,
             first_fail_rps: None,
             stop: Stop::DriverLimited,
+            repeats: 1,
+            capacity_ci: None,
             delivery_capacity_rps: Some(400),
             delivery_first_fail_rps: None,
+            delivery_capacity_ci: Some([Some(400), None]),
             delivery_stop: Some(Stop::Budget),
             steps: vec![StepRecord {
                 backlog_slope_per_s: Some(1.5),
@@ -2309,6 +2626,45 @@ mod tests {
                 .unwrap_or_default()
                 .contains("async")
         );
+    }
+
+    #[test]
+    fn capacity_gates_hold_at_the_least_favourable_end_of_each_interval() {
+        let path = Path::new("x.toml");
+        // sync's limit is 30/s by majority; its repeats put it at least 28/s and below 34/s.
+        let mut report = sample_report();
+        let sync = report.designs.get_mut("sync").unwrap();
+        sync.repeats = 3;
+        sync.capacity_ci = Some([Some(28), Some(34)]);
+        let gate_on = |report: &CapacityReport, text: &str| {
+            let rules = capacity_gates(&[], &[text.to_string()], path).unwrap();
+            at_every_end(&rules[0], &serde_json::to_value(report).unwrap(), report).unwrap()
+        };
+        let gate = |text: &str| gate_on(&report, text);
+        // 30 > 29, but the low end, 28, is not.
+        let low = gate("sync.capacity_rps > 29");
+        assert!(!low.passed, "{low:?}");
+        assert_eq!(low.value, 28.0);
+        assert!(
+            low.detail.contains("sync.capacity_rps at its low end, 28"),
+            "{low:?}"
+        );
+        // 30 < 32, but the limit may be as high as just under 34.
+        let high = gate("sync.capacity_rps < 32");
+        assert!(!high.passed && high.value == 34.0, "{high:?}");
+        // Clear of both ends: passes, and says which end it was held to.
+        let clear = gate("sync.capacity_rps > 20");
+        assert!(clear.passed && clear.value == 28.0, "{clear:?}");
+        // A ratio takes the least favourable end for its denominator too.
+        let ratio = gate("async.delivery_capacity_rps / sync.capacity_rps > 10");
+        assert!(ratio.detail.contains("high end, 34"), "{ratio:?}");
+        // A figure without an interval is taken as it is.
+        let plain = gate("sync.first_fail_rps > 31");
+        assert!(plain.passed && plain.detail.is_empty(), "{plain:?}");
+        // An unknown end is left out, saying so.
+        report.designs.get_mut("sync").unwrap().capacity_ci = Some([Some(28), None]);
+        let open = gate_on(&report, "sync.capacity_rps < 32");
+        assert!(open.passed && open.detail.contains("unknown"), "{open:?}");
     }
 
     #[test]

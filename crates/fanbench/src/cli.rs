@@ -165,6 +165,14 @@ pub struct CapacityArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_steps: Option<u32>,
 
+    /// Runs of each rate that decides a limit (its last pass and first fail; more when a repeat
+    /// disagrees) [default: the scenario's `[capacity] repeat`, else 3]. Each limit then comes
+    /// with an interval: at least the highest rate that passed every run, below the lowest that
+    /// failed every run. Three runs show a rate that passes only by luck (one in two runs) as
+    /// mixed 3 times in 4, and cost about four more steps per limit; 1 runs each rate once.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub repeat: Option<u32>,
+
     /// How long each step's load lasts, warm-up included [default: 20s].
     #[arg(long)]
     pub step_duration: Option<humantime::Duration>,
@@ -217,6 +225,10 @@ pub struct CapacityArgs {
     /// Where capacity.json, summary.md and the steps go. Default: reports/capacity/<UTC time>/
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+
+    /// No progress lines: only the table, the report's path and the gates.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,6 +14,7 @@ mod launch;
 mod merge;
 mod output;
 mod plan;
+mod repeats;
 mod serve;
 mod shutdown;
 mod steps;

@@ -190,7 +190,10 @@ pub fn report(dirs: &[PathBuf]) -> Result<()> {
         let doc = report::capacity::load(dir)?;
         let html = report::capacity::write(dir, &doc)?;
         for (name, d) in report::capacity::ordered(&doc) {
-            println!("{}", report::capacity::verdict_line(name, d));
+            println!(
+                "{}",
+                report::capacity::verdict_line(name, d, doc.resolution)
+            );
         }
         println!("\nreport: {}", html.display());
         return Ok(());

@@ -69,6 +69,9 @@ pub struct Capacity {
     pub resolution: Option<f64>,
     /// Load steps at most, per design.
     pub max_steps: Option<u32>,
+    /// Runs of each rate that decides a limit (the last pass and the first fail), so each limit
+    /// gets an interval (`fanbench capacity --repeat`).
+    pub repeat: Option<u32>,
     /// How long each step's load lasts.
     #[serde(with = "humantime_serde")]
     pub step_duration: Option<std::time::Duration>,
