@@ -106,28 +106,58 @@ fn limit(pass: Option<u32>, fail: Option<u32>, stop: Stop) -> String {
     }
 }
 
+/// Where a limit lies after its repeats, in words, for the page, the terminal and summary.md
+/// alike: "; between 44 and 48/s over 3 runs each", with a warning when the interval is wider
+/// than the search's resolution (its repeats disagree beyond what the search could tell apart).
+/// Nothing when the limit was not repeated or has no interval.
+pub fn interval_text(ci: Option<[Option<u32>; 2]>, repeats: u32, resolution: f64) -> String {
+    let Some([low, high]) = ci else {
+        return String::new();
+    };
+    if repeats <= 1 {
+        return String::new();
+    }
+    let span = match (low, high) {
+        (Some(l), Some(h)) => format!("at least {l}/s and below {h}/s"),
+        (Some(l), None) => format!("at least {l}/s, no rate above failed every run"),
+        (None, Some(h)) => format!("below {h}/s, no rate below passed every run"),
+        (None, None) => "no rate passed or failed every run".into(),
+    };
+    let mut text = format!("; over {repeats} runs of each deciding rate: {span}");
+    if results::capacity::wider_than(ci, resolution) == Some(true) {
+        text.push_str(&format!(
+            " (the REPEATS DISAGREE beyond the {:.0} % resolution: this limit is noise-bound here)",
+            resolution * 100.0
+        ));
+    }
+    text
+}
+
 /// ", bottleneck: connection pool", or nothing.
 fn bottleneck_text(b: Option<&Bottleneck>) -> String {
     b.map_or(String::new(), |b| format!(", bottleneck: {}", b.resource))
 }
 
 /// One design's verdict in one line.
-pub fn verdict_line(name: &str, d: &DesignCapacity) -> String {
+pub fn verdict_line(name: &str, d: &DesignCapacity, resolution: f64) -> String {
     let mut line = match d.delivery_stop {
         Some(delivery_stop) => format!(
-            "{name}: ingest {}{}; end to end (delivery keeping up) {}{}",
+            "{name}: ingest {}{}{}; end to end (delivery keeping up) {}{}{}",
             limit(d.capacity_rps, d.first_fail_rps, d.stop),
+            interval_text(d.capacity_ci, d.repeats, resolution),
             bottleneck_text(d.bottleneck.as_ref()),
             limit(
                 d.delivery_capacity_rps,
                 d.delivery_first_fail_rps,
                 delivery_stop
             ),
+            interval_text(d.delivery_capacity_ci, d.repeats, resolution),
             bottleneck_text(d.delivery_bottleneck.as_ref()),
         ),
         None => format!(
-            "{name}: {}{}",
+            "{name}: {}{}{}",
             limit(d.capacity_rps, d.first_fail_rps, d.stop),
+            interval_text(d.capacity_ci, d.repeats, resolution),
             bottleneck_text(d.bottleneck.as_ref())
         ),
     };
@@ -172,7 +202,7 @@ pub fn render(doc: &CapacityReport) -> String {
     let designs = ordered(doc);
     let verdicts: String = designs
         .iter()
-        .map(|(n, d)| format!("<li>{}</li>", escape(&verdict_line(n, d))))
+        .map(|(n, d)| format!("<li>{}</li>", escape(&verdict_line(n, d, doc.resolution))))
         .collect();
     body.push_str(&section(
         "verdict",
@@ -244,11 +274,60 @@ fn chart(svg: String, explain: &str) -> String {
     )
 }
 
-/// The steps a line may join: those the driver kept to schedule, by offered rate.
+/// The steps a line may join: the search's own run of each rate, where the driver kept to
+/// schedule, by offered rate. Repeats are drawn as dots ([`overlay`]).
 fn trusted(d: &DesignCapacity) -> Vec<&StepRecord> {
-    let mut v: Vec<&StepRecord> = d.steps.iter().filter(|s| s.trustworthy).collect();
+    let mut v: Vec<&StepRecord> = d
+        .steps
+        .iter()
+        .filter(|s| s.trustworthy && s.repeat == 0)
+        .collect();
     v.sort_by_key(|s| s.offered_rps);
     v
+}
+
+/// Every repeated run as a dot (`figure` of the step, where it has one), and each limit's
+/// interval as a band: where the repeats put it.
+fn overlay(
+    name: &str,
+    d: &DesignCapacity,
+    figure: impl Fn(&StepRecord) -> Option<f64>,
+) -> charts::Overlay {
+    let points: Vec<(f64, f64)> = d
+        .steps
+        .iter()
+        .filter(|s| s.trustworthy && s.repeat > 0)
+        .filter_map(|s| Some((f64::from(s.offered_rps), figure(s)?)))
+        .collect();
+    let dots = if points.is_empty() {
+        Vec::new()
+    } else {
+        vec![Series {
+            label: format!("{name}: repeated runs"),
+            look: charts::design_look(name),
+            points,
+        }]
+    };
+    let band = |label: &str, ci: Option<[Option<u32>; 2]>, color: RGBColor| match ci? {
+        [Some(low), Some(high)] if d.repeats > 1 => Some(charts::Band {
+            label: format!(
+                "{label} lies here ({low}–{high}/s, {} runs each)",
+                d.repeats
+            ),
+            color,
+            from: f64::from(low),
+            to: f64::from(high),
+        }),
+        _ => None,
+    };
+    let bands = [
+        band("knee", d.capacity_ci, KNEE.color),
+        band("end-to-end limit", d.delivery_capacity_ci, END_TO_END.color),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    charts::Overlay { dots, bands }
 }
 
 const KNEE: Look = Look {
@@ -344,21 +423,26 @@ fn latency_chart(name: &str, d: &DesignCapacity) -> String {
         });
     }
     series.extend(markers(d, lo, hi));
-    let svg = charts::line_chart(&LineChart {
-        title,
-        x: XAxis::Rate,
-        y_label: "p99 (ms, log)".into(),
-        y_scale: Scale::Log,
-        series,
-        secondary: None,
-    });
+    let svg = charts::line_chart_with(
+        &LineChart {
+            title,
+            x: XAxis::Rate,
+            y_label: "p99 (ms, log)".into(),
+            y_scale: Scale::Log,
+            series,
+            secondary: None,
+        },
+        &overlay(name, d, |s| s.accepted_p99_ms.filter(|v| *v > 0.0)),
+    );
     chart(
         svg,
         "One point per load step the driver kept to schedule (driver-limited steps are left out: \
          they say nothing about the design), joined in order of offered rate. Latency is measured \
          from each request's intended send time, so queueing in front of the server counts. The \
          dashed vertical line is the knee: the highest rate that met the objective. Past it the \
-         line turns up — the hockey stick.",
+         line turns up — the hockey stick. Circles are the repeated runs of the rates that decide \
+         a limit; the shaded band is where the repeats put the limit (at least its left edge, \
+         below its right).",
     )
 }
 
@@ -545,14 +629,17 @@ fn throughput_chart(name: &str, d: &DesignCapacity) -> String {
         },
     ];
     series.extend(markers(d, 0.0, top));
-    let svg = charts::line_chart(&LineChart {
-        title,
-        x: XAxis::Rate,
-        y_label: "answers/s".into(),
-        y_scale: Scale::Linear,
-        series,
-        secondary: None,
-    });
+    let svg = charts::line_chart_with(
+        &LineChart {
+            title,
+            x: XAxis::Rate,
+            y_label: "answers/s".into(),
+            y_scale: Scale::Linear,
+            series,
+            secondary: None,
+        },
+        &overlay(name, d, |s| Some(s.throughput_rps)),
+    );
     chart(
         svg,
         "Answers a second (accepted and refused alike) against the rate offered. On the grey y = x \
@@ -657,7 +744,7 @@ fn bottlenecks(designs: &[(&str, &DesignCapacity)]) -> String {
 
 /// A step's verdict in a word, and what it missed in words (none for a pass).
 fn step_verdict(s: &StepRecord) -> (&'static str, Option<String>) {
-    if !s.trustworthy {
+    if s.driver_limited() {
         ("driver-limited", Some(s.why.join("; ")))
     } else if s.passed_end_to_end() {
         ("pass", None)
@@ -716,9 +803,14 @@ fn steps_table(d: &DesignCapacity) -> String {
             .collect();
         let (verdict, why) = step_verdict(s);
         rows.push_str(&format!(
-            "<tr><td>{}/s</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{:.2}</td>{figures}\
+            "<tr><td>{}/s{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{:.2}</td>{figures}\
              <td style=\"text-align:left\">{verdict}</td></tr>\n",
             s.offered_rps,
+            if s.repeat > 0 {
+                format!(" <small>(repeat {})</small>", s.repeat)
+            } else {
+                String::new()
+            },
             i + 1,
             s.throughput_rps,
             s.accepted_p99_ms.map_or("—".into(), |v| format!("{v:.1}")),
@@ -811,16 +903,46 @@ mod tests {
             ["sync", "async"]
         );
         assert_eq!(
-            verdict_line(d[0].0, d[0].1),
+            verdict_line(d[0].0, d[0].1, doc.resolution),
             "sync: 32 sign-ups/s (failed at 34/s), bottleneck: connection pool \
              (Little's law predicts 32, measured 0.99×)"
         );
         assert_eq!(
-            verdict_line(d[1].0, d[1].1),
+            verdict_line(d[1].0, d[1].1, doc.resolution),
             "async: ingest 1200 sign-ups/s (failed at 1300/s), bottleneck: CPU (postgres); \
              end to end (delivery keeping up) 500 sign-ups/s (failed at 550/s), \
              bottleneck: provider rate limit (sms)"
         );
+    }
+
+    #[test]
+    fn a_repeated_limit_says_where_it_lies_and_when_its_repeats_disagree() {
+        // Not repeated, or no interval: nothing to add.
+        assert_eq!(interval_text(Some([Some(44), Some(48)]), 1, 0.1), "");
+        assert_eq!(interval_text(None, 3, 0.1), "");
+        let agreed = interval_text(Some([Some(44), Some(48)]), 3, 0.1);
+        assert_eq!(
+            agreed,
+            "; over 3 runs of each deciding rate: at least 44/s and below 48/s"
+        );
+        let disagreed = interval_text(Some([Some(40), Some(64)]), 3, 0.1);
+        assert!(
+            disagreed.contains("at least 40/s and below 64/s")
+                && disagreed.contains("REPEATS DISAGREE beyond the 10 % resolution"),
+            "{disagreed}"
+        );
+        let open = interval_text(Some([Some(40), None]), 3, 0.1);
+        assert!(
+            open.contains("no rate above failed every run") && open.contains("DISAGREE"),
+            "{open}"
+        );
+        // The verdict carries it.
+        let mut doc = fixture();
+        let sync = doc.designs.get_mut("sync").unwrap();
+        sync.repeats = 3;
+        sync.capacity_ci = Some([Some(32), Some(34)]);
+        let line = verdict_line("sync", &doc.designs["sync"], doc.resolution);
+        assert!(line.contains("at least 32/s and below 34/s"), "{line}");
     }
 
     #[test]
@@ -842,7 +964,7 @@ mod tests {
         let verdict = section_of(&html, "verdict");
         for (name, d) in ordered(&doc) {
             assert!(
-                verdict.contains(&escape(&verdict_line(name, d))),
+                verdict.contains(&escape(&verdict_line(name, d, doc.resolution))),
                 "{verdict}"
             );
         }
@@ -986,5 +1108,41 @@ mod tests {
         }
         assert!(!html.contains("knee at"));
         assert!(html.contains("<td style=\"text-align:left\">driver-limited</td>"));
+    }
+
+    #[test]
+    fn repeated_runs_are_dots_and_the_interval_a_band() {
+        let mut doc = fixture();
+        let without = render(&doc);
+        let sync = doc.designs.get_mut("sync").unwrap();
+        let knee = sync.capacity_rps.unwrap();
+        sync.repeats = 3;
+        sync.capacity_ci = Some([Some(knee), sync.first_fail_rps]);
+        let first = sync
+            .steps
+            .iter()
+            .find(|s| s.offered_rps == knee)
+            .unwrap()
+            .clone();
+        for k in 1..3 {
+            let mut again = first.clone();
+            again.repeat = k;
+            again.accepted_p99_ms = again
+                .accepted_p99_ms
+                .map(|v| v * (1.0 + f64::from(k) / 10.0));
+            sync.steps.push(again);
+        }
+        let html = render(&doc);
+        let latency = section_of(&html, "latency-sync");
+        let circles = |h: &str| h.matches("<circle").count();
+        // Two repeats, and one circle in the legend.
+        assert_eq!(circles(latency), 3, "{latency}");
+        assert!(latency.contains("knee lies here"), "{latency}");
+        assert_eq!(circles(section_of(&without, "latency-sync")), 0);
+        // The steps table names the repeats.
+        assert_eq!(
+            section_of(&html, "steps-sync").matches("(repeat ").count(),
+            2
+        );
     }
 }

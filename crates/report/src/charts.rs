@@ -221,13 +221,35 @@ fn style(look: Look) -> ShapeStyle {
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
+/// What a chart may draw over its lines: points standing alone (one per repeated run of a
+/// step, say) and vertical bands (the interval a limit lies in).
+#[derive(Debug, Clone, Default)]
+pub struct Overlay {
+    pub dots: Vec<Series>,
+    pub bands: Vec<Band>,
+}
+
+/// A vertical band from `from` to `to` on the x axis, the chart's full height, lightly filled.
+#[derive(Debug, Clone)]
+pub struct Band {
+    pub label: String,
+    pub color: RGBColor,
+    pub from: f64,
+    pub to: f64,
+}
+
 /// Renders a line chart as an SVG string.
 pub fn line_chart(chart: &LineChart) -> String {
+    line_chart_with(chart, &Overlay::default())
+}
+
+/// [`line_chart`] with dots and bands drawn over the lines.
+pub fn line_chart_with(chart: &LineChart, overlay: &Overlay) -> String {
     register_font();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        if let Err(e) = draw_lines(&root, chart) {
+        if let Err(e) = draw_lines(&root, chart, overlay) {
             return error_svg(&chart.title, &e.to_string());
         }
         if root.present().is_err() {
@@ -237,10 +259,21 @@ pub fn line_chart(chart: &LineChart) -> String {
     svg
 }
 
-fn draw_lines(root: &Area<'_>, chart: &LineChart) -> Result<(), Box<dyn std::error::Error>> {
+fn draw_lines(
+    root: &Area<'_>,
+    chart: &LineChart,
+    overlay: &Overlay,
+) -> Result<(), Box<dyn std::error::Error>> {
     root.fill(&WHITE)?;
     let (x0, x1) = x_bounds(chart);
-    let (y0, y1) = bounds(&chart.series, chart.y_scale == Scale::Log);
+    let x1 = overlay.bands.iter().map(|b| b.to * 1.05).fold(x1, f64::max);
+    let with_dots: Vec<Series> = chart
+        .series
+        .iter()
+        .chain(overlay.dots.iter())
+        .cloned()
+        .collect();
+    let (y0, y1) = bounds(&with_dots, chart.y_scale == Scale::Log);
     let mut builder = ChartBuilder::on(root);
     builder
         .caption(&chart.title, ("sans-serif", 18))
@@ -290,9 +323,11 @@ fn draw_lines(root: &Area<'_>, chart: &LineChart) -> Result<(), Box<dyn std::err
                     let mut ctx = ctx.set_secondary_coord(x0..x1, s0..s1);
                     mesh!(ctx);
                     ctx.configure_secondary_axes().y_desc(label).draw()?;
+                    draw_bands(&mut ctx, &overlay.bands, y0, y1)?;
                     for s in &chart.series {
                         draw_series(&mut ctx, s)?;
                     }
+                    draw_dots(&mut ctx, &overlay.dots)?;
                     for s in secondary {
                         let look = s.look;
                         ctx.draw_secondary_series(LineSeries::new(
@@ -309,9 +344,11 @@ fn draw_lines(root: &Area<'_>, chart: &LineChart) -> Result<(), Box<dyn std::err
                 None => {
                     let mut ctx = ctx;
                     mesh!(ctx);
+                    draw_bands(&mut ctx, &overlay.bands, y0, y1)?;
                     for s in &chart.series {
                         draw_series(&mut ctx, s)?;
                     }
+                    draw_dots(&mut ctx, &overlay.dots)?;
                     legend!(ctx);
                 }
             }
@@ -351,6 +388,56 @@ where
             PathElement::new(vec![(x, y), (x + 20, y)], style(look))
         }
     });
+    Ok(())
+}
+
+/// Each band as a light rectangle the chart's full height, under the lines.
+fn draw_bands<'a, X, Y>(
+    ctx: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    bands: &[Band],
+    y0: f64,
+    y1: f64,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for b in bands {
+        let fill = b.color.mix(0.15).filled();
+        let color = b.color;
+        ctx.draw_series(std::iter::once(Rectangle::new(
+            [(b.from, y0), (b.to, y1)],
+            fill,
+        )))?
+        .label(&b.label)
+        .legend(move |(x, y)| {
+            Rectangle::new([(x, y - 5), (x + 20, y + 5)], color.mix(0.3).filled())
+        });
+    }
+    Ok(())
+}
+
+/// Each series as points alone, hollow circles in its colour.
+fn draw_dots<'a, X, Y>(
+    ctx: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    dots: &[Series],
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for s in dots {
+        let look = s.look;
+        ctx.draw_series(
+            s.points
+                .iter()
+                .copied()
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .map(move |p| Circle::new(p, 4, style(look))),
+        )?
+        .label(&s.label)
+        .legend(move |(x, y)| Circle::new((x + 10, y), 4, style(look)));
+    }
     Ok(())
 }
 
