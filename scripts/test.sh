@@ -23,7 +23,7 @@ rm -rf "$smoke"
 echo "==> a short capacity search (the sync design, 8 s steps) and the browser check of its page"
 cap=$(mktemp -d)
 # From 16/s, so every step has over 100 requests: with fewer, one late send is the whole send lag p99.
-target/debug/fanbench capacity --designs sync --step-duration 8s --start-rate 16 --max-steps 6 --out "$cap"
+target/debug/fanbench capacity --designs sync --step-duration 8s --start-rate 16 --max-steps 6 --repeat 2 --out "$cap"
 FANBENCH=target/debug/fanbench scripts/check-report.sh "$cap"
 rm -rf "$cap"
 

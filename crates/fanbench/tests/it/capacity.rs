@@ -78,6 +78,8 @@ fn capacity_finds_a_reference_servers_known_limit() {
             "0.1",
         ])
         .args(["--max-steps", "8", "--slo", "requests.share.503 < 0.01"])
+        // The rates that decide the limit run twice more each.
+        .args(["--repeat", "3"])
         .arg("--out")
         .arg(&out)
         .output()
@@ -98,7 +100,42 @@ fn capacity_finds_a_reference_servers_known_limit() {
         "found {found}/s against a true {truth}/s\n{stdout}"
     );
     // The first failing step is above what was found, and each step says how it went.
-    assert!(target["first_fail_rps"].as_f64().unwrap() > found);
+    let first_fail = target["first_fail_rps"].as_f64().unwrap();
+    assert!(first_fail > found);
+    // The repeats: the limit's interval brackets the majority's limit and lies around the truth,
+    // and the rates that decided it ran three times each.
+    assert_eq!(target["repeats"], 3);
+    let ci = target["capacity_ci"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{target}"));
+    let (low, high) = (ci[0].as_f64(), ci[1].as_f64());
+    let low = low.unwrap_or_else(|| panic!("no rate passed every run: {stdout}"));
+    assert!(
+        low <= found && low >= 0.5 * truth,
+        "interval {ci:?}, truth {truth}\n{stdout}"
+    );
+    if let Some(high) = high {
+        assert!(
+            high >= first_fail && high > truth * 0.9,
+            "interval {ci:?}\n{stdout}"
+        );
+    }
+    let runs_of = |rate: f64| {
+        target["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["offered_rps"].as_f64() == Some(rate))
+            .count()
+    };
+    assert_eq!(runs_of(low), 3, "{stdout}");
+    if let Some(high) = high {
+        assert_eq!(runs_of(high), 3, "{stdout}");
+    }
+    assert!(
+        stdout.contains("over 3 runs of each deciding rate"),
+        "{stdout}"
+    );
     for step in target["steps"].as_array().unwrap() {
         assert_eq!(step["trustworthy"], true, "{step}");
     }
@@ -130,7 +167,7 @@ fn a_sweep_of_the_sync_pool_searches_each_value_and_a_bigger_pool_serves_more() 
             "--factor",
             "2",
         ])
-        .args(["--max-steps", "3"])
+        .args(["--max-steps", "3", "--repeat", "1"])
         .arg("--out")
         .arg(&out)
         .output()
