@@ -1856,8 +1856,13 @@ fn summary_md(r: &CapacityReport) -> String {
         s.push_str("| ---: | ---: | ---: | ---: | ---: | --- |\n");
         for st in &d.steps {
             s.push_str(&format!(
-                "| {} | {:.1} | {} | {:.2} | {:.2} | {} |\n",
+                "| {}{} | {:.1} | {} | {:.2} | {:.2} | {} |\n",
                 st.offered_rps,
+                if st.repeat > 0 {
+                    format!(" (repeat {})", st.repeat)
+                } else {
+                    String::new()
+                },
                 st.throughput_rps,
                 st.accepted_p99_ms.map_or("-".into(), |v| format!("{v:.1}")),
                 st.share_503 * 100.0,
