@@ -20,7 +20,6 @@
 
 pub mod api;
 pub mod dlq;
-pub mod limit;
 pub mod logstore;
 pub mod metrics_def;
 pub mod outbox;
@@ -45,6 +44,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The adaptive send slots, shared with the broker design: they live in queue-core.
+pub use queue_core::limit;
 pub use signup::{signups_on, signups_today};
 pub use worker::WorkerConfig;
 

@@ -2,9 +2,11 @@
 //!
 //! A fixed bound caps a channel at bound ÷ provider latency (64 ÷ ~0.15 s ≈ 420 SMS a second), so a
 //! healthy but slow provider leaves a backlog that never drains. [`Aimd`] grows the bound while the
-//! channel is saturated (every slot busy and claims coming back full) and the provider is healthy,
-//! and shrinks it when the provider pushes back, never below the configured floor nor above the
-//! cap. [`Gate`] applies the bound to a semaphore, including shrinking below the slots in use.
+//! channel is saturated (every slot busy and the queue had more: a claim or a pull came back full)
+//! and the provider is healthy, and shrinks it when the provider pushes back, never below the
+//! configured floor nor above the cap. [`Gate`] applies the bound to a semaphore, including
+//! shrinking below the slots in use. Both queue designs use it, fed the same [`Signal`]s, so their
+//! send slots behave alike and a comparison of the two measures their architectures.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,6 +24,28 @@ pub enum Signal {
     Failed,
     /// Another 4xx: the request itself was wrong, which says nothing about load.
     Neutral,
+}
+
+impl Signal {
+    /// What a provider call's result, which took `took`, says: the one classification both queue
+    /// designs use.
+    pub fn of<T>(sent: &Result<T, signup_core::ProviderError>, took: Duration) -> Self {
+        use signup_core::ProviderError;
+        match sent {
+            Ok(_) => Signal::Ok(took),
+            Err(ProviderError::Timeout { .. }) => Signal::Backpressure,
+            Err(ProviderError::Transport { .. }) => Signal::Failed,
+            Err(ProviderError::Status { status, .. }) => {
+                if status.as_u16() == 429 {
+                    Signal::Backpressure
+                } else if status.is_server_error() {
+                    Signal::Failed
+                } else {
+                    Signal::Neutral
+                }
+            }
+        }
+    }
 }
 
 /// Additive-increase/multiplicative-decrease, decided once per window of `limit` finished calls
@@ -79,7 +103,8 @@ impl Aimd {
         self.limit
     }
 
-    /// The claim loop used every slot and the queue had more due: more slots would be used.
+    /// The channel used every slot and the queue had more due (a claim or a pull came back
+    /// full): more slots would be used.
     pub fn saturated(&mut self) {
         self.window.saturated = true;
     }
@@ -207,6 +232,36 @@ mod tests {
             aimd.observe(signal(i));
         }
         aimd.limit()
+    }
+
+    #[test]
+    fn a_providers_answer_says_what_it_says_about_load() {
+        use signup_core::{Channel, ProviderError};
+        let status = |code: u16| -> Result<(), ProviderError> {
+            Err(ProviderError::Status {
+                channel: Channel::Sms,
+                status: reqwest::StatusCode::from_u16(code).unwrap(),
+                retry_after: None,
+            })
+        };
+        let cases = [
+            (Ok(()), Signal::Ok(SMS)),
+            (status(429), Signal::Backpressure),
+            (
+                Err(ProviderError::Timeout {
+                    channel: Channel::Sms,
+                    timeout: SMS,
+                }),
+                Signal::Backpressure,
+            ),
+            (status(500), Signal::Failed),
+            (status(503), Signal::Failed),
+            (status(400), Signal::Neutral),
+            (status(422), Signal::Neutral),
+        ];
+        for (sent, expected) in cases {
+            assert_eq!(Signal::of(&sent, SMS), expected, "{sent:?}");
+        }
     }
 
     #[test]
