@@ -15,7 +15,8 @@
 //!
 //! What this crate is not: it knows nothing of the driver, the report, the gates or results. It
 //! reuses signup-core (validation, errors, the provider client), fanbench-db (pool, schema,
-//! transient classifier) and the async design's log store, metrics and backoff.
+//! transient classifier), queue-core (the adaptive send slots and the retry backoff, as the async
+//! design has them) and the async design's log store and metrics.
 
 mod api;
 pub mod dlq;
@@ -33,12 +34,12 @@ use std::time::Duration;
 
 use async_server::logstore;
 use async_server::metrics_def::AsyncMetrics;
-use async_server::queue::Backoff;
 use axum::Router;
 use axum::extract::State;
 use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use queue_core::Backoff;
 use signup_core::ProviderClient;
 use signup_core::telemetry::{self, Registry};
 use sqlx::PgPool;
@@ -59,8 +60,12 @@ pub struct Settings {
     pub acquire_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub provider_timeout: Duration,
-    /// Provider calls in flight per channel (a fixed bound).
+    /// Provider calls in flight per channel to start with, and the floor of the adaptive limit
+    /// (the async design's, [`queue_core::limit`]).
     pub concurrency: u32,
+    /// The most provider calls in flight per channel the adaptive limit grows to; equal to
+    /// `concurrency` for a fixed bound.
+    pub max_concurrency: u32,
     /// Most messages one pull asks for, and most outbox rows one relay round publishes.
     pub batch: u32,
     /// How long the relay waits before looking again when the outbox was empty (a sign-up in the
@@ -86,6 +91,7 @@ impl Default for Settings {
             acquire_timeout: Duration::from_secs(5),
             provider_timeout: Duration::from_secs(10),
             concurrency: 64,
+            max_concurrency: 1024,
             batch: 64,
             poll_interval: Duration::from_millis(50),
             lease: Duration::from_secs(30),
@@ -114,10 +120,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             settings: Settings::default(),
-            backoff: Backoff {
-                base: Duration::from_millis(250),
-                cap: Duration::from_secs(30),
-            },
+            backoff: Backoff::default(),
             grace: Duration::from_secs(10),
             prune_after: Duration::from_secs(300),
             log_pool_size: 2,

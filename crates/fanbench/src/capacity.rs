@@ -1370,8 +1370,8 @@ fn littles_law(ctx: &Run, step: &StepRecord, measured: Option<u32>) -> Option<Pr
     })
 }
 
-/// A queue design's channels: each delivers at most its concurrency ceiling (the async design's
-/// `max_concurrency`, the broker design's fixed `concurrency` sends in flight) ÷ the provider's
+/// A queue design's channels: each delivers at most its concurrency ceiling (`max_concurrency`
+/// sends in flight: both queue designs' send slots adapt up to it) ÷ the provider's
 /// mean latency sends a second, which is that
 /// ÷ the channel's share of sign-ups (every sign-up has an email; `phone_share` an SMS,
 /// `device_share` a push) sign-ups a second. The least of the three is the end-to-end limit the
@@ -1385,7 +1385,7 @@ fn channels_law(
     let samples = read_telemetry(Path::new(&step.dir), design).ok()?;
     let last = samples.last()?;
     let ceiling = f64::from(match design {
-        Subject::Broker => ctx.scenario.servers.broker.concurrency,
+        Subject::Broker => ctx.scenario.servers.broker.max_concurrency,
         _ => ctx.scenario.servers.async_.max_concurrency,
     });
     let payload = &ctx.scenario.payload;

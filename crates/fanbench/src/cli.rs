@@ -450,9 +450,14 @@ pub struct BrokerArgs {
     #[arg(long, default_value_t = broker_server::Settings::default().provider_timeout.into())]
     pub provider_timeout: humantime::Duration,
 
-    /// Provider calls in flight per channel (a fixed bound).
+    /// Provider calls in flight per channel to start with; the adaptive limit never goes below it.
     #[arg(long, default_value_t = broker_server::Settings::default().concurrency, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: u32,
+
+    /// The most provider calls in flight per channel: the limit grows towards it while a channel
+    /// is saturated and its provider healthy (a value below --concurrency means --concurrency).
+    #[arg(long, default_value_t = broker_server::Settings::default().max_concurrency, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrency: u32,
 
     /// Most messages one pull asks for, and most outbox rows one relay round publishes.
     #[arg(long, default_value_t = broker_server::Settings::default().batch, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -865,6 +870,7 @@ mod tests {
                 *args.acquire_timeout,
                 *args.provider_timeout,
                 args.concurrency,
+                args.max_concurrency,
                 args.batch,
                 *args.poll_interval,
                 *args.lease,
@@ -877,6 +883,7 @@ mod tests {
                 s.acquire_timeout,
                 s.provider_timeout,
                 s.concurrency,
+                s.max_concurrency,
                 s.batch,
                 s.poll_interval,
                 s.lease,

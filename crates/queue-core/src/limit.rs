@@ -201,13 +201,23 @@ impl Gate {
                 state.owed += shrink - forgotten;
             }
         }
+        Self::give_back(&mut state, slot);
+        changed
+    }
+
+    /// A slot given back with no provider call made (the broker design's worker takes a slot for
+    /// each message it pulls, and some ask nothing of its channel): nothing to observe.
+    pub fn unused(&self, slot: OwnedSemaphorePermit) {
+        Self::give_back(&mut self.lock(), slot);
+    }
+
+    fn give_back(state: &mut GateState, slot: OwnedSemaphorePermit) {
         if state.owed > 0 {
             state.owed -= 1;
             slot.forget();
         } else {
             drop(slot);
         }
-        changed
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
@@ -274,6 +284,17 @@ mod tests {
         assert!(limits.windows(2).all(|w| w[1] >= w[0]), "{limits:?}");
         assert_eq!(limits[1], 80, "a quarter more per window");
         assert_eq!(aimd.limit(), 1024, "{limits:?}");
+    }
+
+    #[test]
+    fn a_cap_at_the_floor_is_a_fixed_bound() {
+        let mut aimd = Aimd::new(64, 64);
+        for _ in 0..10 {
+            assert_eq!(window(&mut aimd, true, |_| Signal::Ok(SMS)), 64);
+            assert_eq!(window(&mut aimd, true, |_| Signal::Backpressure), 64);
+        }
+        // A cap below the floor means the floor.
+        assert_eq!(window(&mut Aimd::new(8, 2), true, |_| Signal::Ok(SMS)), 8);
     }
 
     #[test]
@@ -421,12 +442,19 @@ mod tests {
                 }
             } else if !held.is_empty() {
                 let p = held.swap_remove(rng.random_range(0..held.len()));
+                // One in ten comes back unused (a message with nothing for this channel).
                 let signal = match rng.random_range(0..10) {
-                    0 => Signal::Backpressure,
-                    1 => Signal::Failed,
-                    _ => Signal::Ok(SMS),
+                    0 => Some(Signal::Backpressure),
+                    1 => Some(Signal::Failed),
+                    2 => None,
+                    _ => Some(Signal::Ok(SMS)),
                 };
-                gate.finished(p, signal);
+                match signal {
+                    Some(signal) => {
+                        gate.finished(p, signal);
+                    }
+                    None => gate.unused(p),
+                }
             }
             let owed = gate.lock().owed;
             assert_eq!(
