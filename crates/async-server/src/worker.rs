@@ -22,7 +22,8 @@ use crate::logstore::{LogEntry, LogSink};
 use crate::metrics_def::AsyncMetrics;
 use crate::queue::{self, Backoff, Claimed, Finish, Outcome};
 
-/// How the workers run. The defaults are what the design gives, not tuning for a benchmark.
+/// How the workers run. The defaults are what the design gives, not tuning for a benchmark; those
+/// the designs share are `signup_core::shared`'s.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Provider calls in flight per channel to start with, and the least the adaptive limit goes
@@ -47,16 +48,17 @@ pub struct WorkerConfig {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
+        use signup_core::shared;
         Self {
-            concurrency: 64,
-            max_concurrency: 1024,
+            concurrency: shared::CONCURRENCY as usize,
+            max_concurrency: shared::MAX_CONCURRENCY as usize,
             batch: 32,
             poll_interval: Duration::from_millis(50),
-            lease: Duration::from_secs(30),
-            max_attempts: 8,
+            lease: shared::LEASE,
+            max_attempts: i32::try_from(shared::MAX_ATTEMPTS).unwrap_or(i32::MAX),
             backoff: Backoff::default(),
             prune_after: Duration::from_secs(300),
-            grace: Duration::from_secs(10),
+            grace: shared::GRACE,
         }
     }
 }

@@ -50,7 +50,8 @@ use tokio_util::sync::CancellationToken;
 pub use async_server::Role;
 
 /// What a scenario may set for this design (`[servers.broker]`), and what `fanbench serve broker`
-/// takes: the one home of the design's defaults.
+/// takes: the one home of the design's own defaults; those every design shares are
+/// `signup_core::shared`'s.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -86,17 +87,18 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        use signup_core::shared;
         Self {
-            pool_size: 10,
-            acquire_timeout: Duration::from_secs(5),
-            provider_timeout: Duration::from_secs(10),
-            concurrency: 64,
-            max_concurrency: 1024,
+            pool_size: shared::POOL_SIZE,
+            acquire_timeout: shared::ACQUIRE_TIMEOUT,
+            provider_timeout: shared::PROVIDER_TIMEOUT,
+            concurrency: shared::CONCURRENCY,
+            max_concurrency: shared::MAX_CONCURRENCY,
             batch: 64,
             poll_interval: Duration::from_millis(50),
-            lease: Duration::from_secs(30),
-            max_attempts: 8,
-            drain_timeout: Duration::from_secs(60),
+            lease: shared::LEASE,
+            max_attempts: shared::MAX_ATTEMPTS,
+            drain_timeout: shared::DRAIN_TIMEOUT,
         }
     }
 }
@@ -121,9 +123,9 @@ impl Default for Config {
         Self {
             settings: Settings::default(),
             backoff: Backoff::default(),
-            grace: Duration::from_secs(10),
+            grace: signup_core::shared::GRACE,
             prune_after: Duration::from_secs(300),
-            log_pool_size: 2,
+            log_pool_size: logstore::POOL_SIZE,
         }
     }
 }
