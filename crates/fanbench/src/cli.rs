@@ -191,8 +191,10 @@ pub struct CapacityArgs {
 
     /// Change a design setting for this run only, to ask "what if": `--set sync.pool_size=20`,
     /// `--set async.max_concurrency=128`, `--set sync.acquire_timeout=2s` (repeatable). The keys
-    /// are the scenario's `[servers.sync]` / `[servers.async]` keys; a wrong one is an error before
-    /// any step runs. Recorded in capacity.json (`overrides`) and on the page.
+    /// are the scenario's `[servers.sync]` / `[servers.async]` / `[servers.broker]` keys; a wrong
+    /// one is an error before any step runs. Each joins the scenario's `what_if` list, so a shared
+    /// setting may differ from the other designs' for this run. Recorded in capacity.json
+    /// (`overrides`) and on the page.
     #[arg(long = "set", value_name = "DESIGN.KEY=VALUE")]
     pub set: Vec<String>,
 
@@ -201,7 +203,8 @@ pub struct CapacityArgs {
     /// design's limit, `--sweep async.max_concurrency=16,64,256` whether send slots move the
     /// async one's. Searches only that design (whatever --designs says); each value's steps go
     /// under OUT/<KEY>=<VALUE>/, and capacity.json holds one search per value, keyed
-    /// `DESIGN[KEY=VALUE]`. Combines with --set for other settings.
+    /// `DESIGN[KEY=VALUE]`. Combines with --set for other settings. The swept key is a what-if,
+    /// as with --set.
     #[arg(long, value_name = "DESIGN.KEY=V1,V2,…", conflicts_with = "target")]
     pub sweep: Option<String>,
 
