@@ -20,7 +20,6 @@
 
 pub mod api;
 pub mod dlq;
-pub mod limit;
 pub mod logstore;
 pub mod metrics_def;
 pub mod outbox;
@@ -45,6 +44,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The adaptive send slots, shared with the broker design: they live in queue-core.
+pub use queue_core::limit;
 pub use signup::{signups_on, signups_today};
 pub use worker::WorkerConfig;
 
@@ -79,7 +80,8 @@ impl Role {
 pub const WORKER_POOL_SIZE: u32 = Channel::ALL.len() as u32 + 1;
 
 /// Settings. Pool size (the request path's pool), acquire timeout and provider timeout mean the
-/// same as in the sync design and default to the same values.
+/// same as in the sync design; they and the send-slot, retry and lease defaults are the ones every
+/// design shares (`signup_core::shared`).
 #[derive(Debug, Clone)]
 pub struct Config {
     pub pool_size: u32,
@@ -92,11 +94,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
+        use signup_core::shared;
         Self {
-            pool_size: 10,
-            acquire_timeout: Duration::from_secs(5),
-            provider_timeout: Duration::from_secs(10),
-            log_pool_size: 2,
+            pool_size: shared::POOL_SIZE,
+            acquire_timeout: shared::ACQUIRE_TIMEOUT,
+            provider_timeout: shared::PROVIDER_TIMEOUT,
+            log_pool_size: logstore::POOL_SIZE,
             workers: WorkerConfig::default(),
         }
     }
@@ -143,7 +146,7 @@ impl Default for Settings {
             poll_interval: w.poll_interval,
             lease: w.lease,
             max_attempts: u32::try_from(w.max_attempts).unwrap_or(0),
-            drain_timeout: Duration::from_secs(60),
+            drain_timeout: signup_core::shared::DRAIN_TIMEOUT,
         }
     }
 }

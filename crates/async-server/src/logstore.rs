@@ -52,6 +52,10 @@ pub enum LogStoreError {
     Pool(String),
 }
 
+/// Connections to the log store a process opens by default: one writer, and one spare. Both queue
+/// designs write to this store, so both read this default.
+pub const POOL_SIZE: usize = 2;
+
 /// The pool for the log store (`size` connections; they open lazily, so an unreachable store does
 /// not stop the server from starting).
 pub fn pool(url: &str, size: usize) -> Result<Pool, LogStoreError> {

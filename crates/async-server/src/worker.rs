@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use queue_core::limit::{Aimd, Gate, Signal};
 use signup_core::{Channel, ProviderClient};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -17,12 +18,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::limit::{Aimd, Gate, Signal};
 use crate::logstore::{LogEntry, LogSink};
 use crate::metrics_def::AsyncMetrics;
 use crate::queue::{self, Backoff, Claimed, Finish, Outcome};
 
-/// How the workers run. The defaults are what the design gives, not tuning for a benchmark.
+/// How the workers run. The defaults are what the design gives, not tuning for a benchmark; those
+/// the designs share are `signup_core::shared`'s.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Provider calls in flight per channel to start with, and the least the adaptive limit goes
@@ -47,19 +48,17 @@ pub struct WorkerConfig {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
+        use signup_core::shared;
         Self {
-            concurrency: 64,
-            max_concurrency: 1024,
+            concurrency: shared::CONCURRENCY as usize,
+            max_concurrency: shared::MAX_CONCURRENCY as usize,
             batch: 32,
             poll_interval: Duration::from_millis(50),
-            lease: Duration::from_secs(30),
-            max_attempts: 8,
-            backoff: Backoff {
-                base: Duration::from_millis(250),
-                cap: Duration::from_secs(30),
-            },
+            lease: shared::LEASE,
+            max_attempts: i32::try_from(shared::MAX_ATTEMPTS).unwrap_or(i32::MAX),
+            backoff: Backoff::default(),
             prune_after: Duration::from_secs(300),
-            grace: Duration::from_secs(10),
+            grace: shared::GRACE,
         }
     }
 }
@@ -228,20 +227,7 @@ async fn send(ctx: &Ctx, channel: Channel, row: Claimed) -> (Outcome, Signal) {
     let took = started.elapsed();
     m.in_flight.decrement(1.0);
 
-    let signal = match &sent {
-        Ok(_) => Signal::Ok(took),
-        Err(signup_core::ProviderError::Timeout { .. }) => Signal::Backpressure,
-        Err(signup_core::ProviderError::Transport { .. }) => Signal::Failed,
-        Err(signup_core::ProviderError::Status { status, .. }) => {
-            if status.as_u16() == 429 {
-                Signal::Backpressure
-            } else if status.is_server_error() {
-                Signal::Failed
-            } else {
-                Signal::Neutral
-            }
-        }
-    };
+    let signal = Signal::of(&sent, took);
     let (finish, outcome, status) = match sent {
         Ok(status) => {
             m.sent.increment(1);

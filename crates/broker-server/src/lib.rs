@@ -15,7 +15,8 @@
 //!
 //! What this crate is not: it knows nothing of the driver, the report, the gates or results. It
 //! reuses signup-core (validation, errors, the provider client), fanbench-db (pool, schema,
-//! transient classifier) and the async design's log store, metrics and backoff.
+//! transient classifier), queue-core (the adaptive send slots and the retry backoff, as the async
+//! design has them) and the async design's log store and metrics.
 
 mod api;
 pub mod dlq;
@@ -33,12 +34,12 @@ use std::time::Duration;
 
 use async_server::logstore;
 use async_server::metrics_def::AsyncMetrics;
-use async_server::queue::Backoff;
 use axum::Router;
 use axum::extract::State;
 use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use queue_core::Backoff;
 use signup_core::ProviderClient;
 use signup_core::telemetry::{self, Registry};
 use sqlx::PgPool;
@@ -49,7 +50,8 @@ use tokio_util::sync::CancellationToken;
 pub use async_server::Role;
 
 /// What a scenario may set for this design (`[servers.broker]`), and what `fanbench serve broker`
-/// takes: the one home of the design's defaults.
+/// takes: the one home of the design's own defaults; those every design shares are
+/// `signup_core::shared`'s.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -59,8 +61,12 @@ pub struct Settings {
     pub acquire_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub provider_timeout: Duration,
-    /// Provider calls in flight per channel (a fixed bound).
+    /// Provider calls in flight per channel to start with, and the floor of the adaptive limit
+    /// (the async design's, [`queue_core::limit`]).
     pub concurrency: u32,
+    /// The most provider calls in flight per channel the adaptive limit grows to; equal to
+    /// `concurrency` for a fixed bound.
+    pub max_concurrency: u32,
     /// Most messages one pull asks for, and most outbox rows one relay round publishes.
     pub batch: u32,
     /// How long the relay waits before looking again when the outbox was empty (a sign-up in the
@@ -81,16 +87,18 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        use signup_core::shared;
         Self {
-            pool_size: 10,
-            acquire_timeout: Duration::from_secs(5),
-            provider_timeout: Duration::from_secs(10),
-            concurrency: 64,
+            pool_size: shared::POOL_SIZE,
+            acquire_timeout: shared::ACQUIRE_TIMEOUT,
+            provider_timeout: shared::PROVIDER_TIMEOUT,
+            concurrency: shared::CONCURRENCY,
+            max_concurrency: shared::MAX_CONCURRENCY,
             batch: 64,
             poll_interval: Duration::from_millis(50),
-            lease: Duration::from_secs(30),
-            max_attempts: 8,
-            drain_timeout: Duration::from_secs(60),
+            lease: shared::LEASE,
+            max_attempts: shared::MAX_ATTEMPTS,
+            drain_timeout: shared::DRAIN_TIMEOUT,
         }
     }
 }
@@ -114,13 +122,10 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             settings: Settings::default(),
-            backoff: Backoff {
-                base: Duration::from_millis(250),
-                cap: Duration::from_secs(30),
-            },
-            grace: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            grace: signup_core::shared::GRACE,
             prune_after: Duration::from_secs(300),
-            log_pool_size: 2,
+            log_pool_size: logstore::POOL_SIZE,
         }
     }
 }

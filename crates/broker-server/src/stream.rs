@@ -107,7 +107,9 @@ pub fn consumer_config(channel: Channel, settings: &Settings) -> consumer::pull:
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: settings.lease,
         max_deliver: i64::from(settings.max_attempts.max(1)) + CRASH_MARGIN,
-        max_ack_pending: i64::from(settings.concurrency.max(1)) * ACK_PENDING_PER_SLOT,
+        // Per slot at the most the adaptive limit may open.
+        max_ack_pending: i64::from(settings.max_concurrency.max(settings.concurrency).max(1))
+            * ACK_PENDING_PER_SLOT,
         replay_policy: consumer::ReplayPolicy::Instant,
         ..Default::default()
     }

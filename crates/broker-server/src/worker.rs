@@ -1,9 +1,12 @@
 //! The per-channel workers: pull from the channel's durable consumer, send with no database
 //! connection held, and ack, nak with a delay, or dead-letter and terminate.
 //!
-//! Each channel has its own consumer and its own bound on provider calls in flight (`concurrency`),
-//! so a slow or failing SMS provider holds up only SMS. A pull asks for no more messages than
-//! there are free slots, so no message waits in this process while its ack wait runs.
+//! Each channel has its own consumer and its own bound on provider calls in flight, so a slow or
+//! failing SMS provider holds up only SMS. The bound adapts exactly as the async design's does
+//! ([`queue_core::limit`], fed the same signals): from `concurrency` up to `max_concurrency` while
+//! the channel is saturated and its provider healthy, back down when the provider pushes back. A
+//! pull asks for no more messages than there are free slots, so no message waits in this process
+//! while its ack wait runs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +17,9 @@ use async_server::logstore::{LogEntry, LogSink};
 use async_server::metrics_def::AsyncMetrics;
 use chrono::Utc;
 use futures::StreamExt;
+use queue_core::limit::{Aimd, Gate, Signal};
 use signup_core::{Channel, ProviderClient, ProviderError};
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -57,10 +60,14 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
 }
 
 async fn channel_loop(ctx: Arc<Ctx>, channel: Channel, stop: CancellationToken) {
-    let slots_total = ctx.config.settings.concurrency.max(1) as usize;
-    let slots = Arc::new(Semaphore::new(slots_total));
+    let settings = &ctx.config.settings;
+    let gate = Arc::new(Gate::new(Aimd::new(
+        settings.concurrency as usize,
+        settings.max_concurrency as usize,
+    )));
+    let slots = gate.slots().clone();
     let metrics = ctx.metrics.channel(channel);
-    metrics.limit.set(slots_total as f64);
+    metrics.limit.set(gate.limit() as f64);
     let mut sends = JoinSet::new();
     let mut consumer: Option<Consumer<pull::Config>> = None;
     let mut failures = 0u32;
@@ -85,9 +92,13 @@ async fn channel_loop(ctx: Arc<Ctx>, channel: Channel, stop: CancellationToken) 
                 }
             },
         };
-        let want = slots
-            .available_permits()
-            .min(ctx.config.settings.batch.max(1) as usize);
+        // As the async design's claims: up to `batch` messages, or a quarter of the current limit
+        // once the limit has grown past four batches.
+        let pull_size = (ctx.config.settings.batch as usize)
+            .max(gate.limit() / 4)
+            .max(1);
+        let want = slots.available_permits().min(pull_size);
+        let mut received = 0;
         let batch = c
             .batch()
             .max_messages(want)
@@ -116,13 +127,21 @@ async fn channel_loop(ctx: Arc<Ctx>, channel: Channel, stop: CancellationToken) 
             match next {
                 Ok(message) => {
                     failures = 0;
+                    received += 1;
                     let Ok(permit) = slots.clone().acquire_owned().await else {
                         break;
                     };
                     let ctx = ctx.clone();
+                    let gate = gate.clone();
                     sends.spawn(async move {
-                        handle(&ctx, channel, message).await;
-                        drop(permit);
+                        match handle(&ctx, channel, message).await {
+                            Some(signal) => {
+                                if let Some(limit) = gate.finished(permit, signal) {
+                                    ctx.metrics.channel(channel).limit.set(limit as f64);
+                                }
+                            }
+                            None => gate.unused(permit),
+                        }
                     });
                 }
                 Err(e) => {
@@ -131,6 +150,10 @@ async fn channel_loop(ctx: Arc<Ctx>, channel: Channel, stop: CancellationToken) 
                     break;
                 }
             }
+        }
+        // Every slot busy and the stream had more: more slots would have been used.
+        if received == want && slots.available_permits() == 0 {
+            gate.saturated();
         }
         if stop.is_cancelled() {
             // Messages this pull still brings are not ours to start: give them back now rather
@@ -174,8 +197,13 @@ enum Verdict {
     Dead(String),
 }
 
-/// One delivery of one message to this channel's worker.
-async fn handle(ctx: &Ctx, channel: Channel, message: async_nats::jetstream::Message) {
+/// One delivery of one message to this channel's worker. Returns what its provider call said about
+/// the provider's load, or nothing when no call was made.
+async fn handle(
+    ctx: &Ctx,
+    channel: Channel,
+    message: async_nats::jetstream::Message,
+) -> Option<Signal> {
     let attempt = message.info().map(|i| i.delivered).unwrap_or(1);
     let notice: Notice = match serde_json::from_slice(&message.payload) {
         Ok(n) => n,
@@ -183,20 +211,20 @@ async fn handle(ctx: &Ctx, channel: Channel, message: async_nats::jetstream::Mes
             // Nothing in it can be delivered; redelivering it would fail the same way.
             tracing::error!(%channel, error = %e, "a message that is not a notice; terminated");
             let _ = message.ack_with(AckKind::Term).await;
-            return;
+            return None;
         }
     };
     let Some(send) = notice.send(channel) else {
         // A notice for other channels only (no phone, no device, or another channel's replay).
         let _ = message.ack().await;
-        return;
+        return None;
     };
     let m = ctx.metrics.channel(channel);
     m.claimed.increment(1);
     let max_attempts = i64::from(ctx.config.settings.max_attempts.max(1));
     let attempt_i32 = i32::try_from(attempt).unwrap_or(i32::MAX);
 
-    let (verdict, outcome, status, took) = if attempt > max_attempts {
+    let (verdict, outcome, status, took, signal) = if attempt > max_attempts {
         // Delivered again past the budget: a worker died during the last attempt. Dead-letter it
         // now rather than leave it to a delivery JetStream will never make.
         (
@@ -204,6 +232,7 @@ async fn handle(ctx: &Ctx, channel: Channel, message: async_nats::jetstream::Mes
             "dead",
             None,
             Duration::ZERO,
+            None,
         )
     } else {
         m.in_flight.increment(1.0);
@@ -214,6 +243,7 @@ async fn handle(ctx: &Ctx, channel: Channel, message: async_nats::jetstream::Mes
             .await;
         let took = started.elapsed();
         m.in_flight.decrement(1.0);
+        let signal = Some(Signal::of(&sent, took));
         match sent {
             Ok(status) => {
                 m.sent.increment(1);
@@ -221,7 +251,7 @@ async fn handle(ctx: &Ctx, channel: Channel, message: async_nats::jetstream::Mes
                     .to_std()
                     .unwrap_or_default();
                 m.delivery.record(since.as_secs_f64());
-                (Verdict::Ack, "sent", Some(status.as_u16()), took)
+                (Verdict::Ack, "sent", Some(status.as_u16()), took, signal)
             }
             Err(e) => {
                 let status = match &e {
@@ -234,9 +264,9 @@ async fn handle(ctx: &Ctx, channel: Channel, message: async_nats::jetstream::Mes
                         ctx.config
                             .backoff
                             .delay(attempt_i32, e.retry_after(), &mut rand::rng());
-                    (Verdict::Retry(delay), "retry", status, took)
+                    (Verdict::Retry(delay), "retry", status, took, signal)
                 } else {
-                    (Verdict::Dead(e.to_string()), "dead", status, took)
+                    (Verdict::Dead(e.to_string()), "dead", status, took, signal)
                 }
             }
         }
@@ -290,4 +320,5 @@ async fn handle(ctx: &Ctx, channel: Channel, message: async_nats::jetstream::Mes
         },
         &ctx.metrics,
     );
+    signal
 }

@@ -632,7 +632,9 @@ fn sweep_point(ctx: &Run, design: Subject, key: &str, value: &str) -> Result<Run
 }
 
 /// Applies one `--set DESIGN.KEY=VALUE` to the scenario's `[servers.DESIGN]` table. The value is
-/// read as TOML (`20`, `true`, `"5s"`), or taken as a string when it is not (`5s`).
+/// read as TOML (`20`, `true`, `"5s"`), or taken as a string when it is not (`5s`). The key joins
+/// the scenario's `what_if` list: a setting changed for one design is a what-if by definition, so
+/// the scenario's like-for-like check lets it differ from the other designs'.
 fn apply_set(base: &mut toml::Table, set: &str) -> Result<()> {
     let bad = || anyhow!("--set {set}: expected DESIGN.KEY=VALUE, e.g. --set sync.pool_size=20");
     let (name, value) = set.split_once('=').ok_or_else(bad)?;
@@ -659,6 +661,15 @@ fn apply_set(base: &mut toml::Table, set: &str) -> Result<()> {
         .as_table_mut()
         .ok_or_else(|| anyhow!("--set {set}: the scenario's `servers.{design}` is not a table"))?;
     table.insert(key.to_string(), parsed);
+    let what_if = base
+        .entry("what_if")
+        .or_insert_with(|| toml::Value::Array(Vec::new()))
+        .as_array_mut()
+        .ok_or_else(|| anyhow!("--set {set}: the scenario's `what_if` is not a list"))?;
+    let marked = toml::Value::String(format!("{design}.{key}"));
+    if !what_if.contains(&marked) {
+        what_if.push(marked);
+    }
     Ok(())
 }
 
@@ -1594,8 +1605,8 @@ fn littles_law(ctx: &Run, step: &StepRecord, measured: Option<u32>) -> Option<Pr
     })
 }
 
-/// A queue design's channels: each delivers at most its concurrency ceiling (the async design's
-/// `max_concurrency`, the broker design's fixed `concurrency` sends in flight) ÷ the provider's
+/// A queue design's channels: each delivers at most its concurrency ceiling (`max_concurrency`
+/// sends in flight: both queue designs' send slots adapt up to it) ÷ the provider's
 /// mean latency sends a second, which is that
 /// ÷ the channel's share of sign-ups (every sign-up has an email; `phone_share` an SMS,
 /// `device_share` a push) sign-ups a second. The least of the three is the end-to-end limit the
@@ -1609,7 +1620,7 @@ fn channels_law(
     let samples = read_telemetry(Path::new(&step.dir), design).ok()?;
     let last = samples.last()?;
     let ceiling = f64::from(match design {
-        Subject::Broker => ctx.scenario.servers.broker.concurrency,
+        Subject::Broker => ctx.scenario.servers.broker.max_concurrency,
         _ => ctx.scenario.servers.async_.max_concurrency,
     });
     let payload = &ctx.scenario.payload;
@@ -2705,6 +2716,11 @@ mod tests {
         let point = sweep_point(&run, Subject::Sync, "pool_size", "20").unwrap();
         assert_eq!(point.name(Subject::Sync), "sync[pool_size=20]");
         assert_eq!(point.scenario.servers.sync.pool_size, 20);
+        assert_eq!(
+            point.scenario.what_if,
+            ["sync.pool_size"],
+            "a swept setting is a what-if, so it may differ from the other designs'"
+        );
         assert_eq!(point.out, dir.path().join("pool_size=20"));
         assert!(point.out.join("scenario.toml").is_file());
         // The base run is untouched, and a value the scenario refuses is an error naming it.
@@ -2731,6 +2747,22 @@ mod tests {
         assert_eq!(
             base["servers"]["async"]["max_concurrency"].as_integer(),
             Some(128)
+        );
+        // Each key set is a what-if, once however often it is set.
+        apply_set(&mut base, "sync.pool_size=30").unwrap();
+        let what_if: Vec<&str> = base["what_if"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(
+            what_if,
+            [
+                "sync.pool_size",
+                "sync.acquire_timeout",
+                "async.max_concurrency"
+            ]
         );
         for bad in [
             "pool_size=20",

@@ -199,8 +199,10 @@ pub struct CapacityArgs {
 
     /// Change a design setting for this run only, to ask "what if": `--set sync.pool_size=20`,
     /// `--set async.max_concurrency=128`, `--set sync.acquire_timeout=2s` (repeatable). The keys
-    /// are the scenario's `[servers.sync]` / `[servers.async]` keys; a wrong one is an error before
-    /// any step runs. Recorded in capacity.json (`overrides`) and on the page.
+    /// are the scenario's `[servers.sync]` / `[servers.async]` / `[servers.broker]` keys; a wrong
+    /// one is an error before any step runs. Each joins the scenario's `what_if` list, so a shared
+    /// setting may differ from the other designs' for this run. Recorded in capacity.json
+    /// (`overrides`) and on the page.
     #[arg(long = "set", value_name = "DESIGN.KEY=VALUE")]
     pub set: Vec<String>,
 
@@ -209,7 +211,8 @@ pub struct CapacityArgs {
     /// design's limit, `--sweep async.max_concurrency=16,64,256` whether send slots move the
     /// async one's. Searches only that design (whatever --designs says); each value's steps go
     /// under OUT/<KEY>=<VALUE>/, and capacity.json holds one search per value, keyed
-    /// `DESIGN[KEY=VALUE]`. Combines with --set for other settings.
+    /// `DESIGN[KEY=VALUE]`. Combines with --set for other settings. The swept key is a what-if,
+    /// as with --set.
     #[arg(long, value_name = "DESIGN.KEY=V1,V2,…", conflicts_with = "target")]
     pub sweep: Option<String>,
 
@@ -462,9 +465,14 @@ pub struct BrokerArgs {
     #[arg(long, default_value_t = broker_server::Settings::default().provider_timeout.into())]
     pub provider_timeout: humantime::Duration,
 
-    /// Provider calls in flight per channel (a fixed bound).
+    /// Provider calls in flight per channel to start with; the adaptive limit never goes below it.
     #[arg(long, default_value_t = broker_server::Settings::default().concurrency, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: u32,
+
+    /// The most provider calls in flight per channel: the limit grows towards it while a channel
+    /// is saturated and its provider healthy (a value below --concurrency means --concurrency).
+    #[arg(long, default_value_t = broker_server::Settings::default().max_concurrency, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrency: u32,
 
     /// Most messages one pull asks for, and most outbox rows one relay round publishes.
     #[arg(long, default_value_t = broker_server::Settings::default().batch, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -877,6 +885,7 @@ mod tests {
                 *args.acquire_timeout,
                 *args.provider_timeout,
                 args.concurrency,
+                args.max_concurrency,
                 args.batch,
                 *args.poll_interval,
                 *args.lease,
@@ -889,6 +898,7 @@ mod tests {
                 s.acquire_timeout,
                 s.provider_timeout,
                 s.concurrency,
+                s.max_concurrency,
                 s.batch,
                 s.poll_interval,
                 s.lease,

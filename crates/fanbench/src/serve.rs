@@ -169,6 +169,7 @@ async fn serve_broker(args: BrokerArgs) -> Result<()> {
             acquire_timeout: args.acquire_timeout.into(),
             provider_timeout: args.provider_timeout.into(),
             concurrency: args.concurrency,
+            max_concurrency: args.max_concurrency,
             batch: args.batch,
             poll_interval: args.poll_interval.into(),
             lease: args.lease.into(),

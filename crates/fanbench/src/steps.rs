@@ -225,7 +225,10 @@ pub(crate) fn signup_scenario(
         humantime::format_duration(duration)
     );
     if let Some(drain) = drain {
-        s.push_str(&format!("[servers.async]\ndrain_timeout = \"{drain}\"\n"));
+        // For both queue designs: a shared setting (like for like).
+        s.push_str(&format!(
+            "[servers.async]\ndrain_timeout = \"{drain}\"\n[servers.broker]\ndrain_timeout = \"{drain}\"\n"
+        ));
     }
     s
 }

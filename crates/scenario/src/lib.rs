@@ -4,6 +4,14 @@
 //! types), the provider behaviour (`provider_sim::SimConfig`), each design's settings (the design
 //! crates' own types, so each default is written once) and the gates.
 //!
+//! **Like for like.** The settings that are not part of a design's architecture
+//! (`signup_core::shared::KEYS`: pool, timeouts, send slots, attempts, lease, drain) must be the
+//! same for every design that has them, or a comparison measures a setting instead of a design. A
+//! scenario that gives two designs different values for one (written out, or one design's value
+//! against another's default) is refused at the line of the value, naming both, unless its
+//! top-level `what_if` list names the key (`what_if = ["broker.concurrency"]`): then the difference
+//! is the question the scenario asks. `fanbench capacity --set` and `--sweep` add their keys to it.
+//!
 //! This crate does no I/O beyond reading the file, and runs nothing.
 
 use std::path::{Path, PathBuf};
@@ -31,6 +39,10 @@ pub struct Scenario {
     pub providers: SimConfig,
     #[serde(default)]
     pub servers: Servers,
+    /// `DESIGN.KEY` settings this scenario changes on purpose (`["broker.concurrency"]`): a shared
+    /// setting named here may differ from the other designs' (see the crate's *Like for like*).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub what_if: Vec<String>,
     /// CI gates: thresholds, design invariants, regressions against a baseline.
     #[serde(default, skip_serializing_if = "gates::GateSpecs::is_empty")]
     pub gates: gates::GateSpecs,
@@ -157,13 +169,109 @@ impl Scenario {
         let mut scenario: Scenario =
             toml::from_str(text).map_err(|e| invalid(format_toml_error(&e, text)))?;
         scenario.source = path.to_path_buf();
-        scenario.validate().map_err(|(at, message)| {
-            let place = locate(text, &at)
-                .map(|(line, column)| format!("line {line}, column {column}: "))
-                .unwrap_or_default();
-            invalid(format!("{place}{message}"))
-        })?;
+        scenario
+            .validate()
+            .and_then(|()| scenario.like_for_like(text))
+            .map_err(|(at, message)| {
+                let place = locate(text, &at)
+                    .map(|(line, column)| format!("line {line}, column {column}: "))
+                    .unwrap_or_default();
+                invalid(format!("{place}{message}"))
+            })?;
         Ok(scenario)
+    }
+
+    /// Each design's settings as TOML, by the name `[servers.*]` gives it: what a design's value of
+    /// a key is, written out or its default.
+    fn design_settings(&self) -> Result<Vec<(&'static str, toml::Table)>, String> {
+        let table = |v: Result<toml::Value, toml::ser::Error>| match v {
+            Ok(toml::Value::Table(t)) => Ok(t),
+            Ok(_) => Err("a design's settings are not a table".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        Ok(vec![
+            ("sync", table(toml::Value::try_from(&self.servers.sync))?),
+            ("async", table(toml::Value::try_from(&self.servers.async_))?),
+            (
+                "broker",
+                table(toml::Value::try_from(&self.servers.broker))?,
+            ),
+        ])
+    }
+
+    /// Like for like: every design that has a shared key (`signup_core::shared::KEYS`) has the same
+    /// value for it, unless `what_if` names the key for one of the two designs that differ. Every
+    /// `what_if` entry must be a design's setting.
+    fn like_for_like(&self, text: &str) -> Result<(), Invalid> {
+        use Step::{Index, Key};
+        let designs = self
+            .design_settings()
+            .map_err(|e| (vec![Key("servers")], e))?;
+        for (i, entry) in self.what_if.iter().enumerate() {
+            let known = entry.split_once('.').is_some_and(|(design, key)| {
+                designs
+                    .iter()
+                    .any(|(name, settings)| *name == design && settings.contains_key(key))
+            });
+            if !known {
+                return Err((
+                    vec![Key("what_if"), Index(i)],
+                    format!(
+                        "what_if: `{entry}` is not a design's setting (DESIGN.KEY, a key of [servers.sync], [servers.async] or [servers.broker])"
+                    ),
+                ));
+            }
+        }
+        let raw: toml::Table = toml::from_str(text).unwrap_or_default();
+        let written = |design: &str, key: &str| {
+            raw.get("servers")
+                .and_then(|s| s.get(design))
+                .and_then(|d| d.get(key))
+                .is_some()
+        };
+        let what_if = |design: &str, key: &str| {
+            self.what_if
+                .iter()
+                .any(|e| e.split_once('.') == Some((design, key)))
+        };
+        for shared in signup_core::shared::KEYS {
+            let key = shared.key;
+            let having: Vec<(&'static str, &toml::Value)> = designs
+                .iter()
+                .filter_map(|(name, settings)| settings.get(key).map(|v| (*name, v)))
+                .collect();
+            for (i, &(a, va)) in having.iter().enumerate() {
+                for &(b, vb) in &having[i + 1..] {
+                    if va == vb || what_if(a, key) || what_if(b, key) {
+                        continue;
+                    }
+                    // Point at a value written out (the later one when both are), and name the
+                    // other with its line, or as its design's default.
+                    let ((here, v_here), (there, v_there)) = if written(b, key) {
+                        ((b, vb), (a, va))
+                    } else {
+                        ((a, va), (b, vb))
+                    };
+                    let there_is = if written(there, key) {
+                        locate(text, &[Key("servers"), Key(there), Key(key)])
+                            .map_or_else(String::new, |(line, _)| format!(" (line {line})"))
+                    } else {
+                        " (its default)".to_string()
+                    };
+                    return Err((
+                        vec![Key("servers"), Key(here), Key(key)],
+                        format!(
+                            "servers.{here}.{key} = {v_here}, but servers.{there}.{key} = {v_there}{there_is}: \
+                             a setting that is not architecture ({}) must be the same for every design, \
+                             or the comparison measures the setting; make them equal, or say the \
+                             difference is the question: what_if = [\"{here}.{key}\"]",
+                            shared.why
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Semantic checks serde cannot do; each error carries the path of the element at fault.
@@ -506,12 +614,16 @@ phases = [{ kind = "constant", duration = "2s", rate = 10 }]
     fn providers_and_servers_read_from_the_scenario() {
         let text = format!(
             "{MINIMAL}\n[providers.sms]\nlatency = {{ dist = \"fixed\", value = \"1s\" }}\nerror_rate = 0.1\n\
-             [servers.async]\nconcurrency = 8\ndrain_timeout = \"5s\"\n"
+             [servers.async]\nconcurrency = 8\ndrain_timeout = \"5s\"\n\
+             [servers.broker]\nconcurrency = 8\ndrain_timeout = \"5s\"\nbatch = 16\n"
         );
         let s = parse(&text).unwrap();
         assert_eq!(s.providers.sms.error_rate, 0.1);
         assert_eq!(s.servers.async_.concurrency, 8);
         assert_eq!(s.servers.async_.drain_timeout, Duration::from_secs(5));
+        assert_eq!(s.servers.broker.concurrency, 8);
+        assert_eq!(s.servers.broker.drain_timeout, Duration::from_secs(5));
+        assert_eq!(s.servers.broker.batch, 16);
     }
 
     #[test]
@@ -566,6 +678,142 @@ phases = [{ kind = "constant", duration = "2s", rate = 10 }]
         );
         let err = parse(&text).unwrap_err();
         assert!(err.contains("line 8, column 3:"), "{err}");
+    }
+
+    /// Like for like: a shared setting that differs between designs is refused at its line, both
+    /// values named, unless `what_if` names it; architecture-specific settings may differ.
+    #[test]
+    fn shared_settings_differ_only_as_a_what_if() {
+        /// Ok, or Err with the line and what the message must say.
+        type Expected = Result<(), (&'static str, &'static [&'static str])>;
+        // (what_if, [servers.*] tables, what loading says)
+        let cases: &[(&str, &str, Expected)] = &[
+            ("", "", Ok(())),
+            (
+                "",
+                "[servers.broker]\nconcurrency = 256\n",
+                Err((
+                    "line 6, column 15:",
+                    &[
+                        "servers.broker.concurrency = 256",
+                        "servers.async.concurrency = 64 (its default)",
+                        "what_if = [\"broker.concurrency\"]",
+                    ],
+                )),
+            ),
+            (
+                "",
+                "[servers.async]\nconcurrency = 128\n[servers.broker]\nconcurrency = 128\n",
+                Ok(()),
+            ),
+            (
+                "what_if = [\"broker.concurrency\"]\n",
+                "[servers.broker]\nconcurrency = 256\n",
+                Ok(()),
+            ),
+            // Either side of the difference may be the what-if.
+            (
+                "what_if = [\"async.max_concurrency\"]\n",
+                "[servers.async]\nmax_concurrency = 8\n",
+                Ok(()),
+            ),
+            // The sync design against both queue designs' defaults.
+            (
+                "",
+                "[servers.sync]\npool_size = 20\n",
+                Err((
+                    "line 6, column 13:",
+                    &[
+                        "servers.sync.pool_size = 20",
+                        "servers.async.pool_size = 10 (its default)",
+                    ],
+                )),
+            ),
+            // Both written: the later is pointed at, the earlier named with its line.
+            (
+                "",
+                "[servers.async]\ndrain_timeout = \"30s\"\n[servers.broker]\ndrain_timeout = \"2m\"\n",
+                Err((
+                    "line 8, column 17:",
+                    &[
+                        "servers.broker.drain_timeout = \"2m\"",
+                        "servers.async.drain_timeout = \"30s\" (line 6)",
+                    ],
+                )),
+            ),
+            // A what-if of one design leaves the other two to agree.
+            (
+                "what_if = [\"sync.pool_size\"]\n",
+                "[servers.sync]\npool_size = 20\n",
+                Ok(()),
+            ),
+            (
+                "what_if = [\"sync.pool_size\"]\n",
+                "[servers.async]\npool_size = 20\n[servers.sync]\npool_size = 20\n",
+                Err((
+                    "line 7, column 13:",
+                    &[
+                        "servers.async.pool_size = 20",
+                        "servers.broker.pool_size = 10 (its default)",
+                    ],
+                )),
+            ),
+            // The same value written another way is the same value.
+            (
+                "",
+                "[servers.async]\nacquire_timeout = \"5000ms\"\n",
+                Ok(()),
+            ),
+            // Architecture-specific settings differ freely.
+            (
+                "",
+                "[servers.async]\nbatch = 8\npoll_interval = \"10ms\"\n",
+                Ok(()),
+            ),
+            // A what-if names a design's setting.
+            (
+                "what_if = [\"async.batch\", \"broker.concurency\"]\n",
+                "",
+                Err((
+                    "line 1, column 27:",
+                    &["what_if: `broker.concurency` is not a design's setting"],
+                )),
+            ),
+            (
+                "what_if = [\"sync.concurrency\"]\n",
+                "",
+                Err(("line 1, column 12:", &["`sync.concurrency`"])),
+            ),
+        ];
+        for (what_if, servers, expected) in cases {
+            let text = format!("{what_if}{MINIMAL}{servers}");
+            match (parse(&text), expected) {
+                (Ok(_), Ok(())) => {}
+                (Err(e), Err((line, says))) => {
+                    assert!(e.contains(line), "want {line} in: {e}\n{text}");
+                    for said in *says {
+                        assert!(e.contains(said), "want {said:?} in: {e}\n{text}");
+                    }
+                }
+                (got, _) => panic!("{text}\nwant {expected:?}, got {got:?}"),
+            }
+        }
+    }
+
+    /// The designs' defaults agree on every shared key (each is `signup_core::shared`'s), and
+    /// each shared key is a setting of two designs or more: listing it would mean nothing else.
+    #[test]
+    fn the_designs_defaults_are_like_for_like() {
+        let s = parse(MINIMAL).unwrap();
+        let designs = s.design_settings().unwrap();
+        for shared in signup_core::shared::KEYS {
+            let values: Vec<&toml::Value> = designs
+                .iter()
+                .filter_map(|(_, settings)| settings.get(shared.key))
+                .collect();
+            assert!(values.len() >= 2, "{}: {values:?}", shared.key);
+            assert!(values.windows(2).all(|w| w[0] == w[1]), "{}", shared.key);
+        }
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! The sign-up API that both designs share, so that they differ only in what happens after a
 //! request is understood: the request model and its validation, the JSON error body every failure
-//! answers with, the notification channels, and the HTTP client for the providers.
+//! answers with, the notification channels, and the HTTP client for the providers; and the one
+//! default of each setting the designs share ([`shared`]), with the list of those settings.
 //!
 //! This crate holds no database code and no design decision: it must not know whether a sign-up
-//! fans out inline or through a queue.
+//! fans out inline or through a queue (the shared defaults are values, not behaviour).
 
 mod error;
 mod provider;
 mod registration;
+pub mod shared;
 pub mod telemetry;
 /// Test helpers (bad inputs, the fuzz run), with the `testing` feature: dev-dependencies turn it on,
 /// so none of it ships in the binary.

@@ -48,7 +48,8 @@ use uuid::Uuid;
 use crate::metrics_def::{Phase, SyncMetrics};
 
 /// The knobs the story needs, and no others. A scenario's `[servers.sync]` is this type, and
-/// `fanbench serve sync`'s flags default to [`Config::default`]: each default is written here once.
+/// `fanbench serve sync`'s flags default to [`Config::default`], which reads the defaults every
+/// design shares (`signup_core::shared`): each default is written once.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -62,12 +63,14 @@ pub struct Config {
     pub provider_timeout: Duration,
 }
 
+/// The defaults are the ones every design shares (`signup_core::shared`).
 impl Default for Config {
     fn default() -> Self {
+        use signup_core::shared;
         Self {
-            pool_size: 10,
-            acquire_timeout: Duration::from_secs(5),
-            provider_timeout: Duration::from_secs(10),
+            pool_size: shared::POOL_SIZE,
+            acquire_timeout: shared::ACQUIRE_TIMEOUT,
+            provider_timeout: shared::PROVIDER_TIMEOUT,
         }
     }
 }

@@ -12,11 +12,11 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use async_server::queue::Backoff;
 use broker_server::nats::NatsServer;
 use broker_server::{Config, Endpoints, Role, Service, Settings, dlq};
 use provider_sim::testing::{all, fixed};
 use provider_sim::{Outage, SimConfig, Summary};
+use queue_core::Backoff;
 use serde_json::Value;
 use signup_core::testing::{expected_channels, registration};
 use sqlx::PgPool;
@@ -166,6 +166,25 @@ impl Stack {
             assert!(start.elapsed() < PATIENCE, "never drained");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A gauge or counter of the server's `/metrics`, by name and labels.
+    async fn metric(&self, name_and_labels: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name_and_labels)
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no {name_and_labels} in\n{text}"))
     }
 
     async fn shutdown(self) {
@@ -389,5 +408,47 @@ async fn published_outbox_rows_are_pruned() {
         assert!(start.elapsed() < PATIENCE, "{rows} rows never pruned");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    stack.shutdown().await;
+}
+
+const SMS_LIMIT: &str = r#"fanbench_deliveries_concurrency_limit{channel="sms"}"#;
+
+/// A slow but healthy provider with a backlog: the channel's send slots grow past their floor and
+/// stay within their cap, as the async design's do (the same `queue_core::limit`), and the gauge
+/// says so.
+#[tokio::test]
+async fn a_saturated_channel_with_a_healthy_provider_gets_more_slots() {
+    let providers = SimConfig {
+        sms: fixed(100),
+        ..all(fixed(1))
+    };
+    let mut config = quick();
+    config.settings.concurrency = 2;
+    config.settings.max_concurrency = 48;
+    let stack = start(providers, config).await;
+    assert_eq!(stack.metric(SMS_LIMIT).await, 2.0, "it starts at the floor");
+    let keys = stack.sign_up(0, 300).await;
+    stack.wait_delivered(&keys).await;
+    delivered_once_each(&stack.summary().await, &keys);
+    let grown = stack.metric(SMS_LIMIT).await;
+    assert!(grown > 2.0 && grown <= 48.0, "the SMS limit is {grown}");
+    stack.shutdown().await;
+}
+
+/// `max_concurrency` equal to `concurrency` is a fixed bound, as the broker's slots were before
+/// they adapted: the same backlog leaves the limit where it started.
+#[tokio::test]
+async fn a_cap_at_the_floor_is_a_fixed_bound() {
+    let providers = SimConfig {
+        sms: fixed(100),
+        ..all(fixed(1))
+    };
+    let mut config = quick();
+    config.settings.concurrency = 8;
+    config.settings.max_concurrency = 8;
+    let stack = start(providers, config).await;
+    let keys = stack.sign_up(0, 150).await;
+    stack.wait_delivered(&keys).await;
+    assert_eq!(stack.metric(SMS_LIMIT).await, 8.0);
     stack.shutdown().await;
 }

@@ -1017,7 +1017,7 @@ fn a_compare_whose_async_server_is_killed_mid_run_exits_2() {
     std::fs::write(
         &scenario,
         "name = 'killed'\n[arrivals]\nprocess = 'uniform'\nphases = [{ kind = 'constant', duration = '8s', rate = 20 }]\n\
-         [servers.async]\ndrain_timeout = '5s'\n[gates]\nrules = ['async.reconciliation.lost == 0']\n",
+         [servers.async]\ndrain_timeout = '5s'\n[servers.broker]\ndrain_timeout = '5s'\n[gates]\nrules = ['async.reconciliation.lost == 0']\n",
     )
     .unwrap();
     let out = dir.path().join("run");

@@ -2,9 +2,11 @@
 //!
 //! A fixed bound caps a channel at bound ÷ provider latency (64 ÷ ~0.15 s ≈ 420 SMS a second), so a
 //! healthy but slow provider leaves a backlog that never drains. [`Aimd`] grows the bound while the
-//! channel is saturated (every slot busy and claims coming back full) and the provider is healthy,
-//! and shrinks it when the provider pushes back, never below the configured floor nor above the
-//! cap. [`Gate`] applies the bound to a semaphore, including shrinking below the slots in use.
+//! channel is saturated (every slot busy and the queue had more: a claim or a pull came back full)
+//! and the provider is healthy, and shrinks it when the provider pushes back, never below the
+//! configured floor nor above the cap. [`Gate`] applies the bound to a semaphore, including
+//! shrinking below the slots in use. Both queue designs use it, fed the same [`Signal`]s, so their
+//! send slots behave alike and a comparison of the two measures their architectures.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,6 +24,28 @@ pub enum Signal {
     Failed,
     /// Another 4xx: the request itself was wrong, which says nothing about load.
     Neutral,
+}
+
+impl Signal {
+    /// What a provider call's result, which took `took`, says: the one classification both queue
+    /// designs use.
+    pub fn of<T>(sent: &Result<T, signup_core::ProviderError>, took: Duration) -> Self {
+        use signup_core::ProviderError;
+        match sent {
+            Ok(_) => Signal::Ok(took),
+            Err(ProviderError::Timeout { .. }) => Signal::Backpressure,
+            Err(ProviderError::Transport { .. }) => Signal::Failed,
+            Err(ProviderError::Status { status, .. }) => {
+                if status.as_u16() == 429 {
+                    Signal::Backpressure
+                } else if status.is_server_error() {
+                    Signal::Failed
+                } else {
+                    Signal::Neutral
+                }
+            }
+        }
+    }
 }
 
 /// Additive-increase/multiplicative-decrease, decided once per window of `limit` finished calls
@@ -79,7 +103,8 @@ impl Aimd {
         self.limit
     }
 
-    /// The claim loop used every slot and the queue had more due: more slots would be used.
+    /// The channel used every slot and the queue had more due (a claim or a pull came back
+    /// full): more slots would be used.
     pub fn saturated(&mut self) {
         self.window.saturated = true;
     }
@@ -176,13 +201,23 @@ impl Gate {
                 state.owed += shrink - forgotten;
             }
         }
+        Self::give_back(&mut state, slot);
+        changed
+    }
+
+    /// A slot given back with no provider call made (the broker design's worker takes a slot for
+    /// each message it pulls, and some ask nothing of its channel): nothing to observe.
+    pub fn unused(&self, slot: OwnedSemaphorePermit) {
+        Self::give_back(&mut self.lock(), slot);
+    }
+
+    fn give_back(state: &mut GateState, slot: OwnedSemaphorePermit) {
         if state.owed > 0 {
             state.owed -= 1;
             slot.forget();
         } else {
             drop(slot);
         }
-        changed
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
@@ -210,6 +245,36 @@ mod tests {
     }
 
     #[test]
+    fn a_providers_answer_says_what_it_says_about_load() {
+        use signup_core::{Channel, ProviderError};
+        let status = |code: u16| -> Result<(), ProviderError> {
+            Err(ProviderError::Status {
+                channel: Channel::Sms,
+                status: reqwest::StatusCode::from_u16(code).unwrap(),
+                retry_after: None,
+            })
+        };
+        let cases = [
+            (Ok(()), Signal::Ok(SMS)),
+            (status(429), Signal::Backpressure),
+            (
+                Err(ProviderError::Timeout {
+                    channel: Channel::Sms,
+                    timeout: SMS,
+                }),
+                Signal::Backpressure,
+            ),
+            (status(500), Signal::Failed),
+            (status(503), Signal::Failed),
+            (status(400), Signal::Neutral),
+            (status(422), Signal::Neutral),
+        ];
+        for (sent, expected) in cases {
+            assert_eq!(Signal::of(&sent, SMS), expected, "{sent:?}");
+        }
+    }
+
+    #[test]
     fn a_saturated_slow_but_healthy_channel_grows_to_the_cap() {
         let mut aimd = Aimd::new(64, 1024);
         let mut limits = vec![aimd.limit()];
@@ -219,6 +284,17 @@ mod tests {
         assert!(limits.windows(2).all(|w| w[1] >= w[0]), "{limits:?}");
         assert_eq!(limits[1], 80, "a quarter more per window");
         assert_eq!(aimd.limit(), 1024, "{limits:?}");
+    }
+
+    #[test]
+    fn a_cap_at_the_floor_is_a_fixed_bound() {
+        let mut aimd = Aimd::new(64, 64);
+        for _ in 0..10 {
+            assert_eq!(window(&mut aimd, true, |_| Signal::Ok(SMS)), 64);
+            assert_eq!(window(&mut aimd, true, |_| Signal::Backpressure), 64);
+        }
+        // A cap below the floor means the floor.
+        assert_eq!(window(&mut Aimd::new(8, 2), true, |_| Signal::Ok(SMS)), 8);
     }
 
     #[test]
@@ -366,12 +442,19 @@ mod tests {
                 }
             } else if !held.is_empty() {
                 let p = held.swap_remove(rng.random_range(0..held.len()));
+                // One in ten comes back unused (a message with nothing for this channel).
                 let signal = match rng.random_range(0..10) {
-                    0 => Signal::Backpressure,
-                    1 => Signal::Failed,
-                    _ => Signal::Ok(SMS),
+                    0 => Some(Signal::Backpressure),
+                    1 => Some(Signal::Failed),
+                    2 => None,
+                    _ => Some(Signal::Ok(SMS)),
                 };
-                gate.finished(p, signal);
+                match signal {
+                    Some(signal) => {
+                        gate.finished(p, signal);
+                    }
+                    None => gate.unused(p),
+                }
             }
             let owed = gate.lock().owed;
             assert_eq!(
