@@ -174,3 +174,23 @@ pub async fn assert_nul_inputs_refused(base_url: &str) {
         );
     }
 }
+
+/// One series of a server's `/metrics` (`{base_url}/metrics`), by its name and labels as the
+/// exposition spells them (`fanbench_deliveries_concurrency_limit{channel="sms"}`). Panics, naming
+/// what was there, when the series is missing: a renamed metric must fail a test, never read as 0.
+pub async fn metric(http: &reqwest::Client, base_url: &str, name_and_labels: &str) -> f64 {
+    let text = http
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .expect("the server answers /metrics")
+        .text()
+        .await
+        .expect("a /metrics body");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name_and_labels)
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {name_and_labels} in\n{text}"))
+}

@@ -170,21 +170,7 @@ impl Stack {
 
     /// A gauge or counter of the server's `/metrics`, by name and labels.
     async fn metric(&self, name_and_labels: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(name_and_labels)
-                    .and_then(|v| v.trim().parse().ok())
-            })
-            .unwrap_or_else(|| panic!("no {name_and_labels} in\n{text}"))
+        signup_core::testing::metric(&self.http, &self.url, name_and_labels).await
     }
 
     async fn shutdown(self) {
