@@ -790,6 +790,8 @@ fn capacity_of(
     };
     let ingest = search(plan, |r| Ok(probe(step(r)?, false)))?;
     let records: Vec<StepRecord> = order.iter().filter_map(|r| steps.get(r).cloned()).collect();
+    // The USL fitted to these steps, and one step at its predicted knee to check it (usl.rs).
+    let usl = crate::usl::fit_and_confirm(&records, |r| run_step(ctx, design, slo, r))?;
 
     let knee = |rate: Option<u32>| -> Option<Bottleneck> {
         let s = steps.get(&rate?)?;
@@ -834,6 +836,7 @@ fn capacity_of(
         knee: at_knee,
         delivery_knee: delivery_at_knee,
         prediction,
+        usl: Some(usl),
     })
 }
 
@@ -974,6 +977,10 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32) -> Result<StepRe
         share_503: judged.requests.share.get("503").copied().unwrap_or(0.0),
         accepted_p99_ms: judged.latency_ms_by_class.get("2xx").map(|c| c.latency.p99),
         latency_p99_ms: judged.latency_ms.p99,
+        accepted_mean_ms: judged
+            .latency_ms_by_class
+            .get("2xx")
+            .map(|c| c.latency.mean),
         send_lag_p99_ms: d.send_lag_ms.p99,
         backlog_slope_per_s: slope,
         pool_waiting_slope_per_s: waiting_slope,
@@ -1555,6 +1562,9 @@ fn verdict_lines(name: &str, d: &DesignCapacity) -> Vec<String> {
     }
     if let Some(p) = &d.prediction {
         lines.push(format!("  prediction: {}: {}", p.method, p.detail));
+    }
+    if let Some(u) = &d.usl {
+        lines.push(format!("  {}", crate::usl::verdict_line(u)));
     }
     lines
 }
@@ -2142,6 +2152,7 @@ mod tests {
             share_503: 0.125,
             accepted_p99_ms: Some(5100.0),
             latency_p99_ms: 5200.0,
+            accepted_mean_ms: Some(900.0),
             send_lag_p99_ms: 0.2,
             backlog_slope_per_s: None,
             pool_waiting_slope_per_s: Some(12.5),
@@ -2179,6 +2190,24 @@ mod tests {
                 ratio: Some(30.0 / 32.0),
                 detail: "x".into(),
             }),
+            usl: Some(results::capacity::Usl {
+                points: 7,
+                sigma: Some(0.05),
+                kappa: Some(0.002),
+                lambda: Some(3.0),
+                r_squared: Some(0.98),
+                knee_concurrency: Some(21.8),
+                predicted_knee_rps: Some(31.4),
+                note: "x".into(),
+                confirmation: Some(results::capacity::Confirmation {
+                    rate: 31,
+                    throughput_rps: 29.0,
+                    ratio: 29.0 / 31.4,
+                    passed: true,
+                    verdict: results::capacity::ConfirmationVerdict::Confirmed,
+                    dir: "out/sync/step-31".into(),
+                }),
+            }),
         };
         let async_ = DesignCapacity {
             slo: vec![],
@@ -2199,6 +2228,7 @@ mod tests {
             knee: None,
             delivery_knee: None,
             prediction: None,
+            usl: Some(crate::usl::record(&crate::usl::usl_for(&[]))),
         };
         CapacityReport {
             schema_version: SCHEMA_VERSION,

@@ -19,6 +19,7 @@ mod shutdown;
 mod steps;
 mod telemetry;
 mod usage;
+mod usl;
 
 use std::process::ExitCode;
 
