@@ -14,10 +14,13 @@
 //!
 //!   backlog peak = (R − C') × D,   drain time = peak ÷ (C' − B)   (never, when B ≥ C').
 //!
-//! C' is the rate the slowest channel delivers at while it has a backlog. The search brackets it:
-//! the last rate that kept up (C) is at or below it and the first that did not is at or above
-//! it, so C' is taken as their midpoint (C alone when the search found no failing rate); the
-//! "carries" verdict keeps to C itself, the rate known to keep up.
+//! C' is the rate the slowest channel delivers at while it has a backlog. Every capacity step that
+//! did not keep up with delivery measured it: after its load, its backlog fell at exactly that
+//! rate, so C' is the median over those steps of the backlog's fall (a least-squares slope over
+//! the telemetry's seconds from the peak until empty). Without their telemetry, the search's
+//! bracket stands in: the last rate that kept up (C) is at or below C' and the first that did not
+//! at or above it, so their midpoint. The "carries" verdict keeps to C itself, the rate known to
+//! keep up.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,6 +95,9 @@ pub struct Entry {
     pub end_to_end_limit_rps: Option<u32>,
     /// Queue designs: the rate the backlog drains at (see the module's model).
     pub drain_rate_rps: Option<f64>,
+    /// The drain rate was measured (the backlog's fall after the load of the overloaded steps),
+    /// not taken from the search's bracket.
+    pub drain_rate_measured: bool,
     pub verdict: Verdict,
     /// The limit that decides the verdict ÷ the peak − 1: the headroom the design has.
     pub headroom: Option<f64>,
@@ -110,8 +116,9 @@ fn has_queue(design: &str) -> bool {
     matches!(design, "async" | "broker")
 }
 
-/// The plan for one design's capacity.
-pub fn assess(key: &str, d: &DesignCapacity, ask: &Ask) -> Entry {
+/// The plan for one design's capacity; `measured_drain` is the rate its backlog fell at after the
+/// load of its overloaded steps ([`drain_rate`]), when their telemetry could be read.
+pub fn assess(key: &str, d: &DesignCapacity, ask: &Ask, measured_drain: Option<f64>) -> Entry {
     let design = design_of(key).to_string();
     let needed = ask.needed_rps();
     let peak = ask.peak_rps;
@@ -124,6 +131,7 @@ pub fn assess(key: &str, d: &DesignCapacity, ask: &Ask) -> Entry {
         ingest_limit_rps: ingest,
         end_to_end_limit_rps: d.delivery_capacity_rps,
         drain_rate_rps: None,
+        drain_rate_measured: false,
         verdict: Verdict::Refuses,
         headroom: None,
         backlog_peak: None,
@@ -156,12 +164,14 @@ pub fn assess(key: &str, d: &DesignCapacity, ask: &Ask) -> Entry {
     }
     // A queue design: what carries the peak end to end is the delivery limit.
     let e2e = d.delivery_capacity_rps.map(f64::from);
-    let drain_rate = match (d.delivery_capacity_rps, d.delivery_first_fail_rps) {
+    let bracket = match (d.delivery_capacity_rps, d.delivery_first_fail_rps) {
         (Some(p), Some(f)) => Some((f64::from(p) + f64::from(f)) / 2.0),
         (Some(p), None) => Some(f64::from(p)),
         (None, Some(f)) => Some(f64::from(f) / 2.0),
         (None, None) => None,
     };
+    let drain_rate = measured_drain.or(bracket);
+    entry.drain_rate_measured = measured_drain.is_some();
     entry.drain_rate_rps = drain_rate;
     entry.headroom = e2e.map(|c| c / peak - 1.0);
     match (e2e, drain_rate) {
@@ -190,14 +200,88 @@ pub fn assess(key: &str, d: &DesignCapacity, ask: &Ask) -> Entry {
     entry
 }
 
-/// The plan: every design of the document, or those named.
-pub fn plan(report: &CapacityReport, ask: &Ask, designs: &[String]) -> Vec<Entry> {
+/// The plan: every design of the document, or those named. `steps` reads a step's telemetry
+/// samples from its folder (`None` when it cannot).
+pub fn plan(
+    report: &CapacityReport,
+    ask: &Ask,
+    designs: &[String],
+    steps: impl Fn(&str, &str) -> Option<Vec<results::TelemetrySample>>,
+) -> Vec<Entry> {
     report
         .designs
         .iter()
         .filter(|(key, _)| designs.is_empty() || designs.iter().any(|d| d == design_of(key)))
-        .map(|(key, d)| assess(key, d, ask))
+        .map(|(key, d)| {
+            let design = design_of(key);
+            // Every step that fell behind on delivery drained a backlog after its load: the
+            // rate it fell at is the drain rate itself.
+            let rates: Vec<f64> = if has_queue(design) {
+                d.steps
+                    .iter()
+                    .filter(|s| s.delivery_keeps_up == Some(false))
+                    .filter_map(|s| drain_rate(&steps(&s.dir, design)?))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            assess(key, d, ask, median(rates))
+        })
         .collect()
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
+/// The rate a step's backlog fell at after its peak, sign-ups a second: minus the least-squares
+/// slope of the backlog ([`backlog`]) from its peak over the seconds it was still above zero.
+/// `None` with fewer than three such seconds (a step that hardly queued says nothing of its
+/// drain rate) or a backlog that did not fall.
+pub fn drain_rate(samples: &[results::TelemetrySample]) -> Option<f64> {
+    let series = backlog(samples);
+    let peak = series
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.1.total_cmp(&b.1.1))?
+        .0;
+    let falling: Vec<(f64, f64)> = series[peak..]
+        .iter()
+        .take_while(|(_, b)| *b > 0.0)
+        .copied()
+        .collect();
+    if falling.len() < 3 {
+        return None;
+    }
+    let slope = crate::steps::slope(&falling)?;
+    (slope < 0.0).then_some(-slope)
+}
+
+/// A step's telemetry, from the folder capacity.json names, or, when the folder has moved with
+/// its capacity folder, from the same place under `capacity`.
+fn step_samples(capacity: &Path, dir: &str, design: &str) -> Option<Vec<results::TelemetrySample>> {
+    let given = PathBuf::from(dir);
+    let parts: Vec<_> = given.components().collect();
+    let tails = (2..=3).filter_map(|n| {
+        let tail: PathBuf = parts.get(parts.len().checked_sub(n)?..)?.iter().collect();
+        Some(capacity.join(tail))
+    });
+    std::iter::once(given.clone())
+        .chain(tails)
+        .find(|p| p.join("telemetry.json").exists())
+        .and_then(|p| std::fs::read_to_string(p.join("telemetry.json")).ok())
+        .and_then(|t| serde_json::from_str::<results::Telemetry>(&t).ok())
+        .and_then(|mut t| t.designs.remove(design))
+        .map(|t| t.samples)
 }
 
 /// The answer in a sentence.
@@ -274,6 +358,9 @@ fn rows(entries: &[Entry]) -> Vec<[String; 7]> {
                 e.key.clone(),
                 opt_rate(e.ingest_limit_rps),
                 match (e.end_to_end_limit_rps, e.drain_rate_rps) {
+                    (c, Some(d)) if e.drain_rate_measured => {
+                        format!("{} (drains {d:.1}/s, measured)", opt_rate(c))
+                    }
                     (Some(c), Some(d)) if f64::from(c) != d => format!("{c}/s (drains {d:.0}/s)"),
                     (c, _) => opt_rate(c),
                 },
@@ -377,8 +464,9 @@ pub struct PlanDocument {
 const MODEL: &str = "spike: the peak R for D, then the baseline B; a design carries a rate when its \
     measured limit is at least that rate (ingest, and end to end for a queue design); headroom h \
     asks for R × (1 + h); a queue design taking R but delivering at C' < R: backlog peak = \
-    (R − C') × D sign-ups, drain time = backlog ÷ (C' − B); C' = midpoint of the last rate that \
-    kept up and the first that did not";
+    (R − C') × D sign-ups, drain time = backlog ÷ (C' − B); C' = the rate the backlog fell at \
+    after the load in the steps that did not keep up (median), else the midpoint of the last rate \
+    that kept up and the first that did not";
 
 /// plan.md.
 pub fn markdown(doc: &PlanDocument, capacity: &Path) -> String {
@@ -665,7 +753,9 @@ fn run_blocking(args: PlanArgs) -> Result<()> {
         )
     })?;
     let designs: Vec<String> = args.designs.iter().map(|d| d.name().to_string()).collect();
-    let entries = plan(&report, &ask, &designs);
+    let entries = plan(&report, &ask, &designs, |dir, design| {
+        step_samples(&args.capacity, dir, design)
+    });
     if entries.is_empty() {
         bail!(
             "{} holds none of the designs asked for ({} searched)",
@@ -782,21 +872,33 @@ mod tests {
     fn each_design_is_judged_against_the_peak_with_its_headroom() {
         let sync = capacity((Some(32), Some(34)), None);
         // 20 × 1.3 = 26 ≤ 32: carries; 30 ≤ 32 < 39: thin; 40 > 32: refuses.
-        assert_eq!(assess("sync", &sync, &ask(20.0)).verdict, Verdict::Carries);
-        assert_eq!(assess("sync", &sync, &ask(30.0)).verdict, Verdict::Thin);
-        let refused = assess("sync", &sync, &ask(40.0));
+        assert_eq!(
+            assess("sync", &sync, &ask(20.0), None).verdict,
+            Verdict::Carries
+        );
+        assert_eq!(
+            assess("sync", &sync, &ask(30.0), None).verdict,
+            Verdict::Thin
+        );
+        let refused = assess("sync", &sync, &ask(40.0), None);
         assert_eq!(refused.verdict, Verdict::Refuses);
         assert_eq!(refused.backlog_peak, None);
         // A limit never found (the search did not fail) below the need is not a no.
         let open = capacity((Some(32), None), None);
-        assert_eq!(assess("sync", &open, &ask(30.0)).verdict, Verdict::Unknown);
+        assert_eq!(
+            assess("sync", &open, &ask(30.0), None).verdict,
+            Verdict::Unknown
+        );
         let async_ = capacity((Some(1200), Some(1300)), Some((Some(500), Some(550))));
-        let carried = assess("async", &async_, &ask(300.0));
+        let carried = assess("async", &async_, &ask(300.0), None);
         assert_eq!(carried.verdict, Verdict::Carries);
         assert!((carried.headroom.unwrap() - (500.0 / 300.0 - 1.0)).abs() < 1e-9);
-        assert_eq!(assess("async", &async_, &ask(400.0)).verdict, Verdict::Thin);
         assert_eq!(
-            assess("async", &async_, &ask(1250.0)).verdict,
+            assess("async", &async_, &ask(400.0), None).verdict,
+            Verdict::Thin
+        );
+        assert_eq!(
+            assess("async", &async_, &ask(1250.0), None).verdict,
             Verdict::Refuses
         );
     }
@@ -805,7 +907,7 @@ mod tests {
     fn a_queue_design_slower_than_the_peak_queues_it_and_drains_at_its_limit() {
         // Delivery keeps up at 500/s, not at 550/s: it drains at 525/s.
         let d = capacity((Some(1200), Some(1300)), Some((Some(500), Some(550))));
-        let e = assess("async", &d, &ask(800.0));
+        let e = assess("async", &d, &ask(800.0), None);
         assert_eq!(e.verdict, Verdict::Queues);
         assert_eq!(e.drain_rate_rps, Some(525.0));
         // (800 − 525) × 60 s = 16 500 sign-ups, drained at 525/s: 31.4 s.
@@ -816,7 +918,7 @@ mod tests {
             baseline_rps: 125.0,
             ..ask(800.0)
         };
-        let e = assess("async", &d, &with_baseline);
+        let e = assess("async", &d, &with_baseline, None);
         assert!((e.drain_s.unwrap() - 16_500.0 / 400.0).abs() < 1e-9);
         // A baseline at or above the drain rate never drains.
         let e = assess(
@@ -826,9 +928,46 @@ mod tests {
                 baseline_rps: 525.0,
                 ..ask(800.0)
             },
+            None,
         );
         assert_eq!(e.verdict, Verdict::NeverDrains);
         assert_eq!(e.drain_s, None);
+        // A drain rate measured in the overloaded steps replaces the bracket's midpoint.
+        let e = assess("async", &d, &ask(800.0), Some(400.0));
+        assert!(e.drain_rate_measured);
+        assert!((e.backlog_peak.unwrap() - 400.0 * 60.0).abs() < 1e-9);
+        assert!((e.drain_s.unwrap() - 60.0).abs() < 1e-9);
+    }
+
+    fn samples(backlog: &[f64]) -> Vec<results::TelemetrySample> {
+        backlog
+            .iter()
+            .enumerate()
+            .map(|(t, b)| results::TelemetrySample {
+                t: t as f64,
+                server: [("fanbench_queue_depth{channel=\"sms\"}".to_string(), *b)].into(),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_drain_rate_is_how_fast_the_backlog_fell_after_its_peak() {
+        // Grows for 5 s, then falls by 18 a second until empty.
+        let grows = [0.0, 20.0, 40.0, 60.0, 80.0, 90.0];
+        let falls: Vec<f64> = (1..=5).map(|i| 90.0 - 18.0 * f64::from(i)).collect();
+        let series: Vec<f64> = grows
+            .iter()
+            .copied()
+            .chain(falls)
+            .chain([0.0, 0.0])
+            .collect();
+        let rate = drain_rate(&samples(&series)).unwrap();
+        assert!((rate - 18.0).abs() < 1e-9, "{rate}");
+        // A step that hardly queued says nothing.
+        assert_eq!(drain_rate(&samples(&[0.0, 5.0, 3.0, 0.0])), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![]), None);
     }
 
     #[test]
@@ -843,7 +982,7 @@ mod tests {
         let entries = |peak: f64| -> Vec<Entry> {
             report_designs
                 .iter()
-                .map(|(k, d)| assess(k, d, &ask(peak)))
+                .map(|(k, d)| assess(k, d, &ask(peak), None))
                 .collect()
         };
         assert_eq!(
@@ -883,7 +1022,7 @@ mod tests {
             designs,
             sweep: None,
         };
-        let entries = plan(&report, &ask(40.0), &["async".to_string()]);
+        let entries = plan(&report, &ask(40.0), &["async".to_string()], |_, _| None);
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].design, "async");
         assert_eq!(entries[0].verdict, Verdict::Queues);

@@ -29,7 +29,8 @@ use results::capacity::{Confirmation, ConfirmationVerdict, StepRecord, Usl};
 /// Points a fit needs: three parameters, and as many again to say something about the error.
 pub const MIN_POINTS: usize = 6;
 
-/// A knee further out than this many times the largest concurrency measured is not predicted.
+/// A knee further out than this many times the largest concurrency (or throughput) measured is
+/// not predicted.
 const EXTRAPOLATION: f64 = 3.0;
 
 /// The confirmation step's throughput within this share of the prediction confirms it.
@@ -45,6 +46,8 @@ pub struct UslFit {
     pub r_squared: f64,
     /// The largest concurrency among the points.
     pub max_n: f64,
+    /// The largest throughput among the points.
+    pub max_x: f64,
 }
 
 /// Why nothing was fitted.
@@ -77,7 +80,11 @@ pub enum NoKnee {
     NoRetrograde { ceiling_rps: Option<f64> },
     /// σ ≥ 1: adding work never adds throughput.
     NoScaling,
-    /// The peak is beyond [`EXTRAPOLATION`] × the largest concurrency measured.
+    /// σ < 0: the fit is superlinear (latency fell as load grew), which the law does not
+    /// describe; the low-load points are noise more than contention.
+    Superlinear,
+    /// The peak is beyond [`EXTRAPOLATION`] × the largest concurrency measured, or its throughput
+    /// beyond that many times the largest throughput measured: an extrapolation.
     BeyondMeasured { concurrency: f64, max_measured: f64 },
 }
 
@@ -91,6 +98,10 @@ impl UslFit {
         if self.sigma >= 1.0 {
             return Knee::NoneInRange(NoKnee::NoScaling);
         }
+        // A little below zero is an exact zero blurred by rounding.
+        if self.sigma < -0.01 {
+            return Knee::NoneInRange(NoKnee::Superlinear);
+        }
         if self.kappa <= 0.0 {
             return Knee::NoneInRange(NoKnee::NoRetrograde {
                 ceiling_rps: (self.sigma > 0.0).then(|| self.lambda / self.sigma),
@@ -103,9 +114,16 @@ impl UslFit {
                 max_measured: self.max_n,
             });
         }
+        let throughput_rps = self.throughput(concurrency);
+        if throughput_rps > EXTRAPOLATION * self.max_x {
+            return Knee::NoneInRange(NoKnee::BeyondMeasured {
+                concurrency,
+                max_measured: self.max_n,
+            });
+        }
         Knee::At {
             concurrency,
-            throughput_rps: self.throughput(concurrency),
+            throughput_rps,
         }
     }
 }
@@ -167,6 +185,7 @@ pub fn fit(points: &[(f64, f64)]) -> Result<UslFit, NotFitted> {
             1.0
         },
         max_n: points.iter().map(|p| p.0).fold(0.0, f64::max),
+        max_x: points.iter().map(|p| p.1).fold(0.0, f64::max),
     })
 }
 
@@ -246,6 +265,15 @@ pub fn record(fitted: &Result<UslFit, NotFitted>) -> Usl {
                     .to_string(),
             },
         ),
+        Knee::NoneInRange(NoKnee::Superlinear) => (
+            None,
+            None,
+            format!(
+                "no knee in range: σ = {:.3} < 0, latency fell as load grew; the law does not \
+                 fit these steps",
+                fit.sigma
+            ),
+        ),
         Knee::NoneInRange(NoKnee::NoScaling) => (
             None,
             None,
@@ -258,8 +286,8 @@ pub fn record(fitted: &Result<UslFit, NotFitted>) -> Usl {
             None,
             None,
             format!(
-                "no knee in range: the fit peaks at {concurrency:.0} in the system, beyond \
-                 {EXTRAPOLATION}× the most measured ({max_measured:.1})"
+                "no knee in range: the fit peaks with {concurrency:.1} in the system, beyond \
+                 {EXTRAPOLATION}× what was measured (up to {max_measured:.1} in the system)"
             ),
         ),
     };
@@ -360,6 +388,7 @@ mod tests {
             points: 0,
             r_squared: 1.0,
             max_n: 0.0,
+            max_x: 0.0,
         };
         ns.iter().map(|&n| (n, law.throughput(n))).collect()
     }
@@ -498,6 +527,15 @@ mod tests {
             fit(&points).unwrap().knee(),
             Knee::NoneInRange(NoKnee::BeyondMeasured { .. })
         ));
+    }
+
+    #[test]
+    fn a_superlinear_fit_has_no_knee() {
+        // Latency falling as load grows (σ < 0), as a fast request path's noise can make it.
+        let points = on_the_law(200.0, -0.5, 0.2, &[0.05, 0.1, 0.3, 0.6, 1.0, 1.5]);
+        let f = fit(&points).unwrap();
+        assert_eq!(f.knee(), Knee::NoneInRange(NoKnee::Superlinear));
+        assert!(record(&Ok(f)).note.contains("σ = -0.500 < 0"));
     }
 
     #[test]
