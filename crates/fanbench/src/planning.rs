@@ -443,7 +443,10 @@ pub struct Verification {
     /// |measured − predicted| ÷ predicted drain time.
     pub drain_error: Option<f64>,
     pub within_tolerance: bool,
+    /// Why the replay could not be judged, when it could not.
     pub why: Option<String>,
+    /// What a reader should know of a replay that was judged.
+    pub notes: Vec<String>,
     /// The replay's run folder.
     pub dir: String,
 }
@@ -708,10 +711,21 @@ fn verify(
             }
         }
     };
+    // What the drain depends on is that the whole spike arrived: a driver sending some sign-ups
+    // tens of milliseconds late (untrustworthy for latency) still built the same backlog.
+    let mut notes = Vec::new();
     if !d.valid {
         why = Some(format!("invalid replay: {}", d.invalid_reasons.join(", ")));
+    } else if d.requests.sent < d.requests.intended {
+        why = Some(format!(
+            "the driver sent {} of the spike's {} sign-ups",
+            d.requests.sent, d.requests.intended
+        ));
     } else if !d.trustworthy {
-        why = Some("the driver fell behind the spike's schedule".into());
+        notes.push(format!(
+            "the driver sent late (send lag p99 {:.1} ms) but sent the whole spike",
+            d.send_lag_ms.p99
+        ));
     }
     let drain_error = measured_drain.map(|m| (m - predicted_drain).abs() / predicted_drain);
     let within = why.is_none() && drain_error.is_some_and(|e| e <= TOLERANCE);
@@ -724,6 +738,7 @@ fn verify(
         drain_error,
         within_tolerance: within,
         why,
+        notes,
         dir: run_dir.display().to_string(),
     })
 }
@@ -798,6 +813,9 @@ fn run_blocking(args: PlanArgs) -> Result<()> {
                     .map_or("—".into(), |s| format!("{s:.1} s")),
                 verification_words(&v)
             );
+            for note in &v.notes {
+                println!("  note: {note}");
+            }
             verifications.push(v);
         }
     }
