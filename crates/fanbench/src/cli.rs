@@ -133,14 +133,17 @@ pub enum Command {
     /// end-to-end limit to deliver them as they come); with the headroom the rate to carry is
     /// peak × (1 + headroom). A queue design that takes the peak but delivers at C' below it
     /// queues it: backlog peak = (peak − C') × spike-duration sign-ups, drained (peak − C') ×
-    /// spike-duration ÷ (C' − baseline) seconds after the spike, C' being the midpoint of the
-    /// last rate that kept up with delivery and the first that did not.
+    /// spike-duration ÷ (C' − baseline) seconds after the spike. C' is the rate the backlog fell
+    /// at after the load in the capacity steps that fell behind on delivery (their median, from
+    /// each step's telemetry); without those, the midpoint of the last rate that kept up with
+    /// delivery and the first that did not.
     ///
     /// --verify replays the spike once against each design that queues it (`run --design D` on
     /// the scenario its capacity steps ran, under the spike's load) and compares the measured
     /// backlog peak (telemetry: the slowest channel's queue plus unpublished outbox rows) and
-    /// drain time (results.json's drain, from the end of the load until the queue is empty)
-    /// with the prediction: exit 1 when a drain time is off by more than 25 %.
+    /// drain time (results.json's drain, from the end of the load until the queue is empty; with
+    /// a baseline, from the telemetry: until the backlog is back under 5 % of its peak) with the
+    /// prediction: exit 1 when a drain time is off by more than 25 %.
     ///
     /// Writes OUT/plan.json and OUT/plan.md and prints a table.
     ///
