@@ -943,11 +943,25 @@ fn capacity_of(
     let (ingest, ingest_ci) = limit(&mut steps, false)?;
     let delivery_ci = delivery.as_ref().map(|(_, ci)| *ci);
     let delivery = delivery.map(|(f, _)| f);
-    let records: Vec<StepRecord> = steps
-        .order
-        .iter()
-        .filter_map(|key| steps.runs.get(key).cloned())
-        .collect();
+    let records = |steps: &Steps| -> Vec<StepRecord> {
+        steps
+            .order
+            .iter()
+            .filter_map(|key| steps.runs.get(key).cloned())
+            .collect()
+    };
+    // The USL fitted to these steps, and one step at its predicted knee to check it (usl.rs);
+    // that step is one of the design's steps like any other.
+    let usl = crate::usl::fit_and_confirm(&records(&steps), |r| {
+        if !ctx.quiet {
+            eprintln!(
+                "capacity: {}: the USL predicts the knee at {r}/s; confirming with one step",
+                ctx.name(design)
+            );
+        }
+        Ok(steps.get(r, 0)?.0)
+    })?;
+    let records = records(&steps);
 
     // Each limit is read from the search's own run of the rate that decides it.
     let knee = |rate: Option<u32>| -> Option<Bottleneck> {
@@ -995,6 +1009,7 @@ fn capacity_of(
         knee: at_knee,
         delivery_knee: delivery_at_knee,
         prediction,
+        usl: Some(usl),
     })
 }
 
@@ -1207,6 +1222,10 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32, k: u32) -> Resul
         share_503: judged.requests.share.get("503").copied().unwrap_or(0.0),
         accepted_p99_ms: judged.latency_ms_by_class.get("2xx").map(|c| c.latency.p99),
         latency_p99_ms: judged.latency_ms.p99,
+        accepted_mean_ms: judged
+            .latency_ms_by_class
+            .get("2xx")
+            .map(|c| c.latency.mean),
         send_lag_p99_ms: d.send_lag_ms.p99,
         service_p99_ms: Some(d.service_time_ms.p99),
         missed_despite_lag,
@@ -1796,6 +1815,9 @@ fn verdict_lines(name: &str, d: &DesignCapacity, resolution: f64) -> Vec<String>
     }
     if let Some(p) = &d.prediction {
         lines.push(format!("  prediction: {}: {}", p.method, p.detail));
+    }
+    if let Some(u) = &d.usl {
+        lines.push(format!("  {}", crate::usl::verdict_line(u)));
     }
     lines
 }
@@ -2467,6 +2489,7 @@ mod tests {
             share_503: 0.125,
             accepted_p99_ms: Some(5100.0),
             latency_p99_ms: 5200.0,
+            accepted_mean_ms: Some(900.0),
             send_lag_p99_ms: 0.2,
             service_p99_ms: Some(5000.0),
             missed_despite_lag: false,
@@ -2509,6 +2532,24 @@ mod tests {
                 ratio: Some(30.0 / 32.0),
                 detail: "x".into(),
             }),
+            usl: Some(results::capacity::Usl {
+                points: 7,
+                sigma: Some(0.05),
+                kappa: Some(0.002),
+                lambda: Some(3.0),
+                r_squared: Some(0.98),
+                knee_concurrency: Some(21.8),
+                predicted_knee_rps: Some(31.4),
+                note: "x".into(),
+                confirmation: Some(results::capacity::Confirmation {
+                    rate: 31,
+                    throughput_rps: 29.0,
+                    ratio: 29.0 / 31.4,
+                    passed: true,
+                    verdict: results::capacity::ConfirmationVerdict::Confirmed,
+                    dir: "out/sync/step-31".into(),
+                }),
+            }),
         };
         let async_ = DesignCapacity {
             slo: vec![],
@@ -2532,6 +2573,7 @@ mod tests {
             knee: None,
             delivery_knee: None,
             prediction: None,
+            usl: Some(crate::usl::record(&crate::usl::usl_for(&[]))),
         };
         CapacityReport {
             schema_version: SCHEMA_VERSION,

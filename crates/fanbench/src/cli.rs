@@ -123,6 +123,73 @@ pub enum Command {
     /// Examples: fanbench capacity --designs sync --step-duration 10s
     ///           fanbench capacity --sweep sync.pool_size=10,20,40
     Capacity(CapacityArgs),
+    /// Plan a launch from a capacity folder: which designs and settings carry a peak with the
+    /// headroom, and for the queue designs how big the backlog of a spike gets and how long it
+    /// takes to drain.
+    ///
+    /// The spike: --peak sign-ups a second for --spike-duration, then --baseline-rate (0: no
+    /// load) from then on. A design carries a rate when its measured limit is at least that rate
+    /// (the sync design's limit; a queue design's ingest limit to take the sign-ups and its
+    /// end-to-end limit to deliver them as they come); with the headroom the rate to carry is
+    /// peak × (1 + headroom). A queue design that takes the peak but delivers at C' below it
+    /// queues it: backlog peak = (peak − C') × spike-duration sign-ups, drained (peak − C') ×
+    /// spike-duration ÷ (C' − baseline) seconds after the spike. C' is the rate the backlog fell
+    /// at after the load in the capacity steps that fell behind on delivery (their median, from
+    /// each step's telemetry); without those, the midpoint of the last rate that kept up with
+    /// delivery and the first that did not.
+    ///
+    /// --verify replays the spike once against each design that queues it (`run --design D` on
+    /// the scenario its capacity steps ran, under the spike's load) and compares the measured
+    /// backlog peak (telemetry: the slowest channel's queue plus unpublished outbox rows) and
+    /// drain time (results.json's drain, from the end of the load until the queue is empty; with
+    /// a baseline, from the telemetry: until the backlog is back under 5 % of its peak) with the
+    /// prediction: exit 1 when a drain time is off by more than 25 %.
+    ///
+    /// Writes OUT/plan.json and OUT/plan.md and prints a table.
+    ///
+    /// Examples: fanbench plan reports/capacity/20261129T180000Z --peak 800
+    ///           fanbench plan CAPACITY_DIR --peak 40 --spike-duration 10s --verify
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The capacity folder to plan from (holding capacity.json, as `fanbench capacity` wrote it).
+    #[arg(value_name = "CAPACITY_DIR")]
+    pub capacity: PathBuf,
+
+    /// The launch's peak, sign-ups a second.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub peak: u32,
+
+    /// Spare capacity to keep above the peak, as a share of it (0.3: carry 1.3 × the peak).
+    #[arg(long, default_value_t = 0.3)]
+    pub headroom: f64,
+
+    /// How long the peak lasts.
+    #[arg(long, default_value = "60s")]
+    pub spike_duration: humantime::Duration,
+
+    /// Sign-ups a second after the spike (the backlog drains at the end-to-end rate minus this).
+    #[arg(long, default_value_t = 0)]
+    pub baseline_rate: u32,
+
+    /// Plan only these designs (and their sweep values) of the folder [default: all of them].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub designs: Vec<Design>,
+
+    /// Replay the spike once against each design that queues it and check the predicted drain
+    /// time (exit 1 when off by more than 25 %).
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Where plan.json, plan.md and the replays go. Default: CAPACITY_DIR/plan/
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// No progress lines, only the table and the verdicts.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

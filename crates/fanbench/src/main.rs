@@ -14,12 +14,14 @@ mod launch;
 mod merge;
 mod output;
 mod plan;
+mod planning;
 mod repeats;
 mod serve;
 mod shutdown;
 mod steps;
 mod telemetry;
 mod usage;
+mod usl;
 
 use std::process::ExitCode;
 
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
             Command::Demo(demo) => demo::run(demo).await,
             Command::Bench(bench) => bench::run(bench).await,
             Command::Capacity(args) => capacity::run(args).await,
+            Command::Plan(args) => planning::run(args).await,
             Command::Dlq(dlq) => dlq::run(dlq).await,
             Command::Compare(args) => compare::compare(args).await,
             Command::Run(args) => compare::run(args).await,
@@ -72,7 +75,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<gating::GatesFailed>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<gating::GatesFailed>().is_some()
+                || e.downcast_ref::<planning::OffPrediction>().is_some() =>
+        {
             eprintln!("fanbench: {e}");
             ExitCode::from(1)
         }

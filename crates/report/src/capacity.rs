@@ -12,6 +12,8 @@ use results::capacity::{Bottleneck, CapacityReport, DesignCapacity, StepRecord, 
 use crate::charts::{self, LineChart, Look, Scale, Series, XAxis};
 use crate::{ReportError, STYLE, escape};
 
+mod usl;
+
 /// The document a capacity folder holds.
 pub const FILE: &str = "capacity.json";
 
@@ -169,6 +171,7 @@ pub fn verdict_line(name: &str, d: &DesignCapacity, resolution: f64) -> String {
         }
         line.push(')');
     }
+    line.push_str(&usl::verdict_suffix(d));
     line
 }
 
@@ -629,6 +632,7 @@ fn throughput_chart(name: &str, d: &DesignCapacity) -> String {
         },
     ];
     series.extend(markers(d, 0.0, top));
+    series.extend(usl::knee_marker(d, 0.0, top));
     let svg = charts::line_chart_with(
         &LineChart {
             title,
@@ -729,6 +733,9 @@ fn bottlenecks(designs: &[(&str, &DesignCapacity)]) -> String {
                 escape(&p.method),
                 escape(&p.detail)
             ));
+        }
+        if let Some(u) = &d.usl {
+            out.push_str(&usl::paragraph(name, u));
         }
     }
     out.push_str(
@@ -905,13 +912,15 @@ mod tests {
         assert_eq!(
             verdict_line(d[0].0, d[0].1, doc.resolution),
             "sync: 32 sign-ups/s (failed at 34/s), bottleneck: connection pool \
-             (Little's law predicts 32, measured 0.99×)"
+             (Little's law predicts 32, measured 0.99×); \
+             USL knee 36/s predicted, 34/s measured there (confirmed)"
         );
         assert_eq!(
             verdict_line(d[1].0, d[1].1, doc.resolution),
             "async: ingest 1200 sign-ups/s (failed at 1300/s), bottleneck: CPU (postgres); \
              end to end (delivery keeping up) 500 sign-ups/s (failed at 550/s), \
-             bottleneck: provider rate limit (sms)"
+             bottleneck: provider rate limit (sms); \
+             USL knee 1341/s predicted, 1302/s measured there (confirmed)"
         );
     }
 
@@ -984,6 +993,8 @@ mod tests {
         assert_eq!(async_.matches("knee at").count(), 1);
         assert!(async_.contains("knee at 1200/s") && async_.contains("end-to-end limit at 500/s"));
         assert!(section_of(&html, "throughput-sync").contains("offered (y = x)"));
+        // The USL's predicted peak on the throughput chart, and its fit under the bottlenecks.
+        assert!(section_of(&html, "throughput-sync").contains("USL predicted peak 36/s"));
         // The bottleneck table: each limit with its resource and evidence.
         // Sync: the knee's read and the one past it; async: past its two limits (the fixture
         // has no knee read for it, as documents written before it existed).
@@ -1000,6 +1011,8 @@ mod tests {
             "provider rate limit (sms)",
             "end to end",
             "Little's law",
+            "Universal Scalability Law",
+            "One step at 36/s served 33.8/s",
         ] {
             assert!(b.contains(text), "the bottleneck table lacks {text}");
         }

@@ -125,6 +125,10 @@ pub struct DesignCapacity {
     pub delivery_knee: Option<Bottleneck>,
     /// A first-principles limit beside the measured one.
     pub prediction: Option<Prediction>,
+    /// The Universal Scalability Law fitted to the steps, its predicted knee and the step run
+    /// there to check it. Absent from documents written before it existed.
+    #[serde(default)]
+    pub usl: Option<Usl>,
 }
 
 /// One load step: a constant offered rate, judged on its measurement window (after the warm-up):
@@ -149,6 +153,11 @@ pub struct StepRecord {
     pub accepted_p99_ms: Option<f64>,
     /// p99 of every answer.
     pub latency_p99_ms: f64,
+    /// Mean of accepted sign-ups from each request's intended send time: with the throughput, the
+    /// sign-ups in the system (Little's law) the USL fit needs. Absent from documents written
+    /// before it existed.
+    #[serde(default)]
+    pub accepted_mean_ms: Option<f64>,
     /// How late the driver sent, p99: its trustworthiness.
     pub send_lag_p99_ms: f64,
     /// p99 of every answer from the moment it was actually sent: the server's own time, which
@@ -237,6 +246,58 @@ pub struct Prediction {
     pub detail: String,
 }
 
+/// The Universal Scalability Law, X(N) = λN ÷ (1 + σ(N−1) + κN(N−1)), fitted to a design's
+/// steps with N the accepted sign-ups in the system (throughput × mean latency, Little's law).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Usl {
+    /// Steps the fit used (valid, trustworthy, something accepted, a mean latency known).
+    pub points: u32,
+    /// Contention; `None` when nothing was fitted.
+    pub sigma: Option<f64>,
+    /// Coherency (crosstalk): above zero, throughput falls past the knee.
+    pub kappa: Option<f64>,
+    /// Sign-ups a second with one in the system.
+    pub lambda: Option<f64>,
+    /// Share of the variance of N ÷ X the fit explains.
+    pub r_squared: Option<f64>,
+    /// The concurrency where throughput peaks, √((1−σ)÷κ).
+    pub knee_concurrency: Option<f64>,
+    /// The throughput there, X(N*): the offered rate the model says the design peaks at.
+    pub predicted_knee_rps: Option<f64>,
+    /// Why there is no fit or no knee, or what the knee means, in words.
+    pub note: String,
+    /// The step run at the predicted knee; `None` without a knee.
+    pub confirmation: Option<Confirmation>,
+}
+
+/// The step run at the USL's predicted knee, and what it said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The offered rate: the predicted knee, rounded.
+    pub rate: u32,
+    /// Accepted sign-ups a second measured there.
+    pub throughput_rps: f64,
+    /// Measured ÷ predicted throughput.
+    pub ratio: f64,
+    /// The step met the objective.
+    pub passed: bool,
+    pub verdict: ConfirmationVerdict,
+    /// The step's run folder.
+    pub dir: String,
+}
+
+/// What the confirmation step says of the prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfirmationVerdict {
+    /// The measured throughput is within 20 % of the predicted one.
+    Confirmed,
+    /// The design served more than 20 % less than predicted there: the model is optimistic.
+    BelowPrediction,
+    /// The driver fell behind its schedule, or the step was invalid: no verdict.
+    Inconclusive,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +354,11 @@ mod tests {
                 &schema["$defs"]["prediction"]["properties"],
                 &design["prediction"],
             ),
+            (&schema["$defs"]["usl"]["properties"], &design["usl"]),
+            (
+                &schema["$defs"]["usl"]["properties"]["confirmation"]["oneOf"][1]["properties"],
+                &design["usl"]["confirmation"],
+            ),
         ];
         for (defined, written) in pairs {
             assert_eq!(keys(defined), keys(written));
@@ -320,6 +386,25 @@ mod tests {
         })
         .collect();
         assert_eq!(stops, ours);
+    }
+
+    /// A document written before the USL fit (no `usl`, no step `accepted_mean_ms`) is still
+    /// valid and still reads.
+    #[test]
+    fn a_document_from_before_the_usl_fit_still_validates_and_reads() {
+        let mut doc = fixture();
+        for design in doc["designs"].as_object_mut().unwrap().values_mut() {
+            design.as_object_mut().unwrap().remove("usl");
+            for step in design["steps"].as_array_mut().unwrap() {
+                step.as_object_mut().unwrap().remove("accepted_mean_ms");
+            }
+        }
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        assert!(validator.is_valid(&doc));
+        let parsed: CapacityReport = serde_json::from_value(doc).unwrap();
+        assert_eq!(parsed.designs["sync"].usl, None);
+        assert_eq!(parsed.designs["sync"].steps[0].accepted_mean_ms, None);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 mod bench;
 mod broker;
 mod capacity;
+mod plan;
 mod shard;
 
 /// Tests that drive load take turns: on a 2-core machine two runs at once make the driver, not the
