@@ -317,8 +317,9 @@ pub fn summarise(input: &StepInput, samples: &[TelemetrySample]) -> Figures {
         }
     });
 
-    // What a connection was held for: every phase timed after the acquire, per sign-up that
-    // reached the database, over the window.
+    // What a connection was held for: the phases timed while it is held (the database work and,
+    // in the sync design, the provider calls), per sign-up that reached the database, over the
+    // window.
     let hold = last.and_then(|last| {
         let delta = |k: &str| {
             let end = server(last, k)?;
@@ -330,7 +331,10 @@ pub fn summarise(input: &StepInput, samples: &[TelemetrySample]) -> Figures {
             .keys()
             .filter(|k| k.starts_with("fanbench_phase_seconds_sum{"))
             .filter_map(|k| {
-                let phase = label(k, "phase").filter(|p| *p != "pool_acquire")?;
+                // The database work and the provider calls; not the acquire before the hold,
+                // nor the handler's whole time around it.
+                let phase =
+                    label(k, "phase").filter(|p| *p == "db" || p.starts_with("provider_"))?;
                 Some((phase.to_string(), delta(k)? / signups * 1000.0))
             })
             .collect();
@@ -1189,6 +1193,10 @@ mod tests {
         );
         assert!((hold.phases["db"] - 100.0).abs() < 1e-6, "{hold:?}");
         assert!(!hold.phases.contains_key("pool_acquire"));
+        assert!(
+            !hold.phases.contains_key("handler"),
+            "the whole request, acquire included"
+        );
         // SMS: within ⌈min(32, 4) ÷ 2⌉ = 2 of its limit with work waiting, every sample; email
         // never (1 in flight, and nothing waiting beyond it).
         assert_eq!(f.channels["sms"].saturated, 9);
