@@ -235,26 +235,24 @@ fn a_cpu_hog_is_named_the_cpu() {
 /// A database lock held: a separate connection holds today's sign-up counter row (which every
 /// sync sign-up updates before it commits) locked for the step, so every sign-up waits on it
 /// with its pooled connection. The pool fills too; the lock is named, as what holds it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_lock_held_is_named_database_locks() {
+#[test]
+fn a_database_lock_held_is_named_database_locks() {
     let _turn = load_turn();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     // The steps create their databases on this server (fanbench_sync_<time>).
-    let any = fanbench_db::testing::fresh_database().await.unwrap();
+    let any = runtime
+        .block_on(fanbench_db::testing::fresh_database())
+        .unwrap();
     let (server, _) = any.rsplit_once('/').unwrap();
     let server = format!("{server}/postgres");
-    let locker = tokio::spawn(hold_counter_row(server.clone()));
+    let locker = runtime.spawn(hold_counter_row(server.clone()));
     let dir = tempfile::tempdir().unwrap();
     let s = scenario(
         &fixed("10ms", "10ms", "10ms"),
         "[servers.sync]\npool_size = 10\nacquire_timeout = \"5s\"\n",
     );
-    let path = dir.path().to_path_buf();
-    let found = tokio::task::spawn_blocking(move || {
-        search(&path, &s, "sync", 10, &[("DATABASE_URL", &server)])
-    })
-    .await
-    .unwrap();
-    let locked = locker.await.unwrap();
+    let found = search(dir.path(), &s, "sync", 10, &[("DATABASE_URL", &server)]);
+    let locked = runtime.block_on(locker).unwrap();
     assert!(locked, "the step's database never appeared");
     let b = knee(&found, "bottleneck", 10);
     assert!(
