@@ -31,6 +31,7 @@ use results::capacity::{
 use results::{DesignResults, Telemetry};
 use serde::Serialize;
 
+use crate::attribution;
 use crate::cli::{CapacityArgs, Design};
 
 /// What a search measures: one of the designs (started by each step), or a server already
@@ -1276,23 +1277,6 @@ fn read_telemetry(dir: &Path, design: Subject) -> Result<Vec<results::TelemetryS
         .unwrap_or_default())
 }
 
-/// A label's value in a series key such as `x{channel="sms",outcome="rate_limited"}`.
-fn label<'a>(key: &'a str, name: &str) -> Option<&'a str> {
-    let inner = key.split_once('{')?.1.strip_suffix('}')?;
-    inner.split(',').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == name).then(|| v.trim_matches('"'))
-    })
-}
-
-fn mean(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        0.0
-    } else {
-        values.iter().sum::<f64>() / values.len() as f64
-    }
-}
-
 fn pool_size(ctx: &Run, design: Subject) -> u32 {
     match design {
         Subject::Sync => ctx.scenario.servers.sync.pool_size,
@@ -1303,213 +1287,28 @@ fn pool_size(ctx: &Run, design: Subject) -> u32 {
     }
 }
 
-/// Names the resource that saturated at `step`, from its telemetry (one scrape a second over
-/// the load) and results. The first that holds, in this order: the driver (send lag), the pool
-/// (requests waiting for a connection on average, and the pool at its size while they waited),
-/// a channel's in-flight sends at its concurrency
-/// limit, a provider's 429s, row-lock waits in PostgreSQL, the machine's CPU.
+/// Names the resource that saturated at `step`: its telemetry (one scrape a second) over the
+/// measurement window, reduced to per-resource figures and judged by
+/// [`crate::attribution::judge`]'s rules (driver, database locks, pool or what holds it, a
+/// provider's rate limit, a channel's send slots, CPU).
 fn attribute(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck> {
     // A `--target` run has no telemetry: the driver's figures and the processes remain.
     let samples = read_telemetry(Path::new(&step.dir), design).unwrap_or_default();
-    let end = ctx.duration.as_secs_f64();
-    let load: Vec<&results::TelemetrySample> = samples
-        .iter()
-        .filter(|s| s.t >= 1.0 && s.t <= end)
-        .collect();
-    let mut signals = BTreeMap::new();
-    let mut evidence = Vec::new();
-    let series = |name: &str| -> Vec<f64> {
-        load.iter()
-            .map(|s| s.server.get(name).copied().unwrap_or(0.0))
-            .collect()
-    };
-    let size = f64::from(pool_size(ctx, design));
-    let in_use: Vec<f64> = series("fanbench_pool_connections{state=\"open\"}")
-        .iter()
-        .zip(series("fanbench_pool_connections{state=\"idle\"}"))
-        .map(|(o, i)| o - i)
-        .collect();
-    let waiting = series("fanbench_pool_waiting");
-    let (in_use_mean, waiting_mean) = (mean(&in_use), mean(&waiting));
-    // The pool's use in the seconds when requests were waiting for it: a pool that ran out part
-    // way through the step is at its size then, whatever its mean over the step.
-    let in_use_waiting = mean(
-        &in_use
-            .iter()
-            .zip(&waiting)
-            .filter(|(_, w)| **w >= 1.0)
-            .map(|(u, _)| *u)
-            .collect::<Vec<f64>>(),
-    );
-    let waiting_max = waiting.iter().copied().fold(0.0, f64::max);
-    signals.insert("pool_size".into(), size);
-    signals.insert("pool_in_use_mean".into(), in_use_mean);
-    signals.insert("pool_in_use_while_waiting_mean".into(), in_use_waiting);
-    signals.insert("pool_waiting_mean".into(), waiting_mean);
-    signals.insert("pool_waiting_max".into(), waiting_max);
-    let last = samples.iter().rev().find(|s| s.t <= end + 1.0);
-    let phase = |name: &str, what: &str| {
-        last.and_then(|s| {
-            s.server
-                .get(&format!(
-                    "fanbench_phase_seconds_{what}{{phase=\"{name}\"}}"
-                ))
-                .copied()
-        })
-    };
-    let wait_ms = match (phase("pool_acquire", "sum"), phase("pool_acquire", "count")) {
-        (Some(sum), Some(n)) if n > 0.0 => Some(sum / n * 1000.0),
-        _ => None,
-    };
-    if let Some(w) = wait_ms {
-        signals.insert("pool_wait_mean_ms".into(), w);
-    }
-
-    // Channels: in-flight sends against each one's concurrency limit, and the limit itself (an
-    // adaptive limit grows only while its channel is saturated and its provider healthy).
-    let mut channel_use: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut channel_limit: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    for s in &load {
-        for (k, v) in &s.server {
-            if !k.starts_with("fanbench_deliveries_in_flight{") {
-                continue;
-            }
-            let Some(channel) = label(k, "channel") else {
-                continue;
-            };
-            let limit_key =
-                format!("fanbench_deliveries_concurrency_limit{{channel=\"{channel}\"}}");
-            if let Some(limit) = s.server.get(&limit_key).filter(|l| **l > 0.0) {
-                channel_use
-                    .entry(channel.to_string())
-                    .or_default()
-                    .push(v / limit);
-                channel_limit
-                    .entry(channel.to_string())
-                    .and_modify(|(_, last)| *last = *limit)
-                    .or_insert((*limit, *limit));
-            }
-        }
-    }
-    let busiest = channel_use
-        .iter()
-        .map(|(c, v)| (c.clone(), mean(v)))
-        .max_by(|a, b| a.1.total_cmp(&b.1));
-    for (c, v) in &channel_use {
-        signals.insert(format!("channel_{c}_in_flight_share_of_limit"), mean(v));
-    }
-    // A channel whose send limit grew through the step, busy while it grew: it ran at its limit
-    // (the average share of a moving limit can stay under the 90 % test below).
-    let ramping = channel_limit
-        .iter()
-        .filter(|(_, (first, last))| last > first)
-        .filter_map(|(c, (first, last))| {
-            let share = mean(channel_use.get(c)?);
-            (share >= 0.75).then(|| (c.clone(), *first, *last, share))
-        })
-        .max_by(|a, b| a.3.total_cmp(&b.3));
-    for (c, (first, last)) in &channel_limit {
-        signals.insert(format!("channel_{c}_limit_first"), *first);
-        signals.insert(format!("channel_{c}_limit_last"), *last);
-    }
-    // Provider 429s, from the simulator's counters at the end of the load.
-    let mut rate_limited: BTreeMap<String, f64> = BTreeMap::new();
-    if let Some(s) = last {
-        for (k, v) in &s.providers {
-            if k.starts_with("provider_sim_sends_total{")
-                && label(k, "outcome") == Some("rate_limited")
-                && *v > 0.0
-            {
-                let c = label(k, "channel").unwrap_or("?").to_string();
-                signals.insert(format!("provider_{c}_429"), *v);
-                rate_limited.insert(c, *v);
-            }
-        }
-    }
-    // PostgreSQL: active connections waiting on a lock, on average.
-    let lock_waits = mean(
-        &load
-            .iter()
-            .map(|s| {
-                s.postgres
-                    .wait_events
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("Lock"))
-                    .map(|(_, v)| *v as f64)
-                    .sum()
-            })
-            .collect::<Vec<f64>>(),
-    );
-    signals.insert("pg_lock_waits_mean".into(), lock_waits);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let used: f64 = step.cores.values().sum();
-    let top = step
-        .cores
-        .iter()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(r, c)| (r.clone(), *c));
-    signals.insert("cores_used".into(), used);
-    signals.insert("cores_available".into(), cpus);
-    signals.insert("send_lag_p99_ms".into(), step.send_lag_p99_ms);
-
-    let cores_text = cores_text(&step.cores);
-    let resource = if !step.trustworthy {
-        evidence.push(format!(
-            "the driver's send lag p99 was {:.1} ms: it could not offer {}/s on schedule",
-            step.send_lag_p99_ms, step.offered_rps
-        ));
-        // On a small machine the driver shares the cores with the design: a driver that falls
-        // behind there may be starved, not slow. Either way the step is inconclusive.
-        if used >= 0.6 * cpus {
-            evidence.push(format!(
-                "the machine was busy: {used:.2} of {cpus:.0} cores over the whole run, start-up and drain included ({cores_text}), so the driver competed with the design for CPU"
-            ));
-        }
-        "driver".to_string()
-    } else if size > 0.0 && waiting_mean >= 1.0 && in_use_waiting >= 0.9 * size {
-        evidence.push(format!(
-            "{in_use_waiting:.1} of {size:.0} connections in use while requests waited ({in_use_mean:.1} over the step); {waiting_mean:.1} requests waiting for one on average, at most {waiting_max:.0}"
-        ));
-        if let Some(w) = wait_ms {
-            evidence.push(format!("mean wait for a connection {w:.0} ms"));
-        }
-        "connection pool".to_string()
-    } else if let Some((c, share)) = busiest.as_ref().filter(|(_, s)| *s >= 0.9) {
-        evidence.push(format!(
-            "{c}: in-flight sends at {:.0} % of its concurrency limit on average",
-            share * 100.0
-        ));
-        format!("channel concurrency ({c})")
-    } else if let Some((c, first, last, share)) = &ramping {
-        evidence.push(format!(
-            "{c}: its send limit grew from {first:.0} to {last:.0} during the step, with in-flight sends at {:.0} % of it on average (an adaptive limit grows only while its channel is saturated)",
-            share * 100.0
-        ));
-        format!("channel concurrency ({c})")
-    } else if let Some((c, n)) = rate_limited.iter().max_by(|a, b| a.1.total_cmp(b.1)) {
-        evidence.push(format!("the {c} provider answered 429 {n:.0} times"));
-        format!("provider rate limit ({c})")
-    } else if lock_waits >= 1.0 {
-        evidence.push(format!(
-            "{lock_waits:.1} PostgreSQL connections waiting on a lock on average"
-        ));
-        "row locks".to_string()
-    } else if used >= 0.85 * cpus {
-        evidence.push(format!("{used:.2} of {cpus:.0} cores busy ({cores_text})"));
-        format!("CPU ({})", top.as_ref().map_or("?", |(r, _)| r.as_str()))
-    } else {
-        evidence.push("no resource was at its limit in the telemetry".to_string());
-        "unclear".to_string()
-    };
-    if !cores_text.is_empty() && !resource.starts_with("CPU") {
-        evidence.push(format!("cores used: {cores_text} (of {cpus:.0})"));
-    }
-    Ok(Bottleneck {
+    let input = attribution::StepInput {
         offered_rps: step.offered_rps,
-        resource,
-        evidence,
-        signals,
-    })
+        trustworthy: step.trustworthy,
+        send_lag_p99_ms: step.send_lag_p99_ms,
+        cores: step.cores.clone(),
+        // The first second of a step judged whole is its start-up.
+        from_s: ctx.warmup.as_secs_f64().max(1.0),
+        to_s: ctx.duration.as_secs_f64(),
+        pool_size: pool_size(ctx, design),
+        claim_batch: (design == Subject::Async).then_some(ctx.scenario.servers.async_.batch),
+        cores_available: std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+    };
+    Ok(attribution::judge(&attribution::summarise(
+        &input, &samples,
+    )))
 }
 
 /// At a step that passed, the resource closest to its limit, and how close: each resource's use
@@ -1551,15 +1350,24 @@ fn closest_to_limit(
             ));
         }
     }
-    if let (Some(used), Some(cpus)) = (get("cores_used"), get("cores_available"))
-        && cpus > 0.0
+    // The machine's busy cores when the telemetry has them (whoever used them), else the run's
+    // own processes' over the whole run.
+    if let (Some(used), Some(cpus)) = (
+        get("machine_cores_busy").or(get("cores_used")),
+        get("cores_available"),
+    ) && cpus > 0.0
     {
+        let whose = if get("machine_cores_busy").is_some() {
+            " machine-wide"
+        } else {
+            ""
+        };
         uses.push((
             "CPU".into(),
             used / cpus,
             match cores_text(&step.cores) {
-                t if t.is_empty() => format!("{used:.2} of {cpus:.0} cores busy"),
-                t => format!("{used:.2} of {cpus:.0} cores busy ({t})"),
+                t if t.is_empty() => format!("{used:.2} of {cpus:.0} cores busy{whose}"),
+                t => format!("{used:.2} of {cpus:.0} cores busy{whose} (the run's: {t})"),
             },
         ));
     }
@@ -1916,6 +1724,7 @@ fn summary_md(r: &CapacityReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribution::label;
 
     fn plan() -> SearchPlan {
         SearchPlan {
@@ -2260,12 +2069,28 @@ mod tests {
         }
     }
 
-    /// A step folder whose telemetry has `server` series, the same each second.
+    /// A step folder whose telemetry has `server` series: gauges the same each second, counters
+    /// (`_sum`, `_count`, `_total`) growing at an even pace to their value at the last second.
     fn step_in(dir: &Path, server: &[(&str, f64)], trustworthy: bool) -> StepRecord {
+        let counter = |k: &str| {
+            ["_sum{", "_count{", "_total{"]
+                .iter()
+                .any(|c| k.contains(c))
+        };
         let samples = (0..=10)
             .map(|t| results::TelemetrySample {
                 t: f64::from(t),
-                server: server.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                server: server
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = if counter(k) {
+                            v * f64::from(t) / 10.0
+                        } else {
+                            *v
+                        };
+                        (k.to_string(), v)
+                    })
+                    .collect(),
                 ..Default::default()
             })
             .collect();
@@ -2329,11 +2154,13 @@ mod tests {
     fn a_send_limit_still_growing_while_busy_is_named_and_a_growing_idle_one_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let run = run_in(dir.path());
-        // The limit doubles each second from 2; in-flight sends stay at 80 % of it.
-        let write = |share: f64| {
+        // The async design's SMS limit doubles each second from 2 up to 64 (t = 5), then holds;
+        // in-flight sends stay at `share` of it. The window is the measurement window: from the
+        // 2 s warm-up to the step's 10 s.
+        let write = |share: f64, grows_until: u32| {
             let samples = (0..=10)
                 .map(|t| {
-                    let limit = f64::from(2u32 << t.min(5));
+                    let limit = f64::from(2u32 << t.min(grows_until));
                     results::TelemetrySample {
                         t: f64::from(t),
                         server: BTreeMap::from([
@@ -2354,7 +2181,7 @@ mod tests {
             let telemetry = Telemetry {
                 schema_version: 1,
                 designs: BTreeMap::from([(
-                    "sync".to_string(),
+                    "async".to_string(),
                     results::DesignTelemetry { samples },
                 )]),
             };
@@ -2368,11 +2195,19 @@ mod tests {
                 ..sample_report().designs["sync"].steps[0].clone()
             }
         };
-        let b = attribute(&run, Subject::Sync, &write(0.8)).unwrap();
+        // Growing in 4 of the window's 9 samples (t = 2…5), then at 80 % of 64: within the claim
+        // loop's refill band (64 − ⌈min(32, 64) ÷ 2⌉ = 48 in flight or more) for the other 5.
+        let b = attribute(&run, Subject::Async, &write(0.8, 5)).unwrap();
         assert_eq!(b.resource, "channel concurrency (sms)", "{b:?}");
-        assert!(b.evidence[0].contains("grew from 4 to 64"), "{b:?}");
-        let b = attribute(&run, Subject::Sync, &write(0.3)).unwrap();
+        assert!(b.evidence[0].contains("grew from 8 to 64"), "{b:?}");
+        assert!(b.evidence[0].contains("9 of 9 s"), "{b:?}");
+        // The same growth, then at 30 % (19 in flight, below 48): saturated 4 samples of 9.
+        let b = attribute(&run, Subject::Async, &write(0.3, 5)).unwrap();
         assert_ne!(b.resource, "channel concurrency (sms)", "{b:?}");
+        // A limit that grows every second of the window was saturated every second (it grows
+        // only then), however few sends the gauge caught in flight.
+        let b = attribute(&run, Subject::Async, &write(0.3, 10)).unwrap();
+        assert_eq!(b.resource, "channel concurrency (sms)", "{b:?}");
     }
 
     #[test]

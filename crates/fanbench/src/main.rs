@@ -1,6 +1,7 @@
 //! The `fanbench` command: thin glue over the library crates. Errors become exit codes here and
 //! nowhere else: 0 success, 1 "the answer is no" (a failed gate), 2 an error (an invalid run among them).
 
+mod attribution;
 mod bench;
 mod capacity;
 mod cli;

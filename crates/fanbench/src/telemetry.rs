@@ -1,12 +1,13 @@
 //! Server-side telemetry during a run: every second, the server's and the simulator's `/metrics`
 //! and PostgreSQL's view of the design's database, so a report can show *why* (a full pool and
-//! lock waits on the hot row, or a queue's depth and age).
+//! lock waits on the hot row, or a queue's depth and age), and the whole machine's CPU (who else
+//! took the cores).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use prometheus_parse::{Labels, Value};
-use results::{PgSample, TelemetrySample};
+use results::{MachineSample, PgSample, TelemetrySample};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +43,8 @@ impl Sampler {
                     _ = tick.tick() => {}
                 }
                 let at = SystemTime::now();
+                // Read at the sample's time stamp: its rates are taken between time stamps.
+                let machine = sample_machine();
                 let (server, providers, postgres) = tokio::join!(
                     scrape(&http, &server),
                     scrape(&http, &providers),
@@ -54,6 +57,7 @@ impl Sampler {
                         server,
                         providers,
                         postgres,
+                        machine,
                     },
                 ));
             }
@@ -127,6 +131,56 @@ fn series_key(name: &str, labels: &Labels) -> String {
     format!("{name}{{{}}}", labels.join(","))
 }
 
+/// The machine's CPU now, from `/proc`; `None` off Linux or when `/proc/stat` cannot be read.
+fn sample_machine() -> Option<MachineSample> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let pressure = std::fs::read_to_string("/proc/pressure/cpu").ok();
+    parse_machine(
+        &stat,
+        pressure.as_deref(),
+        crate::usage::clock_ticks().ok()?,
+    )
+}
+
+/// A [`MachineSample`] from `/proc/stat` (times in clock ticks of `ticks_per_s`) and
+/// `/proc/pressure/cpu` (microseconds).
+pub fn parse_machine(
+    stat: &str,
+    pressure: Option<&str>,
+    ticks_per_s: u64,
+) -> Option<MachineSample> {
+    let mut sample = MachineSample::default();
+    let mut busy = None;
+    for line in stat.lines() {
+        let mut fields = line.split_whitespace();
+        match fields.next() {
+            // user nice system idle iowait irq softirq steal (guest times are inside user/nice).
+            Some("cpu") => {
+                let ticks: Vec<u64> = fields.take(8).map_while(|f| f.parse().ok()).collect();
+                if ticks.len() < 5 {
+                    return None;
+                }
+                let total: u64 = ticks.iter().sum();
+                busy = Some((total - ticks[3] - ticks[4]) as f64 / ticks_per_s.max(1) as f64);
+            }
+            Some(cpu) if cpu.starts_with("cpu") => sample.cores += 1,
+            Some("procs_running") => {
+                sample.procs_running = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+    sample.busy_s = busy?;
+    sample.cpu_stall_s = pressure.and_then(|p| {
+        let some = p.lines().find(|l| l.starts_with("some "))?;
+        let total = some
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("total="))?;
+        total.parse::<f64>().ok().map(|us| us / 1e6)
+    });
+    Some(sample)
+}
+
 async fn sample_postgres(pool: &PgPool, db_name: &str) -> PgSample {
     let activity: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT coalesce(state, 'unknown'),
@@ -160,6 +214,24 @@ async fn sample_postgres(pool: &PgPool, db_name: &str) -> PgSample {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machine_is_read_from_proc_stat_and_cpu_pressure() {
+        let stat = "cpu  100 20 30 400 50 5 5 0 0 0\ncpu0 50 10 15 200 25 2 3 0 0 0\n\
+                    cpu1 50 10 15 200 25 3 2 0 0 0\nintr 1 2\nctxt 9\nprocs_running 5\n\
+                    procs_blocked 0\n";
+        let pressure = "some avg10=86.83 avg60=58.68 avg300=27.33 total=131003396\n\
+                        full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        let m = parse_machine(stat, Some(pressure), 100).unwrap();
+        assert_eq!(m.cores, 2);
+        assert_eq!(m.procs_running, 5);
+        // Busy: everything but idle (400) and iowait (50) of 610 ticks, at 100 a second.
+        assert!((m.busy_s - 1.6).abs() < 1e-9, "{m:?}");
+        assert_eq!(m.cpu_stall_s, Some(131.003396));
+        // No pressure file: the rest still reads; no cpu line: nothing does.
+        assert_eq!(parse_machine(stat, None, 100).unwrap().cpu_stall_s, None);
+        assert_eq!(parse_machine("procs_running 3\n", None, 100), None);
+    }
 
     #[test]
     fn prometheus_text_becomes_series() {

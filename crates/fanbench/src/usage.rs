@@ -124,7 +124,7 @@ pub fn parse_auxv_clock_ticks(auxv: &[u8]) -> Option<u64> {
 }
 
 /// Clock ticks per second, read once.
-fn clock_ticks() -> Result<u64, String> {
+pub(crate) fn clock_ticks() -> Result<u64, String> {
     static TICKS: OnceLock<Result<u64, String>> = OnceLock::new();
     TICKS
         .get_or_init(|| {

@@ -743,8 +743,9 @@ fn bottlenecks(designs: &[(&str, &DesignCapacity)]) -> String {
          resource's use as a share of what it has (pool connections, a channel's send slots, the \
          machine's cores), the nearest to its limit first. Past it, at the first step that missed \
          (or, for the end-to-end limit, did not keep up with delivery): the first resource found \
-         at its limit, in the order driver, connection pool, a channel's send slots, a provider's \
-         rate limit, row locks, CPU.</p>",
+         at its limit for most of the measurement window, in the order driver, database locks, \
+         connection pool (or what held its connections: a provider's latency, the CPU), a \
+         provider's rate limit, a channel's send slots, CPU.</p>",
     );
     out
 }

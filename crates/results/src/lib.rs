@@ -453,6 +453,28 @@ pub struct TelemetrySample {
     /// The simulator's `/metrics` series, likewise.
     pub providers: BTreeMap<String, f64>,
     pub postgres: PgSample,
+    /// The whole machine's CPU, whoever used it (absent from telemetry written before it was
+    /// sampled, and off Linux).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineSample>,
+}
+
+/// The machine's CPU as Linux counts it, every process included (not only the run's): what a
+/// process the run did not start, such as another job on the same cores, takes from it.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct MachineSample {
+    /// Cores the kernel schedules on (the `cpuN` lines of `/proc/stat`).
+    pub cores: u32,
+    /// CPU seconds spent busy since boot, all cores together (`/proc/stat`: every state but idle
+    /// and iowait). The difference of two samples ÷ the seconds between them is the cores in use.
+    pub busy_s: f64,
+    /// Seconds since boot during which at least one runnable task waited for a core (pressure
+    /// stall information, `/proc/pressure/cpu` `some total`); absent when the kernel does not
+    /// keep it. Its rate is the share of time demand for cores exceeded the cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_stall_s: Option<f64>,
+    /// Tasks runnable at the moment of the sample (`procs_running`), the sampler's own included.
+    pub procs_running: u32,
 }
 
 /// `pg_stat_activity` and `pg_locks` for the design's database.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod attribution;
 mod bench;
 mod broker;
 mod capacity;
