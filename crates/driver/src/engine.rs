@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{BufMut, BytesMut};
 use goose::config::GooseConfiguration;
 use goose::goose::{GooseUser, Scenario as GooseScenario, Transaction, TransactionFunction};
 use goose::prelude::GooseAttack;
@@ -146,11 +145,11 @@ fn json_escaped(text: &str) -> String {
 /// Writes the sign-up of `slot` as JSON into `out` (emptied first): the fields a `serde_json`
 /// value would hold, written straight into a buffer the user reuses, with `tag` already escaped
 /// ([`json_escaped`]). Everything else written is digits and fixed text.
-fn write_body(out: &mut BytesMut, slot: &Slot, tag: &str) {
-    use std::fmt::Write as _;
+fn write_body(out: &mut Vec<u8>, slot: &Slot, tag: &str) {
+    use std::io::Write as _;
     out.clear();
     let seq = slot.seq;
-    // Writing into a `BytesMut` cannot fail: it grows.
+    // Writing into a `Vec` cannot fail: it grows.
     let _ = write!(
         out,
         "{{\"email\":\"s{seq}-t{}.{tag}@load.fanbench.test\",\"name\":\"Load user {seq}\"",
@@ -162,7 +161,7 @@ fn write_body(out: &mut BytesMut, slot: &Slot, tag: &str) {
     if slot.device {
         let _ = write!(out, ",\"device_token\":\"device-{tag}-{seq}\"");
     }
-    out.put_u8(b'}');
+    out.push(b'}');
 }
 
 /// One load thread's part of the run: its due slots, waiting for its users.
@@ -244,7 +243,7 @@ async fn user_loop(shared: Arc<Shared>, lane: usize) {
     let slots = &shared.lanes[lane].slots;
     let mut connection = Connection::new();
     connection.open(&shared.endpoint).await;
-    let mut body = BytesMut::with_capacity(256);
+    let mut body = Vec::with_capacity(256);
     loop {
         // The queue closes when the dispatcher ends: at the end of the schedule, or at once on a
         // stop. So a free user needs no second future to learn of a stop.
@@ -255,13 +254,10 @@ async fn user_loop(shared: Arc<Shared>, lane: usize) {
             return;
         }
         write_body(&mut body, &slot, &shared.tag);
-        // The buffer's bytes go to the request; its allocation comes back to `body` once the
-        // request has been written and dropped them.
-        let payload = body.split().freeze();
         let actual = shared.t0.elapsed();
         shared.recorder.with(|r| r.sent(slot.at, actual));
         let outcome = connection
-            .post(&shared.endpoint, payload, shared.request_timeout)
+            .post(&shared.endpoint, &body, shared.request_timeout)
             .await;
         let done = shared.t0.elapsed();
         shared
@@ -637,7 +633,7 @@ mod tests {
 
     #[test]
     fn bodies_hold_what_a_json_value_would() {
-        let mut buffer = BytesMut::new();
+        let mut buffer = Vec::new();
         for (seq, phone, device) in [(0, false, false), (12_345_678_901_234, true, true)] {
             let slot = Slot {
                 seq,
@@ -678,7 +674,7 @@ mod tests {
 
     #[test]
     fn bodies_are_valid_sign_ups() {
-        let mut buffer = BytesMut::new();
+        let mut buffer = Vec::new();
         for (phone, device) in [(true, true), (false, false), (true, false)] {
             let slot = Slot {
                 seq: 7,
