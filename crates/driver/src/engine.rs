@@ -85,9 +85,18 @@ pub fn users_for(peak_rps: f64, max_latency: Duration) -> usize {
 /// kernel's loopback work want the other core.
 pub const RATE_PER_THREAD: f64 = 10_000.0;
 
-/// Load threads for a peak rate: one per [`RATE_PER_THREAD`] requests a second, at least one.
+/// Load threads for a peak rate on this machine: one per [`RATE_PER_THREAD`] requests a second,
+/// at least one, and no more than its cores ([`threads_for_cores`]).
 pub fn threads_for(peak_rps: f64) -> usize {
-    ((peak_rps / RATE_PER_THREAD).ceil() as usize).max(1)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    threads_for_cores(peak_rps, cores)
+}
+
+/// One load thread per [`RATE_PER_THREAD`] requests a second, at least one, at most `cores`:
+/// a load thread more than there are cores only adds wake-ups (each thread sleeps and wakes on
+/// its own timer), and the server being measured needs a core too.
+pub fn threads_for_cores(peak_rps: f64, cores: usize) -> usize {
+    ((peak_rps / RATE_PER_THREAD).ceil() as usize).clamp(1, cores.max(1))
 }
 
 /// What a run measured.
@@ -661,9 +670,17 @@ mod tests {
 
     #[test]
     fn threads_follow_the_rate() {
-        assert_eq!(threads_for(0.0), 1);
-        assert_eq!(threads_for(RATE_PER_THREAD), 1);
-        assert_eq!(threads_for(RATE_PER_THREAD + 1.0), 2);
+        assert_eq!(threads_for_cores(0.0, 2), 1);
+        assert_eq!(threads_for_cores(RATE_PER_THREAD, 2), 1);
+        assert_eq!(threads_for_cores(RATE_PER_THREAD + 1.0, 2), 2);
+        assert_eq!(
+            threads_for_cores(4.0 * RATE_PER_THREAD, 2),
+            2,
+            "no more than the cores"
+        );
+        assert_eq!(threads_for_cores(4.0 * RATE_PER_THREAD, 8), 4);
+        assert_eq!(threads_for_cores(4.0 * RATE_PER_THREAD, 0), 1);
+        assert!(threads_for(1.0) == 1);
     }
 
     #[test]
