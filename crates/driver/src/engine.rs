@@ -77,12 +77,13 @@ pub fn users_for(peak_rps: f64, max_latency: Duration) -> usize {
     ((peak_rps * max_latency.as_secs_f64() * 1.5).ceil() as usize).max(16)
 }
 
-/// The rate one load thread keeps to on schedule (send lag p99 under a millisecond) with room to
-/// spare. Measured with `fanbench bench driver` (docs/PERFORMANCE.md): a thread spends about
-/// 20 µs of CPU per request at a trivial endpoint (less at higher rates, as one wake-up sends
-/// more), so 10,000 a second is a fifth of a core; past that a thread's requests queue behind one
-/// another within a wake-up and send lag grows, and on a two-core machine the endpoint and the
-/// kernel's loopback work want the other core.
+/// The rate one load thread is given before the schedule is split. Measured with `fanbench bench
+/// driver` (docs/PERFORMANCE.md, a busy machine): a thread spends 17 µs of CPU a request at
+/// 10,000/s and 13 µs at 20,000/s, so 10,000 a second is a fifth of a core, and one wake-up's
+/// batch (rate × [`QUANTUM`], 5 requests) goes out within about 100 µs, well inside the 1 ms of
+/// send lag a run on schedule allows. At 20,000/s one thread's batch doubles and its requests
+/// queue behind one another within it; two threads cost no more CPU a request (13.4 µs either
+/// way). Not yet compared on a quiet machine.
 pub const RATE_PER_THREAD: f64 = 10_000.0;
 
 /// Load threads for a peak rate on this machine: one per [`RATE_PER_THREAD`] requests a second,
