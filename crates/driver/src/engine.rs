@@ -1,38 +1,48 @@
 //! The open model on goose.
 //!
-//! goose launches the users and owns their HTTP client; the schedule, not goose, decides when each
-//! request goes out. The whole load runs on one thread of its own, in a single-threaded tokio
-//! runtime: a dispatcher task walks the schedule, sleeps on a high-resolution kernel timer
-//! ([`PreciseTimer`]) until a slot falls due, and hands it to whichever user is free, which sends
-//! it at once and records. No one spins, and on one thread handing a slot over or taking an answer
-//! costs no thread wake-up: context switches, not HTTP, are what an open-model driver pays for on
-//! a small virtual machine. The driver so uses at most one core, and leaves the rest to the
-//! design it measures.
+//! goose launches the users; the schedule, not goose, decides when each request goes out. The
+//! load runs on load threads of its own, each a single-threaded tokio runtime with a dispatcher
+//! and its share of the users: the dispatcher walks the thread's part of the schedule, sleeps on a
+//! high-resolution kernel timer ([`PreciseTimer`]) until a slot falls due, and hands it to
+//! whichever of the thread's users is free, which sends it at once and records. No one spins, and
+//! on one thread handing a slot over or taking an answer costs no thread wake-up: context
+//! switches, not HTTP, are what an open-model driver pays for on a small virtual machine.
 //!
-//! When the dispatcher wakes it releases every slot already due, and it sleeps at least
+//! Each user sends on a keep-alive HTTP/1.1 connection of its own ([`Connection`]), opened
+//! before the schedule starts, with a body written into a reused buffer: goose's `user.request`
+//! (reqwest's pool and middleware, goose's per-request metrics, a `serde_json::Value` per body)
+//! was most of the driver's own CPU, and goose's metrics were never read (the driver times each
+//! request itself, in microseconds).
+//!
+//! One load thread holds [`RATE_PER_THREAD`] requests a second on schedule; above it the schedule
+//! is split ([`Schedule::split`]: interleaved, each thread every `n`-th slot) between
+//! [`threads_for`] threads, whose recorders are merged at the end. goose runs on the first load
+//! thread and launches every user there; a user whose turn puts it on another thread runs its
+//! loop on that thread's runtime.
+//!
+//! When a dispatcher wakes it releases every slot already due, and it sleeps at least
 //! [`QUANTUM`]: at high rates one wake-up sends several requests, each at most a quantum late, and
 //! that lateness is measured (send lag) and counted in the latency, which runs from the intended
 //! send time. There is no goose wait time, throttle or ramp-driven load: users only carry the
 //! schedule's requests. If no user is free when a slot falls due, the slot waits, its send lag
-//! grows, and the run says so.
+//! grows, and the run says so (`slots_waited_for_user`).
 //!
-//! Recording takes no shared lock on the hot path: each recording thread has a recorder of its
-//! own ([`Shards`]), read by the once-a-second progress line and merged when the run ends.
+//! Recording takes no shared lock on the hot path: each load thread has a recorder of its own
+//! ([`Shards`]), read by the once-a-second progress line and merged when the run ends.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use goose::config::GooseConfiguration;
-use goose::goose::{
-    GooseMethod, GooseRequest, GooseUser, Scenario as GooseScenario, Transaction, TransactionError,
-    TransactionFunction,
-};
+use goose::goose::{GooseUser, Scenario as GooseScenario, Transaction, TransactionFunction};
 use goose::prelude::GooseAttack;
-use serde_json::json;
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+use crate::http::{Connection, Endpoint, EndpointError};
 use crate::progress::{Progress, Snapshot};
-use crate::record::{Outcome, Recorder, Shards, Transport, classify_error};
+use crate::record::{Recorder, Shards};
 use crate::schedule::{Schedule, Shape, Slot, TraceError};
 use crate::slots::SlotQueue;
 use crate::timer::PreciseTimer;
@@ -44,6 +54,8 @@ pub struct DriveOptions {
     pub target: String,
     /// Concurrent users (each carries one request at a time).
     pub users: usize,
+    /// Load threads ([`threads_for`]), at least 1; the users are dealt out between them.
+    pub threads: usize,
     pub request_timeout: Duration,
     /// Send lag p99 past which the run is marked untrustworthy.
     pub lag_threshold: Duration,
@@ -65,6 +77,29 @@ pub fn users_for(peak_rps: f64, max_latency: Duration) -> usize {
     ((peak_rps * max_latency.as_secs_f64() * 1.5).ceil() as usize).max(16)
 }
 
+/// The rate one load thread is given before the schedule is split. Measured with `fanbench bench
+/// driver` (docs/PERFORMANCE.md, a busy machine): a thread spends 17 µs of CPU a request at
+/// 10,000/s and 13 µs at 20,000/s, so 10,000 a second is a fifth of a core, and one wake-up's
+/// batch (rate × [`QUANTUM`], 5 requests) goes out within about 100 µs, well inside the 1 ms of
+/// send lag a run on schedule allows. At 20,000/s one thread's batch doubles and its requests
+/// queue behind one another within it; two threads cost no more CPU a request (13.4 µs either
+/// way). Not yet compared on a quiet machine.
+pub const RATE_PER_THREAD: f64 = 10_000.0;
+
+/// Load threads for a peak rate on this machine: one per [`RATE_PER_THREAD`] requests a second,
+/// at least one, and no more than its cores ([`threads_for_cores`]).
+pub fn threads_for(peak_rps: f64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    threads_for_cores(peak_rps, cores)
+}
+
+/// One load thread per [`RATE_PER_THREAD`] requests a second, at least one, at most `cores`:
+/// a load thread more than there are cores only adds wake-ups (each thread sleeps and wakes on
+/// its own timer), and the server being measured needs a core too.
+pub fn threads_for_cores(peak_rps: f64, cores: usize) -> usize {
+    ((peak_rps / RATE_PER_THREAD).ceil() as usize).clamp(1, cores.max(1))
+}
+
 /// What a run measured.
 #[derive(Debug)]
 pub struct Measurement {
@@ -74,6 +109,8 @@ pub struct Measurement {
     /// From the schedule's zero to the last answer.
     pub elapsed: Duration,
     pub users: usize,
+    /// Load threads the schedule was split between.
+    pub threads: usize,
     pub cancelled: bool,
     /// False when the driver, not the server, limited the run.
     pub trustworthy: bool,
@@ -87,6 +124,8 @@ pub enum DriverError {
     Goose(String),
     #[error(transparent)]
     Trace(#[from] TraceError),
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
 }
 
 /// The email of a scheduled sign-up: unique per run, and it carries its sequence number and its
@@ -107,24 +146,55 @@ pub fn parse_email(email: &str) -> Option<(u64, Duration)> {
     Some((seq.parse().ok()?, Duration::from_micros(at.parse().ok()?)))
 }
 
-fn body_for(slot: &Slot, run_tag: &str) -> serde_json::Value {
-    let mut body =
-        json!({ "email": email_for(slot, run_tag), "name": format!("Load user {}", slot.seq) });
+/// A run tag as it goes inside a JSON string: escaped once per run, not once per request.
+fn json_escaped(text: &str) -> String {
+    let quoted = serde_json::Value::from(text).to_string();
+    quoted[1..quoted.len() - 1].to_string()
+}
+
+/// Writes the sign-up of `slot` as JSON into `out` (emptied first): the fields a `serde_json`
+/// value would hold, written straight into a buffer the user reuses, with `tag` already escaped
+/// ([`json_escaped`]). Everything else written is digits and fixed text.
+fn write_body(out: &mut Vec<u8>, slot: &Slot, tag: &str) {
+    use std::io::Write as _;
+    out.clear();
+    let seq = slot.seq;
+    // Writing into a `Vec` cannot fail: it grows.
+    let _ = write!(
+        out,
+        "{{\"email\":\"s{seq}-t{}.{tag}@load.fanbench.test\",\"name\":\"Load user {seq}\"",
+        slot.at.as_micros()
+    );
     if slot.phone {
-        body["phone"] = json!(format!("+1555{:010}", slot.seq % 10_000_000_000));
+        let _ = write!(out, ",\"phone\":\"+1555{:010}\"", seq % 10_000_000_000);
     }
     if slot.device {
-        body["device_token"] = json!(format!("device-{}-{}", run_tag, slot.seq));
+        let _ = write!(out, ",\"device_token\":\"device-{tag}-{seq}\"");
     }
-    body
+    out.push(b'}');
+}
+
+/// One load thread's part of the run: its due slots, waiting for its users.
+#[derive(Debug)]
+struct Lane {
+    slots: SlotQueue,
 }
 
 struct Shared {
     recorder: Shards,
-    slots: SlotQueue,
+    lanes: Vec<Lane>,
+    /// The load threads' runtimes, by lane (the first is goose's own).
+    handles: Vec<Handle>,
+    /// Deals users out to lanes in turn, as goose launches them.
+    next_user: AtomicUsize,
+    endpoint: Endpoint,
+    request_timeout: Duration,
     t0: Instant,
-    run_tag: String,
+    /// The run tag, escaped for JSON.
+    tag: String,
     cancel: CancellationToken,
+    /// Fired when goose has ended every user: the other load threads may then stop.
+    finished: CancellationToken,
 }
 
 /// The shortest sleep between two releases of due slots. It bounds the send lag the dispatcher
@@ -134,15 +204,16 @@ struct Shared {
 /// and raised send lag p99 from 0.31 to 0.55 ms.
 pub const QUANTUM: Duration = Duration::from_micros(500);
 
-/// The dispatcher: releases each slot when it falls due, and closes the queue when it ends (the
-/// schedule is done, a stop, or an error), which is what ends the users.
-async fn dispatch(schedule: Schedule, shared: Arc<Shared>) -> Result<(), DriverError> {
-    let released = release(schedule, &shared).await;
-    shared.slots.close();
+/// A lane's dispatcher: releases each of its slots when it falls due, and closes the lane's queue
+/// when it ends (the schedule is done, a stop, or an error), which is what ends its users.
+async fn dispatch(schedule: Schedule, shared: Arc<Shared>, lane: usize) -> Result<(), DriverError> {
+    let released = release(schedule, &shared, lane).await;
+    shared.lanes[lane].slots.close();
     released
 }
 
-async fn release(schedule: Schedule, shared: &Shared) -> Result<(), DriverError> {
+async fn release(schedule: Schedule, shared: &Shared, lane: usize) -> Result<(), DriverError> {
+    let slots = &shared.lanes[lane].slots;
     let timer = PreciseTimer::new()
         .map_err(|e| DriverError::Goose(format!("could not create the dispatch timer: {e}")))?;
     let mut last_wake = Instant::now();
@@ -159,66 +230,45 @@ async fn release(schedule: Schedule, shared: &Shared) -> Result<(), DriverError>
             }
             last_wake = Instant::now();
         }
-        shared.recorder.with(|r| r.offered(slot.at));
+        let at = slot.at;
         // A full queue means every user has long been busy: the slot waits, and its send lag
         // says so.
-        tokio::select! {
-            _ = shared.slots.push(slot) => {}
+        let waits = tokio::select! {
+            waits = slots.push(slot) => waits,
             _ = shared.cancel.cancelled() => return Ok(()),
-        }
+        };
+        shared.recorder.with(|r| {
+            r.offered(at);
+            if waits {
+                r.waited_for_user();
+            }
+        });
     }
     Ok(())
 }
 
-/// One user: takes slots until the schedule ends or the run is cancelled.
-async fn user_loop(user: &mut GooseUser, shared: Arc<Shared>) {
-    // Parsed once per user: goose's post_json would build and parse the URL on every request.
-    let url = user.base_url.join("/register").ok();
+/// One user: opens its connection, then takes its lane's slots until the lane's schedule ends or
+/// the run is cancelled.
+async fn user_loop(shared: Arc<Shared>, lane: usize) {
+    let slots = &shared.lanes[lane].slots;
+    let mut connection = Connection::new();
+    connection.open(&shared.endpoint).await;
+    let mut body = Vec::with_capacity(256);
     loop {
         // The queue closes when the dispatcher ends: at the end of the schedule, or at once on a
         // stop. So a free user needs no second future to learn of a stop.
-        let Some(slot) = shared.slots.pop().await else {
+        let Some(slot) = slots.pop().await else {
             return;
         };
         if shared.cancel.is_cancelled() {
             return;
         }
-        let body = body_for(&slot, &shared.run_tag);
+        write_body(&mut body, &slot, &shared.tag);
         let actual = shared.t0.elapsed();
         shared.recorder.with(|r| r.sent(slot.at, actual));
-        let sent = match &url {
-            Some(url) => {
-                let request = user.client.post(url.clone()).json(&body);
-                user.request(
-                    GooseRequest::builder()
-                        .method(GooseMethod::Post)
-                        .path("/register")
-                        .set_request_builder(request)
-                        .build(),
-                )
-                .await
-            }
-            None => user.post_json("/register", &body).await,
-        };
-        let outcome = match sent {
-            Ok(goose_response) => match goose_response.response {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    // The answer is complete when its body has arrived.
-                    match response.bytes().await {
-                        Ok(_) => Outcome::Status(status),
-                        Err(e) => classify_error(e.is_timeout(), e.is_connect(), true, &e),
-                    }
-                }
-                Err(e) => classify_error(e.is_timeout(), e.is_connect(), e.is_body(), &e),
-            },
-            Err(e) => match *e {
-                TransactionError::Reqwest(ref r) => {
-                    classify_error(r.is_timeout(), r.is_connect(), r.is_body(), r)
-                }
-                _ => Outcome::ConnectionError(Transport::Other),
-            },
-        };
+        let outcome = connection
+            .post(&shared.endpoint, &body, shared.request_timeout)
+            .await;
         let done = shared.t0.elapsed();
         shared
             .recorder
@@ -226,11 +276,24 @@ async fn user_loop(user: &mut GooseUser, shared: Arc<Shared>) {
     }
 }
 
+/// A user goose launched: it joins the lane whose turn it is, on that lane's thread.
+async fn run_user(shared: Arc<Shared>) {
+    let lane = shared.next_user.fetch_add(1, Ordering::Relaxed) % shared.lanes.len();
+    if lane == 0 {
+        user_loop(shared, 0).await;
+    } else {
+        let handle = shared.handles[lane].clone();
+        // The lane's thread keeps running until goose has ended every user, so this ends only
+        // when the user does.
+        let _ = handle.spawn(user_loop(shared, lane)).await;
+    }
+}
+
 fn transaction(shared: Arc<Shared>) -> TransactionFunction {
-    Arc::new(move |user: &mut GooseUser| {
+    Arc::new(move |_user: &mut GooseUser| {
         let shared = shared.clone();
         Box::pin(async move {
-            user_loop(user, shared).await;
+            run_user(shared).await;
             Ok(())
         })
     })
@@ -243,23 +306,56 @@ pub async fn drive(
     shape: &Shape,
     options: &DriveOptions,
 ) -> Result<Measurement, DriverError> {
-    // The schedule's zero leaves goose a moment to launch every user.
+    let endpoint = Endpoint::resolve(&options.target).await?;
+    let threads = options.threads.max(1);
+    let parts = schedule.split(threads as u32)?;
+    // Every load thread's runtime exists before any user does: goose's users, launched on the
+    // first, join the others through their handles.
+    let mut runtimes = Vec::with_capacity(threads);
+    for lane in 0..threads {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => runtimes.push(rt),
+            Err(e) => {
+                // Dropping a runtime inside this one's context would panic.
+                runtimes.into_iter().for_each(|rt| rt.shutdown_background());
+                return Err(DriverError::Goose(format!(
+                    "could not start load thread {}'s runtime: {e}",
+                    lane + 1
+                )));
+            }
+        }
+    }
+
+    // The schedule's zero leaves goose a moment to launch every user and each user a moment to
+    // connect.
     let start_delay =
         Duration::from_millis(500) + Duration::from_secs_f64(options.users as f64 / 4000.0);
     let t0 = Instant::now() + start_delay;
     let started_at = SystemTime::now() + start_delay;
     let shared = Arc::new(Shared {
         recorder: Shards::with_window(options.measure_from),
-        slots: SlotQueue::new(),
+        lanes: (0..threads)
+            .map(|_| Lane {
+                slots: SlotQueue::new(),
+            })
+            .collect(),
+        handles: runtimes.iter().map(|rt| rt.handle().clone()).collect(),
+        next_user: AtomicUsize::new(0),
+        endpoint,
+        request_timeout: options.request_timeout,
         t0,
-        run_tag: options.run_tag.clone(),
-        // A child: the run can stop its own dispatcher without cancelling the caller's token.
+        tag: json_escaped(&options.run_tag),
+        // A child: the run can stop its own dispatchers without cancelling the caller's token.
         cancel: options.cancel.child_token(),
+        finished: CancellationToken::new(),
     });
 
     if options.progress {
         eprintln!(
-            "{}: {} users, all started at once, each sending when the schedule says (goose counts them as it launches them)",
+            "{}: {} users on {threads} load thread(s), all started at once, each sending when the schedule says (goose counts them as it launches them)",
             options.label, options.users
         );
     }
@@ -268,40 +364,73 @@ pub async fn drive(
         Progress::start(&options.label, shape, move || snapshot(&shared))
     });
 
-    // The load gets a thread and an event loop of its own (see the module's comment).
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let spawned = {
-        let shared = shared.clone();
+    // The load gets threads and event loops of its own (see the module's comment).
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut spawned = Vec::with_capacity(threads);
+    let mut failed_to_start = None;
+    for (lane, (rt, part)) in runtimes.into_iter().zip(parts).enumerate() {
+        let shared_here = shared.clone();
+        let done = done_tx.clone();
         let options = options.clone();
-        std::thread::Builder::new()
-            .name("fanbench-driver".into())
-            .spawn(move || {
-                let loaded = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| {
-                        DriverError::Goose(format!("could not start the driver's runtime: {e}"))
-                    })
-                    .and_then(|rt| rt.block_on(load(schedule, shared, &options)));
-                let _ = done_tx.send(loaded);
+        let thread = std::thread::Builder::new()
+            .name(if lane == 0 {
+                "fanbench-driver".into()
+            } else {
+                format!("fanbench-driver-{}", lane + 1)
             })
-    };
-    let loaded = match spawned {
-        Ok(thread) => {
-            let loaded = done_rx.await.unwrap_or_else(|_| {
-                Err(DriverError::Goose(
-                    "the driver's thread ended without a result".into(),
-                ))
+            .spawn(move || {
+                let shared = shared_here;
+                // However this thread ends, the run must not wait for it: the first lane's end
+                // (goose's) releases the other threads, and a lane's end closes its queue.
+                let _finish = (lane == 0).then(|| shared.finished.clone().drop_guard());
+                let _close = CloseOnDrop(&shared.lanes[lane].slots);
+                let result = if lane == 0 {
+                    rt.block_on(load(part, shared.clone(), &options))
+                } else {
+                    rt.block_on(async {
+                        let dispatched = dispatch(part, shared.clone(), lane).await;
+                        shared.finished.cancelled().await;
+                        dispatched
+                    })
+                };
+                let _ = done.send(result);
             });
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-            loaded
+        match spawned_ok(thread, lane) {
+            Ok(thread) => spawned.push(thread),
+            Err(e) => {
+                failed_to_start = Some(e);
+                break;
+            }
         }
-        Err(e) => Err(DriverError::Goose(format!(
-            "could not start the driver's thread: {e}"
-        ))),
-    };
+    }
+    drop(done_tx);
+    if failed_to_start.is_some() {
+        // Whatever did start stops at once.
+        shared.cancel.cancel();
+        shared.finished.cancel();
+        for lane in &shared.lanes {
+            lane.slots.close();
+        }
+    }
+    // Every thread reports once; a thread that panicked reports nothing, and its sender's drop
+    // ends the wait.
+    let mut loaded: Result<(), DriverError> = Ok(());
+    while let Some(result) = done_rx.recv().await {
+        if loaded.is_ok() {
+            loaded = result;
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in spawned {
+            let _ = thread.join();
+        }
+    })
+    .await;
     if let Some(p) = progress {
         p.finish();
+    }
+    if let Some(e) = failed_to_start {
+        return Err(e);
     }
     loaded?;
     let cancelled = options.cancel.is_cancelled();
@@ -314,14 +443,32 @@ pub async fn drive(
         started_at,
         elapsed,
         users: options.users,
+        threads,
         cancelled,
         trustworthy,
         warnings,
     })
 }
 
-/// The load itself, on the driver's own runtime: the dispatcher, goose's users, and a watch on
-/// goose's Ctrl-C handler.
+fn spawned_ok(
+    thread: std::io::Result<std::thread::JoinHandle<()>>,
+    lane: usize,
+) -> Result<std::thread::JoinHandle<()>, DriverError> {
+    thread.map_err(|e| DriverError::Goose(format!("could not start load thread {}: {e}", lane + 1)))
+}
+
+/// Closes a lane's queue when its thread ends, however it ends, so its users never wait for a
+/// dispatcher that is gone.
+struct CloseOnDrop<'a>(&'a SlotQueue);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// The first load thread's work: its dispatcher, goose and its users, and a watch on goose's
+/// Ctrl-C handler.
 async fn load(
     schedule: Schedule,
     shared: Arc<Shared>,
@@ -343,7 +490,7 @@ async fn load(
             }
         })
     };
-    let dispatcher = tokio::spawn(dispatch(schedule, shared.clone()));
+    let dispatcher = tokio::spawn(dispatch(schedule, shared.clone(), 0));
 
     let mut config = GooseConfiguration::default();
     config.host = Some(options.target.clone());
@@ -357,6 +504,8 @@ async fn load(
     config.no_telnet = true;
     config.no_gzip = true;
     config.timeout = Some(format!("{}", options.request_timeout.as_secs_f64()));
+    // goose gives each user a reqwest client the driver does not use (users send on their own
+    // connections): without cookies it builds one, shared, rather than one per user.
     let attack = GooseAttack::initialize_with_config(config)
         .and_then(|a| {
             a.set_client_builder_without_cookies(
@@ -381,9 +530,11 @@ async fn load(
         Err(e) => Err(e),
     };
 
-    // The users are gone. The dispatcher has normally finished (the users end when it does); if
-    // goose ended first (an error), stop it rather than let it wait for users that are not there.
+    // The users are gone. The dispatchers have normally finished (the users end when they do);
+    // if goose ended first (an error), stop them rather than let them wait for users that are
+    // not there, and let the other load threads end.
     shared.cancel.cancel();
+    shared.finished.cancel();
     let dispatched = dispatcher.await;
     watch.abort();
     executed?;
@@ -491,6 +642,49 @@ mod tests {
     }
 
     #[test]
+    fn bodies_hold_what_a_json_value_would() {
+        let mut buffer = Vec::new();
+        for (seq, phone, device) in [(0, false, false), (12_345_678_901_234, true, true)] {
+            let slot = Slot {
+                seq,
+                at: Duration::from_micros(98_765),
+                phone,
+                device,
+            };
+            // A tag that needs escaping is escaped, once.
+            let tag = "r1-\"odd\\tag\"";
+            write_body(&mut buffer, &slot, &json_escaped(tag));
+            let mut expected = serde_json::json!({
+                "email": email_for(&slot, tag),
+                "name": format!("Load user {seq}"),
+            });
+            if phone {
+                expected["phone"] = format!("+1555{:010}", seq % 10_000_000_000).into();
+            }
+            if device {
+                expected["device_token"] = format!("device-{tag}-{seq}").into();
+            }
+            let written: serde_json::Value = serde_json::from_slice(&buffer).unwrap();
+            assert_eq!(written, expected);
+        }
+    }
+
+    #[test]
+    fn threads_follow_the_rate() {
+        assert_eq!(threads_for_cores(0.0, 2), 1);
+        assert_eq!(threads_for_cores(RATE_PER_THREAD, 2), 1);
+        assert_eq!(threads_for_cores(RATE_PER_THREAD + 1.0, 2), 2);
+        assert_eq!(
+            threads_for_cores(4.0 * RATE_PER_THREAD, 2),
+            2,
+            "no more than the cores"
+        );
+        assert_eq!(threads_for_cores(4.0 * RATE_PER_THREAD, 8), 4);
+        assert_eq!(threads_for_cores(4.0 * RATE_PER_THREAD, 0), 1);
+        assert!(threads_for(1.0) == 1);
+    }
+
+    #[test]
     fn users_follow_littles_law() {
         assert_eq!(users_for(100.0, Duration::from_secs(6)), 900);
         assert_eq!(users_for(1.0, Duration::from_millis(10)), 16);
@@ -498,6 +692,7 @@ mod tests {
 
     #[test]
     fn bodies_are_valid_sign_ups() {
+        let mut buffer = Vec::new();
         for (phone, device) in [(true, true), (false, false), (true, false)] {
             let slot = Slot {
                 seq: 7,
@@ -505,8 +700,8 @@ mod tests {
                 phone,
                 device,
             };
-            let registration: signup_core::Registration =
-                serde_json::from_value(body_for(&slot, "tag")).unwrap();
+            write_body(&mut buffer, &slot, &json_escaped("tag"));
+            let registration: signup_core::Registration = serde_json::from_slice(&buffer).unwrap();
             registration.validate().unwrap();
             assert_eq!(
                 registration.channels().len(),

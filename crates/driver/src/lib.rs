@@ -6,6 +6,7 @@
 //! job (`fanbench compare`).
 
 pub mod engine;
+pub mod http;
 pub mod progress;
 pub mod record;
 pub mod schedule;
@@ -15,7 +16,8 @@ pub mod timer;
 pub mod trace;
 
 pub use engine::{
-    DriveOptions, DriverError, Measurement, drive, email_for, parse_email, users_for,
+    DriveOptions, DriverError, Measurement, RATE_PER_THREAD, drive, email_for, parse_email,
+    threads_for, users_for,
 };
 pub use record::{Outcome, Recorder, SeqSet};
 pub use schedule::{Schedule, Shape, Shard, ShardError, Slot};

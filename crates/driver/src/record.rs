@@ -246,6 +246,8 @@ pub struct Recorder {
     intended: u64,
     sent: u64,
     completed: u64,
+    /// Slots that fell due when no user was free, and waited for one to finish its request.
+    waited_for_user: u64,
     seconds: Vec<SecondBucket>,
     /// After a warm-up: the requests scheduled from `.0` on, recorded again on their own (the
     /// measurement window). The record above stays whole.
@@ -283,6 +285,7 @@ impl Recorder {
             intended: 0,
             sent: 0,
             completed: 0,
+            waited_for_user: 0,
             seconds: Vec::new(),
             window: None,
         }
@@ -339,6 +342,7 @@ impl Recorder {
         self.intended += other.intended;
         self.sent += other.sent;
         self.completed += other.completed;
+        self.waited_for_user += other.waited_for_user;
         if self.seconds.len() < other.seconds.len() {
             self.seconds
                 .resize_with(other.seconds.len(), SecondBucket::new);
@@ -361,6 +365,11 @@ impl Recorder {
         if let Some(w) = self.in_window(intended) {
             w.intended += 1;
         }
+    }
+
+    /// The slot just offered fell due when no user was free: it waits for one to finish.
+    pub fn waited_for_user(&mut self) {
+        self.waited_for_user += 1;
     }
 
     /// A request went out at `actual`, `actual - intended` late.
@@ -440,6 +449,11 @@ impl Recorder {
     }
     pub fn completed_count(&self) -> u64 {
         self.completed
+    }
+    /// Slots that fell due when every user was busy ([`Recorder::waited_for_user`]): the server
+    /// (or too few users) kept every user busy, as opposed to the driver's CPU falling behind.
+    pub fn slots_waited_for_user(&self) -> u64 {
+        self.waited_for_user
     }
     pub fn ok(&self) -> u64 {
         self.status[0]
@@ -667,6 +681,9 @@ struct Saved {
     intended: u64,
     sent: u64,
     completed: u64,
+    /// Absent from recordings written before it was counted (read as 0).
+    #[serde(default)]
+    slots_waited_for_user: u64,
     /// By [`STATUS_CLASSES`].
     status: BTreeMap<String, u64>,
     /// Connection errors by kind ([`Transport::describe`]).
@@ -783,6 +800,7 @@ impl Recorder {
             intended: self.intended,
             sent: self.sent,
             completed: self.completed,
+            slots_waited_for_user: self.waited_for_user,
             status: STATUS_CLASSES
                 .iter()
                 .zip(self.status)
@@ -872,6 +890,7 @@ impl Recorder {
             intended: saved.intended,
             sent: saved.sent,
             completed: saved.completed,
+            waited_for_user: saved.slots_waited_for_user,
             seconds,
             // The saved recording is the whole run's: a measurement window after a warm-up is
             // not kept, so a merged run has none.
@@ -1001,6 +1020,9 @@ mod tests {
     /// Feeds request `seq` through `r` with an outcome and timing that depend on `seq`.
     fn record_one(r: &mut Recorder, seq: u64) {
         let at = ms(seq * 7);
+        if seq % 5 == 0 {
+            r.waited_for_user();
+        }
         let outcome = match seq % 4 {
             0 => Outcome::Status(202),
             1 => Outcome::Status(503),
@@ -1032,6 +1054,7 @@ mod tests {
         });
         let merged = shards.merged();
         assert_eq!(merged.requests(), one.requests());
+        assert_eq!(merged.slots_waited_for_user(), 400);
         assert_eq!(merged.latency_ms(), one.latency_ms());
         assert_eq!(merged.latency_ms_by_class(), one.latency_ms_by_class());
         assert_eq!(merged.send_lag_ms(), one.send_lag_ms());
@@ -1192,10 +1215,12 @@ mod tests {
             record_one(&mut r, seq);
         }
         r.completed(70_000, ms(5), ms(5), ms(9), Outcome::Status(409));
+        r.waited_for_user();
         let mut saved = Vec::new();
         r.write_recording(&mut saved).unwrap();
         let back = Recorder::read_recording(saved.as_slice()).unwrap();
         assert_eq!(back.requests(), r.requests());
+        assert_eq!(back.slots_waited_for_user(), 601);
         assert_eq!(back.latency(), r.latency());
         assert_eq!(back.lag(), r.lag());
         assert_eq!(back.service(), r.service());
@@ -1222,5 +1247,12 @@ mod tests {
         doc["lag"] = encode(&coarse, "lag").unwrap().into();
         let e = Recorder::read_recording(doc.to_string().as_bytes()).unwrap_err();
         assert!(e.to_string().contains("bounds"), "{e}");
+
+        // A recording written before slots waiting for a user were counted still reads, as 0.
+        let mut old: serde_json::Value = serde_json::from_slice(&saved).unwrap();
+        old.as_object_mut().unwrap().remove("slots_waited_for_user");
+        let back = Recorder::read_recording(old.to_string().as_bytes()).unwrap();
+        assert_eq!(back.slots_waited_for_user(), 0);
+        assert_eq!(back.requests(), r.requests());
     }
 }

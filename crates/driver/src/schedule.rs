@@ -83,6 +83,18 @@ impl Shard {
     pub fn owns(self, seq: u64) -> bool {
         seq % u64::from(self.count) == u64::from(self.index - 1)
     }
+
+    /// Part `k` (from 0) of this shard split `parts` ways, interleaved in turn: every `parts`-th
+    /// of this shard's arrivals, starting at its `k`-th. This shard's arrivals are at positions
+    /// `index - 1 + count·j`; the part keeps those with `j ≡ k (mod parts)`, i.e. the positions
+    /// `index - 1 + count·k` modulo `count·parts`: itself a shard of the whole schedule.
+    pub fn part(self, k: u32, parts: u32) -> Self {
+        debug_assert!(k < parts);
+        Self {
+            index: self.index + self.count * k,
+            count: self.count * parts,
+        }
+    }
 }
 
 impl std::str::FromStr for Shard {
@@ -305,6 +317,56 @@ impl Schedule {
     pub fn sharded(mut self, shard: Shard) -> Self {
         self.shard = shard;
         self
+    }
+
+    /// This schedule split `parts` ways, interleaved ([`Shard::part`]), for as many load threads
+    /// each keeping to its own part: together the parts are exactly this schedule, slot for slot,
+    /// and each has its shape at `1/parts` of the rate. A trace is opened once more per part.
+    pub fn split(self, parts: u32) -> Result<Vec<Schedule>, TraceError> {
+        let parts = parts.max(1);
+        let mut out = Vec::with_capacity(parts as usize);
+        for k in 1..parts {
+            let source = match &self.source {
+                Source::Phases {
+                    segments,
+                    index,
+                    process,
+                    consumed,
+                    target,
+                } => Source::Phases {
+                    segments: segments.clone(),
+                    index: *index,
+                    process: *process,
+                    consumed: *consumed,
+                    target: *target,
+                },
+                Source::Trace {
+                    speed, path, last, ..
+                } => {
+                    let mut rows = open_trace(Path::new(path))?;
+                    // Where this schedule is in the file (nowhere yet, unless it has been read).
+                    for _ in 0..self.seq {
+                        rows.next();
+                    }
+                    Source::Trace {
+                        rows,
+                        speed: *speed,
+                        path: path.clone(),
+                        last: *last,
+                    }
+                }
+            };
+            out.push(Schedule {
+                source,
+                payload: self.payload.clone(),
+                rng: self.rng.clone(),
+                seq: self.seq,
+                shard: self.shard.part(k, parts),
+            });
+        }
+        let shard = self.shard.part(0, parts);
+        out.insert(0, self.sharded(shard));
+        Ok(out)
     }
 
     /// The schedule's overall shape. For a trace this reads the whole file once (streaming).
@@ -653,6 +715,42 @@ mod tests {
     }
 
     #[test]
+    fn a_split_gives_each_slot_to_exactly_one_part_even_of_a_shard() {
+        let text = "name='t'\n[arrivals]\nprocess='poisson'\nseed=3\nphases=[\
+                    {kind='ramp',duration='4s',from=10,to=500}]\n\
+                    [payload]\nphone_share=0.5\ndevice_share=0.3\n";
+        let s = scenario(text);
+        let whole = slots(&s, Shard::WHOLE);
+        for shard in [Shard::WHOLE, Shard::new(2, 3).unwrap()] {
+            let mine: Vec<Slot> = schedule(&s).sharded(shard).map(Result::unwrap).collect();
+            for parts in [1u32, 2, 3, 4] {
+                let split: Vec<Vec<Slot>> = schedule(&s)
+                    .sharded(shard)
+                    .split(parts)
+                    .unwrap()
+                    .into_iter()
+                    .map(|p| p.map(Result::unwrap).collect())
+                    .collect();
+                assert_eq!(split.len(), parts as usize);
+                // In turn: part k has the k-th, (k + parts)-th, … of the shard's slots.
+                for (k, part) in split.iter().enumerate() {
+                    let expected: Vec<Slot> = mine
+                        .iter()
+                        .skip(k)
+                        .step_by(parts as usize)
+                        .cloned()
+                        .collect();
+                    assert_eq!(part, &expected, "shard {shard}, part {k} of {parts}");
+                    assert!(part.iter().all(|slot| slot == &whole[slot.seq as usize]));
+                }
+                let mut joined: Vec<Slot> = split.into_iter().flatten().collect();
+                joined.sort_by_key(|slot| slot.seq);
+                assert_eq!(joined, mine, "shard {shard}, {parts} parts");
+            }
+        }
+    }
+
+    #[test]
     fn shards_of_a_trace_partition_it_too() {
         let dir = tempfile::tempdir().unwrap();
         let rows: String = (0..25).map(|k| format!("{},,\n", k * 40)).collect();
@@ -673,6 +771,17 @@ mod tests {
         let whole = of(Shard::WHOLE);
         let mut joined: Vec<Slot> = (1..=4)
             .flat_map(|i| of(Shard::new(i, 4).unwrap()))
+            .collect();
+        joined.sort_by_key(|slot| slot.seq);
+        assert_eq!(joined, whole);
+        // Split for load threads, each part reading the trace on its own.
+        let split = Schedule::new(&s.arrivals, &s.payload, Some(&csv))
+            .unwrap()
+            .split(3)
+            .unwrap();
+        let mut joined: Vec<Slot> = split
+            .into_iter()
+            .flat_map(|p| p.map(Result::unwrap))
             .collect();
         joined.sort_by_key(|slot| slot.seq);
         assert_eq!(joined, whole);

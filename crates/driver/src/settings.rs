@@ -156,6 +156,10 @@ pub struct DriverSettings {
     /// Concurrent users; by default peak rate × `max_latency` × 1.5 (Little's law with margin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<usize>,
+    /// Load threads, each with its own event loop, users and interleaved part of the schedule; by
+    /// default from the peak rate (`driver::threads_for`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
     /// The worst latency to size users for.
     #[serde(default = "default_max_latency", with = "humantime_serde")]
     pub max_latency: Duration,
@@ -198,6 +202,7 @@ impl Default for DriverSettings {
     fn default() -> Self {
         Self {
             users: None,
+            threads: None,
             max_latency: default_max_latency(),
             request_timeout: default_request_timeout(),
             lag_threshold: default_lag_threshold(),

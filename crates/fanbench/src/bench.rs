@@ -53,6 +53,10 @@ struct DriverStep {
     send_lag_max_ms: f64,
     latency_p99_ms: f64,
     trustworthy: bool,
+    /// Load threads the driver split the schedule between.
+    threads: Option<u32>,
+    /// Slots that fell due while every user was busy (see `results::DriverRun`).
+    slots_waited_for_user: Option<u64>,
     /// The endpoint's CPU over the step, per request (what the server side cost).
     endpoint_cpu_us_per_request: Option<f64>,
 }
@@ -108,7 +112,7 @@ async fn driver(args: BenchDriverArgs) -> Result<()> {
     let mut steps = Vec::new();
     for &rate in &args.rates {
         let scenario = out.join(format!("driver-{rate}.toml"));
-        std::fs::write(&scenario, driver_scenario(rate, duration))?;
+        std::fs::write(&scenario, driver_scenario(rate, duration, args.threads))?;
         let dir = out.join(format!("driver-{rate}"));
         let endpoint_before = process_cpu(endpoint.pid());
         let mut cmd = fanbench()?;
@@ -139,6 +143,8 @@ async fn driver(args: BenchDriverArgs) -> Result<()> {
             send_lag_max_ms: d.send_lag_ms.max,
             latency_p99_ms: d.latency_ms.p99,
             trustworthy: d.trustworthy,
+            threads: d.driver.map(|r| r.threads),
+            slots_waited_for_user: d.driver.map(|r| r.slots_waited_for_user),
             endpoint_cpu_us_per_request: endpoint_cpu.map(|c| c.as_secs_f64() * 1e6 / sent),
         });
     }
@@ -191,7 +197,8 @@ async fn driver(args: BenchDriverArgs) -> Result<()> {
     write_json(&out.join("bench-driver.json"), &report)
 }
 
-fn driver_scenario(rate: u32, duration: Duration) -> String {
+fn driver_scenario(rate: u32, duration: Duration, threads: Option<u32>) -> String {
+    let threads = threads.map_or(String::new(), |t| format!("threads = {t}\n"));
     format!(
         "name = \"bench-driver-{rate}\"\n\
          description = \"fanbench bench driver: {rate}/s, evenly spaced, at a trivial endpoint\"\n\
@@ -200,7 +207,8 @@ fn driver_scenario(rate: u32, duration: Duration) -> String {
          [driver]\n\
          # The endpoint answers in well under a millisecond: users for 20 ms of latency suffice,\n\
          # and fewer users means fewer connections opened in the first second.\n\
-         max_latency = \"20ms\"\n",
+         max_latency = \"20ms\"\n\
+         {threads}",
         humantime::format_duration(duration)
     )
 }
@@ -212,22 +220,25 @@ fn driver_table(r: &DriverReport) -> String {
         r.cpus, r.duration_s
     ));
     s.push_str(&format!(
-        "{:>10} {:>16} {:>12} {:>10} {:>12} {:>12} {:>12} {:>12}  {}\n",
+        "{:>10} {:>16} {:>8} {:>12} {:>10} {:>12} {:>12} {:>12} {:>12} {:>8}  {}\n",
         "offered/s",
         "sent",
+        "threads",
         "answered/s",
         "CPU µs/req",
         "lag p99 ms",
         "lag max ms",
         "lat p99 ms",
         "server µs/req",
+        "waited",
         "on schedule"
     ));
     for st in &r.steps {
         s.push_str(&format!(
-            "{:>10} {:>16} {:>12.0} {:>10.1} {:>12.3} {:>12.2} {:>12.2} {:>12}  {}\n",
+            "{:>10} {:>16} {:>8} {:>12.0} {:>10.1} {:>12.3} {:>12.2} {:>12.2} {:>12} {:>8}  {}\n",
             st.offered_rps,
             format!("{} of {}", st.sent, st.intended),
+            st.threads.map_or("-".into(), |t| t.to_string()),
             st.achieved_rps,
             st.cpu_us_per_request,
             st.send_lag_p99_ms,
@@ -235,14 +246,16 @@ fn driver_table(r: &DriverReport) -> String {
             st.latency_p99_ms,
             st.endpoint_cpu_us_per_request
                 .map_or("-".into(), |v| format!("{v:.1}")),
+            st.slots_waited_for_user
+                .map_or("-".into(), |n| n.to_string()),
             on_schedule(st),
         ));
     }
     match (&r.wrk, &r.wrk_missing) {
         (Some(w), _) => {
             s.push_str(&format!(
-                "{:>10} {:>16} {:>12.0} {:>10.1}   (wrk, {} connections, closed loop)\n",
-                "wrk", w.requests, w.requests_per_s, w.cpu_us_per_request, w.connections
+                "{:>10} {:>16} {:>8} {:>12.0} {:>10.1}   (wrk, {} connections, closed loop)\n",
+                "wrk", w.requests, 1, w.requests_per_s, w.cpu_us_per_request, w.connections
             ));
             if let Some(st) = r.steps.iter().find(|s| s.offered_rps == 5000) {
                 s.push_str(&format!(
@@ -899,7 +912,8 @@ mod tests {
     #[test]
     fn scenarios_written_for_a_step_load() {
         for text in [
-            driver_scenario(5000, Duration::from_secs(10)),
+            driver_scenario(5000, Duration::from_secs(10), None),
+            driver_scenario(20000, Duration::from_secs(10), Some(2)),
             signup_scenario("bench-e2e", 1000, Duration::from_secs(30), Some("10s")),
         ] {
             let file = tempfile::NamedTempFile::new().unwrap();

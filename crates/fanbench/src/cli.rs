@@ -349,6 +349,11 @@ pub struct BenchDriverArgs {
     #[arg(long)]
     pub no_wrk: bool,
 
+    /// The driver's load threads at every rate (the scenario's `[driver] threads`); by default
+    /// each rate gets as many as it needs (`driver::threads_for`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub threads: Option<u32>,
+
     #[command(flatten)]
     pub out: BenchOutArgs,
 }

@@ -401,6 +401,7 @@ async fn run_target(
     let mut schedule = plan.scenario.schedule()?;
     if let Some(shard) = shard {
         options.users = merge::shard_users(options.users, shard);
+        options.threads = plan.threads(1.0 / f64::from(shard.count()));
         schedule = schedule.sharded(shard);
     }
     let not_ours = || {

@@ -375,8 +375,24 @@ fn merge_design(
     // Delivery and reconciliation stay empty (each shard counted its own slice), and so does who
     // used the machine: each shard measured its own; added up they would describe none. A read-back
     // recording keeps no measurement window.
+    // How the driver ran: every shard's threads and users together, and the merged recording's
+    // count of slots that waited for a user (a shard from before it was recorded has none).
+    let driver = (!parts.is_empty() && parts.iter().all(|(_, d)| d.driver.is_some())).then(|| {
+        results::DriverRun {
+            threads: parts
+                .iter()
+                .filter_map(|(_, d)| d.driver.map(|r| r.threads))
+                .sum(),
+            users: parts
+                .iter()
+                .filter_map(|(_, d)| d.driver.map(|r| r.users))
+                .sum(),
+            slots_waited_for_user: recorder.slots_waited_for_user(),
+        }
+    });
     DesignResults {
         target: targets.join(", "),
+        driver,
         settings: parts
             .first()
             .map_or(serde_json::Value::Null, |(_, d)| d.settings.clone()),
@@ -513,6 +529,7 @@ mod tests {
             reconciliation: None,
             drain: None,
             processes: None,
+            driver: None,
             window: None,
             trustworthy: true,
             valid: invalid_reasons.is_empty(),

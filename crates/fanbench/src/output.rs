@@ -52,6 +52,11 @@ pub fn design_results(
         valid: invalid_reasons.is_empty(),
         invalid_reasons,
         warnings,
+        driver: Some(results::DriverRun {
+            threads: u32::try_from(m.threads).unwrap_or(u32::MAX),
+            users: m.users as u64,
+            slots_waited_for_user: r.slots_waited_for_user(),
+        }),
         ..recorded(r, duration_s)
     }
 }
@@ -77,6 +82,7 @@ pub fn recorded(r: &driver::Recorder, duration_s: f64) -> DesignResults {
         reconciliation: None,
         drain: None,
         processes: None,
+        driver: None,
         window: r.window().map(|(from, w)| {
             let from_s = from.as_secs_f64();
             let length = (duration_s - from_s).max(1e-9);

@@ -67,6 +67,15 @@ impl Plan {
             .unwrap_or_else(|| driver::users_for(self.shape.peak_rps, d.max_latency))
     }
 
+    /// Load threads for a driver carrying `share` of the schedule (1 unless it is a shard): the
+    /// scenario's `[driver] threads`, else as many as that share of the peak rate needs.
+    pub fn threads(&self, share: f64) -> usize {
+        self.scenario
+            .driver
+            .threads
+            .unwrap_or_else(|| driver::threads_for(self.shape.peak_rps * share))
+    }
+
     pub fn drive_options(
         &self,
         target: &str,
@@ -77,6 +86,7 @@ impl Plan {
         DriveOptions {
             target: target.to_string(),
             users: self.users(),
+            threads: self.threads(1.0),
             request_timeout: d.request_timeout,
             lag_threshold: d.lag_threshold,
             run_tag: format!("{}-{label}", self.tag),

@@ -155,6 +155,10 @@ pub struct DesignResults {
     /// design's window. Absent from files written before fanbench recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processes: Option<Processes>,
+    /// How the driver ran this design's load. Absent from files written before fanbench recorded
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<DriverRun>,
     /// After a warm-up (the scenario's `[driver] warmup`): the same figures for the requests
     /// scheduled after it only. Absent when the run had no warm-up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,6 +171,20 @@ pub struct DesignResults {
     pub invalid_reasons: Vec<String>,
     /// Everything a reader must know before trusting the numbers.
     pub warnings: Vec<String>,
+}
+
+/// How the driver ran a design's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverRun {
+    /// Load threads the schedule was split between (interleaved, each with its own event loop and
+    /// users); in a merged run, the sum over its shards.
+    pub threads: u32,
+    /// Concurrent users, each carrying one request at a time; in a merged run, the sum.
+    pub users: u64,
+    /// Scheduled requests that fell due while every user was busy, and waited for one to finish.
+    /// It tells the two causes of send lag apart: non-zero, the server (or too few users) kept
+    /// every user busy; zero with a large send lag, the driver's CPU fell behind.
+    pub slots_waited_for_user: u64,
 }
 
 /// The measurement window after a warm-up: the requests scheduled from `from_s` to the end of
@@ -804,6 +822,41 @@ mod tests {
             for (reason, word) in reasons.iter().zip(want.iter()) {
                 assert!(reason.contains(word), "{reason:?} should say {word:?}");
             }
+        }
+    }
+
+    #[test]
+    fn how_the_driver_ran_is_optional_and_checked() {
+        // Older files have no `driver` block and still read.
+        let doc = fixture();
+        assert!(doc["designs"]["async"].get("driver").is_none());
+        let parsed: RunResults = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!(parsed.designs["async"].driver, None);
+        // A file with one validates and round-trips.
+        let mut doc = fixture();
+        doc["designs"]["async"]["driver"] =
+            serde_json::json!({"threads": 2, "users": 600, "slots_waited_for_user": 17});
+        validate(&doc).unwrap();
+        let parsed: RunResults = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!(
+            parsed.designs["async"].driver,
+            Some(DriverRun {
+                threads: 2,
+                users: 600,
+                slots_waited_for_user: 17
+            })
+        );
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), doc);
+        // And what a reader could not use is refused.
+        for bad in [
+            serde_json::json!({"threads": 0, "users": 600, "slots_waited_for_user": 0}),
+            serde_json::json!({"threads": 1, "users": 600}),
+            serde_json::json!({"threads": 1, "users": 600, "slots_waited_for_user": -1}),
+            serde_json::json!({"threads": 1, "users": 6, "slots_waited_for_user": 0, "x": 1}),
+        ] {
+            let mut doc = fixture();
+            doc["designs"]["async"]["driver"] = bad.clone();
+            assert!(validate(&doc).is_err(), "{bad}");
         }
     }
 

@@ -341,6 +341,12 @@ impl Scenario {
                 "driver.users must be at least 1".into(),
             ));
         }
+        if self.driver.threads == Some(0) {
+            return Err((
+                vec![Key("driver"), Key("threads")],
+                "driver.threads must be at least 1".into(),
+            ));
+        }
         let share = self.driver.max_unanswered_share;
         if !(0.0..=1.0).contains(&share) {
             return Err((
@@ -513,6 +519,16 @@ phases = [{ kind = "constant", duration = "2s", rate = 10 }]
         let e = parse(&format!("{MINIMAL}[driver]\nwarmup = \"2s\"\n")).unwrap_err();
         assert!(e.contains("line 6"), "{e}");
         assert!(e.contains("must be shorter than the arrivals (2s)"), "{e}");
+    }
+
+    #[test]
+    fn load_threads_are_at_least_one_and_default_to_the_rate() {
+        let s = parse(&format!("{MINIMAL}[driver]\nthreads = 2\n")).unwrap();
+        assert_eq!(s.driver.threads, Some(2));
+        assert_eq!(parse(MINIMAL).unwrap().driver.threads, None);
+        let e = parse(&format!("{MINIMAL}[driver]\nthreads = 0\n")).unwrap_err();
+        assert!(e.contains("line 6"), "{e}");
+        assert!(e.contains("driver.threads must be at least 1"), "{e}");
     }
 
     #[test]

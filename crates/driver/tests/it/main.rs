@@ -37,6 +37,7 @@ fn options(target: &str, users: usize) -> DriveOptions {
     DriveOptions {
         target: target.to_string(),
         users,
+        threads: 1,
         request_timeout: Duration::from_secs(10),
         lag_threshold: Duration::from_millis(10),
         run_tag: "test".into(),
@@ -78,6 +79,11 @@ async fn a_fixed_latency_is_reported_within_tolerance() {
     assert!(latency.p99 < 60.0, "{latency:?}");
     assert!(m.trustworthy, "{:?}", m.warnings);
     assert!(r.send_lag_ms().p99 < 10.0);
+    assert_eq!(
+        r.slots_waited_for_user(),
+        0,
+        "32 users for 2 requests in flight: a free user was always waiting"
+    );
     let timeline = r.timeline();
     assert_eq!(timeline.iter().map(|s| s.offered).sum::<u64>(), 300);
     // Evenly spaced at 10 ms from 10 ms: each second offers 100, give or take the one on its edge.
@@ -155,6 +161,49 @@ async fn with_one_user_the_stall_hides_from_service_time_but_not_from_latency_an
         "{:?}",
         m.warnings
     );
+    // The slots scheduled into the stall (a second at 100/s) found their one user busy: the lag
+    // is the server's doing, not the driver's CPU.
+    let waited = m.recorder.slots_waited_for_user();
+    assert!((90..=400).contains(&waited), "{waited}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_threads_send_each_slot_exactly_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The server notes the sequence number each sign-up's email carries.
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let noted = seen.clone();
+    let url = serve(Router::new().route(
+        "/register",
+        post(move |body: String| {
+            let noted = noted.clone();
+            async move {
+                let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let email = body["email"].as_str().unwrap();
+                let (seq, _) = driver::parse_email(email).unwrap();
+                noted.lock().unwrap().push(seq);
+                StatusCode::ACCEPTED
+            }
+        }),
+    ))
+    .await;
+    let mut options = options(&url, 48);
+    options.threads = 3;
+    let m = run(&scenario(600, 2), &options).await;
+    assert_eq!(m.threads, 3);
+    let r = &m.recorder;
+    assert_eq!(
+        (r.intended(), r.sent_count(), r.completed_count(), r.ok()),
+        (1200, 1200, 1200, 1200)
+    );
+    assert!(m.trustworthy, "{:?}", m.warnings);
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..1200).collect::<Vec<u64>>(), "every slot once");
+    // Each thread recorded its own part; merged, they are one timeline of the whole schedule.
+    let timeline = r.timeline();
+    assert_eq!(timeline.iter().map(|s| s.offered).sum::<u64>(), 1200);
+    assert_eq!(timeline.iter().map(|s| s.ok).sum::<u64>(), 1200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
