@@ -1107,17 +1107,20 @@ fn latency_bound(slo: &[Slo]) -> Option<Duration> {
 /// did send took longer than the objective's latency bound (p99) on the server's own time, from
 /// their actual send to the answer, so a punctual driver, adding the load it held back, could
 /// not have passed. That holds only while the driver read answers as they came: its load runs on
-/// one thread, so a driver process under one core had idle time on that thread, and a busy
-/// thread, which would hold answers unread and inflate the service time too, is ruled out.
+/// `threads` threads, each able to use one core, so a driver process under `threads` cores had
+/// idle time on its load threads, and a busy thread, which would hold answers unread and inflate
+/// the service time too, is ruled out.
 fn missed_on_service_time(
     bound: Option<Duration>,
     service_p99_ms: f64,
     driver_cores: Option<f64>,
+    threads: u32,
 ) -> bool {
     let Some(bound) = bound else {
         return false;
     };
-    service_p99_ms > bound.as_secs_f64() * 1000.0 && driver_cores.is_some_and(|c| c < 1.0)
+    service_p99_ms > bound.as_secs_f64() * 1000.0
+        && driver_cores.is_some_and(|c| c < f64::from(threads.max(1)))
 }
 
 /// How fast the pool's waiters may grow before a step counts as falling behind: 5 % of the
@@ -1171,6 +1174,7 @@ fn run_step(ctx: &Run, design: Subject, slo: &[Slo], rate: u32, k: u32) -> Resul
             bound,
             d.service_time_ms.p99,
             step_cores.get("driver").copied(),
+            d.driver.as_ref().map_or(1, |r| r.threads),
         );
     if missed_despite_lag {
         why.push(format!(
@@ -2008,14 +2012,18 @@ mod tests {
     fn a_late_driver_leaves_a_step_inconclusive_unless_the_server_missed_on_its_own_time() {
         let bound = Some(Duration::from_millis(250));
         // The server took longer than the bound from each actual send, the driver was not busy.
-        assert!(missed_on_service_time(bound, 900.0, Some(0.4)));
+        assert!(missed_on_service_time(bound, 900.0, Some(0.4), 1));
         // Within the bound on its own time: the lateness may be all the driver's.
-        assert!(!missed_on_service_time(bound, 200.0, Some(0.4)));
-        // A driver using a whole core may have held answers unread: no conclusion.
-        assert!(!missed_on_service_time(bound, 900.0, Some(1.0)));
-        assert!(!missed_on_service_time(bound, 900.0, None));
+        assert!(!missed_on_service_time(bound, 200.0, Some(0.4), 1));
+        // A driver using a whole core per load thread may have held answers unread: no
+        // conclusion.
+        assert!(!missed_on_service_time(bound, 900.0, Some(1.0), 1));
+        assert!(!missed_on_service_time(bound, 900.0, Some(2.0), 2));
+        assert!(!missed_on_service_time(bound, 900.0, None, 1));
+        // Two load threads had idle time at 1.5 cores.
+        assert!(missed_on_service_time(bound, 900.0, Some(1.5), 2));
         // No latency bound, nothing to hold the service time to.
-        assert!(!missed_on_service_time(None, 900.0, Some(0.4)));
+        assert!(!missed_on_service_time(None, 900.0, Some(0.4), 1));
     }
 
     #[test]
