@@ -1300,7 +1300,9 @@ fn attribute(ctx: &Run, design: Subject, step: &StepRecord) -> Result<Bottleneck
     let samples = read_telemetry(Path::new(&step.dir), design).unwrap_or_default();
     let input = attribution::StepInput {
         offered_rps: step.offered_rps,
-        trustworthy: step.trustworthy,
+        // A step the design missed on its own time while the driver lagged is the design's
+        // (`missed_despite_lag`): its resources are read like any failing step's.
+        trustworthy: !step.driver_limited(),
         send_lag_p99_ms: step.send_lag_p99_ms,
         cores: step.cores.clone(),
         // The first second of a step judged whole is its start-up.

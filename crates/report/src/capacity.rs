@@ -277,13 +277,14 @@ fn chart(svg: String, explain: &str) -> String {
     )
 }
 
-/// The steps a line may join: the search's own run of each rate, where the driver kept to
-/// schedule, by offered rate. Repeats are drawn as dots ([`overlay`]).
+/// The steps a line may join: the search's own run of each rate, unless it was driver-limited
+/// (a step the design missed on its own time while the driver lagged is the design's), by
+/// offered rate. Repeats are drawn as dots ([`overlay`]).
 fn trusted(d: &DesignCapacity) -> Vec<&StepRecord> {
     let mut v: Vec<&StepRecord> = d
         .steps
         .iter()
-        .filter(|s| s.trustworthy && s.repeat == 0)
+        .filter(|s| !s.driver_limited() && s.repeat == 0)
         .collect();
     v.sort_by_key(|s| s.offered_rps);
     v
@@ -299,7 +300,7 @@ fn overlay(
     let points: Vec<(f64, f64)> = d
         .steps
         .iter()
-        .filter(|s| s.trustworthy && s.repeat > 0)
+        .filter(|s| !s.driver_limited() && s.repeat > 0)
         .filter_map(|s| Some((f64::from(s.offered_rps), figure(s)?)))
         .collect();
     let dots = if points.is_empty() {
@@ -439,7 +440,7 @@ fn latency_chart(name: &str, d: &DesignCapacity) -> String {
     );
     chart(
         svg,
-        "One point per load step the driver kept to schedule (driver-limited steps are left out: \
+        "One point per load step that was not driver-limited (those are left out: \
          they say nothing about the design), joined in order of offered rate. Latency is measured \
          from each request's intended send time, so queueing in front of the server counts. The \
          dashed vertical line is the knee: the highest rate that met the objective. Past it the \
