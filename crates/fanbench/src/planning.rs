@@ -224,12 +224,14 @@ pub fn plan(
         .map(|(key, d)| {
             let design = design_of(key);
             // Every step that fell behind on delivery drained a backlog after its load: the
-            // rate it fell at is the drain rate itself.
+            // rate it fell at is the drain rate itself. Only where the driver kept to its
+            // schedule: a late driver was still sending after the schedule's end, so the fall it
+            // shows then is delivery net of arrivals.
             let rates: Vec<f64> = if has_queue(design) {
                 d.steps
                     .iter()
-                    .filter(|s| s.delivery_keeps_up == Some(false))
-                    .filter_map(|s| drain_rate(&steps(&s.dir, design)?))
+                    .filter(|s| s.delivery_keeps_up == Some(false) && s.trustworthy)
+                    .filter_map(|s| drain_rate(&steps(&s.dir, design)?, report.step_duration_s))
                     .collect()
             } else {
                 Vec::new()
@@ -252,18 +254,16 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// The rate a step's backlog fell at after its peak, sign-ups a second: minus the least-squares
-/// slope of the backlog ([`backlog`]) from its peak over the seconds it was still above zero.
-/// `None` with fewer than three such seconds (a step that hardly queued says nothing of its
-/// drain rate) or a backlog that did not fall.
-pub fn drain_rate(samples: &[results::TelemetrySample]) -> Option<f64> {
+/// The rate a step's backlog fell at once its load had ended (`load_end_s`, on the samples'
+/// clock), sign-ups a second: minus the least-squares slope of the backlog ([`backlog`]) from
+/// the end of the load over the seconds it was still above zero. Only then does nothing arrive,
+/// so the fall is the drain itself; a fall during the load is delivery net of arrivals. `None`
+/// with fewer than three such seconds (a step that hardly queued says nothing of its drain
+/// rate) or a backlog that did not fall.
+pub fn drain_rate(samples: &[results::TelemetrySample], load_end_s: f64) -> Option<f64> {
     let series = backlog(samples);
-    let peak = series
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.1.total_cmp(&b.1.1))?
-        .0;
-    let falling: Vec<(f64, f64)> = series[peak..]
+    let from = series.iter().position(|(t, _)| *t >= load_end_s)?;
+    let falling: Vec<(f64, f64)> = series[from..]
         .iter()
         .take_while(|(_, b)| *b > 0.0)
         .copied()
@@ -1013,10 +1013,15 @@ mod tests {
             .chain(falls)
             .chain([0.0, 0.0])
             .collect();
-        let rate = drain_rate(&samples(&series)).unwrap();
+        // The load ends at 5 s, at the backlog's peak.
+        let rate = drain_rate(&samples(&series), 5.0).unwrap();
         assert!((rate - 18.0).abs() < 1e-9, "{rate}");
         // A step that hardly queued says nothing.
-        assert_eq!(drain_rate(&samples(&[0.0, 5.0, 3.0, 0.0])), None);
+        assert_eq!(drain_rate(&samples(&[0.0, 5.0, 3.0, 0.0]), 1.0), None);
+        // A fall during the load is delivery net of arrivals, not the drain: a backlog that
+        // peaked early, fell slowly and was empty when the load ended says nothing.
+        let early = [0.0, 90.0, 80.0, 70.0, 60.0, 50.0, 0.0, 0.0];
+        assert_eq!(drain_rate(&samples(&early), 6.0), None);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![]), None);
     }
