@@ -38,13 +38,36 @@ fn fixed(email: &str, sms: &str, push: &str) -> String {
 /// Runs one capacity search of `design` starting at `rate`, one step per search, 8 s a step (2 s
 /// of it warm-up); returns the design's search from capacity.json and the command's output.
 fn search(dir: &Path, scenario: &str, design: &str, rate: u32, env: &[(&str, &str)]) -> Value {
+    // An injected bottleneck is a what-if by definition: every design setting the scenario
+    // changes is named so, as the like-for-like check asks.
+    let mut table: toml::Table = toml::from_str(scenario).unwrap();
+    let what_if: Vec<toml::Value> = table
+        .get("servers")
+        .and_then(|s| s.as_table())
+        .into_iter()
+        .flat_map(|servers| {
+            servers.iter().flat_map(|(d, keys)| {
+                keys.as_table()
+                    .into_iter()
+                    .flat_map(move |k| k.keys().map(move |k| toml::Value::from(format!("{d}.{k}"))))
+            })
+        })
+        .collect();
+    table.insert("what_if".into(), toml::Value::Array(what_if));
     let file = dir.join("scenario.toml");
-    std::fs::write(&file, scenario).unwrap();
+    std::fs::write(&file, toml::to_string(&table).unwrap()).unwrap();
     let out = dir.join("out");
     let mut cmd = fanbench();
     cmd.args(["capacity", "--designs", design, "--scenario"])
         .arg(&file)
-        .args(["--start-rate", &rate.to_string(), "--max-steps", "1"])
+        .args([
+            "--start-rate",
+            &rate.to_string(),
+            "--max-steps",
+            "1",
+            "--repeat",
+            "1",
+        ])
         .args(["--step-duration", "8s", "--warmup", "2s", "--out"])
         .arg(&out);
     for (k, v) in env {
