@@ -14,6 +14,12 @@
 //! was most of the driver's own CPU, and goose's metrics were never read (the driver times each
 //! request itself, in microseconds).
 //!
+//! A lane's connections are read through its [`Inbox`], not the thread's event loop: the
+//! dispatcher collects the answers that arrived whenever it wakes for the next slots, and watches
+//! for them only when the next slot is more than [`WATCH_AFTER`] away, so answers cost no thread
+//! wake-ups of their own; each is timed by the kernel's receive timestamp, so reading it later
+//! changes no latency.
+//!
 //! One load thread holds [`RATE_PER_THREAD`] requests a second on schedule; above it the schedule
 //! is split ([`Schedule::split`]: interleaved, each thread every `n`-th slot) between
 //! [`threads_for`] threads, whose recorders are merged at the end. goose runs on the first load
@@ -41,6 +47,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{Connection, Endpoint, EndpointError};
+use crate::inbox::Inbox;
 use crate::progress::{Progress, Snapshot};
 use crate::record::{Recorder, Shards};
 use crate::schedule::{Schedule, Shape, Slot, TraceError};
@@ -78,12 +85,12 @@ pub fn users_for(peak_rps: f64, max_latency: Duration) -> usize {
 }
 
 /// The rate one load thread is given before the schedule is split. Measured with `fanbench bench
-/// driver` (docs/PERFORMANCE.md, a busy machine): a thread spends 17 µs of CPU a request at
-/// 10,000/s and 13 µs at 20,000/s, so 10,000 a second is a fifth of a core, and one wake-up's
-/// batch (rate × [`QUANTUM`], 5 requests) goes out within about 100 µs, well inside the 1 ms of
-/// send lag a run on schedule allows. At 20,000/s one thread's batch doubles and its requests
-/// queue behind one another within it; two threads cost no more CPU a request (13.4 µs either
-/// way). Not yet compared on a quiet machine.
+/// driver` (docs/PERFORMANCE.md, quiet machine, 2026-12-05): a thread spends 14 µs of CPU a
+/// request at 5,000/s and less as the rate grows (9 µs at 20,000/s on two threads), so 10,000 a
+/// second is about a tenth of a core, and one wake-up's batch (rate × [`QUANTUM`], 7–8 requests
+/// at a few µs each) goes out within about 100 µs, inside the quarter of the 1 ms of send lag a
+/// run on schedule allows that the quantum leaves. At 20,000/s one thread's batch doubles and
+/// its requests queue behind one another within it, so the schedule is split instead.
 pub const RATE_PER_THREAD: f64 = 10_000.0;
 
 /// Load threads for a peak rate on this machine: one per [`RATE_PER_THREAD`] requests a second,
@@ -126,6 +133,8 @@ pub enum DriverError {
     Trace(#[from] TraceError),
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    #[error("a load thread could not read its answers: {0}")]
+    Inbox(#[from] std::io::Error),
 }
 
 /// The email of a scheduled sign-up: unique per run, and it carries its sequence number and its
@@ -174,10 +183,12 @@ fn write_body(out: &mut Vec<u8>, slot: &Slot, tag: &str) {
     out.push(b'}');
 }
 
-/// One load thread's part of the run: its due slots, waiting for its users.
+/// One load thread's part of the run: its due slots, waiting for its users, and its users'
+/// sockets.
 #[derive(Debug)]
 struct Lane {
     slots: SlotQueue,
+    inbox: Arc<Inbox>,
 }
 
 struct Shared {
@@ -198,43 +209,69 @@ struct Shared {
 }
 
 /// The shortest sleep between two releases of due slots. It bounds the send lag the dispatcher
-/// itself adds, and it batches: at 10,000 requests a second one wake-up releases about five, and
-/// their answers tend to arrive in one wake-up too. Measured with `fanbench bench driver`
-/// (docs/PERFORMANCE.md): against 250 µs it cut the CPU per request at 5,000/s from 70 to 47 µs
-/// and raised send lag p99 from 0.31 to 0.55 ms.
-pub const QUANTUM: Duration = Duration::from_micros(500);
+/// itself adds, and it batches: once answers are collected at these wake-ups ([`Inbox`]), a
+/// wake-up is what a request costs beyond its own `send` and `recvmsg` (a context switch out of
+/// and back into the thread: a quarter of the driver's CPU at 5,000/s in `perf`), so the quantum
+/// sets how many requests share one. Its ceiling is the send lag a run on schedule may show:
+/// 1 ms at the 99th percentile (issue #18), of which the quantum takes 0.75 ms and leaves a
+/// quarter for the thread's own wake-up latency (about 0.05 ms on a quiet machine, send lag p99
+/// minus the quantum). Measured with `fanbench bench driver` (docs/PERFORMANCE.md, quiet
+/// machine, same build otherwise): 750 µs against 500 µs took the CPU per request at 5,000/s
+/// from 16.7 to 13.7 µs and send lag p99 at 20,000/s from 0.57 to 0.79 ms.
+pub const QUANTUM: Duration = Duration::from_micros(750);
+
+/// A dispatcher that will sleep longer than this watches its inbox meanwhile; a shorter sleep
+/// leaves the answers that arrive during it to be collected when it wakes. An answer so left
+/// waits at most this long to be read (its latency is the kernel's stamp, not the read), and
+/// holds its user that much longer: two quanta at 20,000 requests a second is 20 users, which the
+/// users' margin over Little's law ([`users_for`]) covers many times at the latencies where such
+/// rates are offered. Longer sleeps are rare where the wake-ups would cost most: at 5,000
+/// requests a second, a slot falls due every 200 µs.
+pub const WATCH_AFTER: Duration = Duration::from_micros(1000);
 
 /// A lane's dispatcher: releases each of its slots when it falls due, and closes the lane's queue
 /// when it ends (the schedule is done, a stop, or an error), which is what ends its users.
 async fn dispatch(schedule: Schedule, shared: Arc<Shared>, lane: usize) -> Result<(), DriverError> {
     let released = release(schedule, &shared, lane).await;
-    shared.lanes[lane].slots.close();
-    released
+    let lane = &shared.lanes[lane];
+    lane.slots.close();
+    // The users' last answers: nobody else reads them. A user starts its exchange as it takes
+    // a slot, with no wait in between, so on this thread a slot is always counted in one place.
+    let settled = lane.inbox.settle(|| lane.slots.is_empty()).await;
+    released.and(settled.map_err(DriverError::from))
 }
 
 async fn release(schedule: Schedule, shared: &Shared, lane: usize) -> Result<(), DriverError> {
     let slots = &shared.lanes[lane].slots;
+    let inbox = &shared.lanes[lane].inbox;
     let timer = PreciseTimer::new()
         .map_err(|e| DriverError::Goose(format!("could not create the dispatch timer: {e}")))?;
     let mut last_wake = Instant::now();
     for slot in schedule {
         let slot = slot?;
         let due = shared.t0 + slot.at;
-        if due > Instant::now() {
+        let now = Instant::now();
+        if due > now {
             let until = due.max(last_wake + QUANTUM);
+            let long = until - now > WATCH_AFTER;
             tokio::select! {
                 slept = timer.sleep_until(until) => slept.map_err(|e| {
                     DriverError::Goose(format!("the dispatch timer failed: {e}"))
                 })?,
+                watched = inbox.watch(), if long => match watched? {},
                 _ = shared.cancel.cancelled() => return Ok(()),
             }
             last_wake = Instant::now();
+            // The answers that arrived while it slept: their users run when it next waits.
+            inbox.harvest()?;
         }
         let at = slot.at;
         // A full queue means every user has long been busy: the slot waits, and its send lag
-        // says so.
+        // says so. Meanwhile the answers that will free them are watched for.
         let waits = tokio::select! {
+            biased;
             waits = slots.push(slot) => waits,
+            watched = inbox.watch() => match watched? {},
             _ = shared.cancel.cancelled() => return Ok(()),
         };
         shared.recorder.with(|r| {
@@ -251,7 +288,7 @@ async fn release(schedule: Schedule, shared: &Shared, lane: usize) -> Result<(),
 /// the run is cancelled.
 async fn user_loop(shared: Arc<Shared>, lane: usize) {
     let slots = &shared.lanes[lane].slots;
-    let mut connection = Connection::new();
+    let mut connection = Connection::new(shared.lanes[lane].inbox.clone());
     connection.open(&shared.endpoint).await;
     let mut body = Vec::with_capacity(256);
     loop {
@@ -266,10 +303,11 @@ async fn user_loop(shared: Arc<Shared>, lane: usize) {
         write_body(&mut body, &slot, &shared.tag);
         let actual = shared.t0.elapsed();
         shared.recorder.with(|r| r.sent(slot.at, actual));
-        let outcome = connection
+        let (outcome, answered) = connection
             .post(&shared.endpoint, &body, shared.request_timeout)
             .await;
-        let done = shared.t0.elapsed();
+        // When the answer reached the socket, not when this user got round to it.
+        let done = answered.saturating_duration_since(shared.t0).max(actual);
         shared
             .recorder
             .with(|r| r.completed(slot.seq, slot.at, actual, done, outcome));
@@ -309,6 +347,14 @@ pub async fn drive(
     let endpoint = Endpoint::resolve(&options.target).await?;
     let threads = options.threads.max(1);
     let parts = schedule.split(threads as u32)?;
+    let lanes = (0..threads)
+        .map(|_| {
+            Ok(Lane {
+                slots: SlotQueue::new(),
+                inbox: Inbox::new()?,
+            })
+        })
+        .collect::<Result<Vec<_>, std::io::Error>>()?;
     // Every load thread's runtime exists before any user does: goose's users, launched on the
     // first, join the others through their handles.
     let mut runtimes = Vec::with_capacity(threads);
@@ -337,11 +383,7 @@ pub async fn drive(
     let started_at = SystemTime::now() + start_delay;
     let shared = Arc::new(Shared {
         recorder: Shards::with_window(options.measure_from),
-        lanes: (0..threads)
-            .map(|_| Lane {
-                slots: SlotQueue::new(),
-            })
-            .collect(),
+        lanes,
         handles: runtimes.iter().map(|rt| rt.handle().clone()).collect(),
         next_user: AtomicUsize::new(0),
         endpoint,

@@ -9,7 +9,9 @@
 //! length, the body) on a connection the user opened before the schedule started, and its answer
 //! is read by the user itself and parsed with `httparse`, the parser hyper uses: no task, channel
 //! or allocation per request. No connection is opened while requests fall due (the first second
-//! at 20,000/s used to stall on a burst of lazy connects).
+//! at 20,000/s used to stall on a burst of lazy connects). The sockets are read through the load
+//! thread's [`Inbox`]: answers are collected at the dispatcher's wake-ups and timed by the kernel's
+//! receive timestamps, so a request costs no thread wake-up of its own.
 //!
 //! What it does not do: TLS, redirects, compression, pipelining. It reads answers framed by
 //! `Content-Length`, chunked, or by the connection's close, skips `1xx` interim answers, and
@@ -17,11 +19,10 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
+use crate::inbox::{Inbox, Socket};
 use crate::record::{Outcome, Transport, classify_error};
 
 /// The path sign-ups are posted to.
@@ -88,19 +89,14 @@ impl Endpoint {
 /// One user's connection: opened before the schedule starts, reopened when it breaks.
 #[derive(Debug)]
 pub struct Connection {
-    stream: Option<TcpStream>,
+    inbox: Arc<Inbox>,
+    stream: Option<Socket>,
     /// Whether the open connection has carried a request already: only such a connection may
     /// have been closed by the server while idle.
     reused: bool,
     /// The request being sent, and the answer being read: allocated once, reused.
     request: Vec<u8>,
     answer: Vec<u8>,
-}
-
-impl Default for Connection {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// How an exchange on one connection failed.
@@ -134,8 +130,10 @@ fn eof() -> io::Error {
 }
 
 impl Connection {
-    pub fn new() -> Self {
+    /// A connection read through `inbox`, its load thread's.
+    pub fn new(inbox: Arc<Inbox>) -> Self {
         Self {
+            inbox,
             stream: None,
             reused: false,
             request: Vec::with_capacity(512),
@@ -146,7 +144,7 @@ impl Connection {
     /// Opens the connection now (before the schedule starts) so the first request does not pay
     /// for it. A failure is not an error yet: the first request retries and records it.
     pub async fn open(&mut self, endpoint: &Endpoint) {
-        if let Ok(stream) = connect(endpoint).await {
+        if let Ok(stream) = Socket::connect(endpoint.addr, &self.inbox).await {
             self.stream = Some(stream);
             self.reused = false;
         }
@@ -154,30 +152,38 @@ impl Connection {
 
     /// Posts `body` as JSON and reads the whole answer, within `timeout`. Never fails: a
     /// transport error or a timeout is the request's outcome, and the connection is dropped so the
-    /// next request opens a fresh one.
-    pub async fn post(&mut self, endpoint: &Endpoint, body: &[u8], timeout: Duration) -> Outcome {
+    /// next request opens a fresh one. Returns the outcome and when it came: for an answer, when
+    /// its last bytes reached the socket (the kernel's stamp, however late the user read them);
+    /// otherwise when the failure was seen.
+    pub async fn post(
+        &mut self,
+        endpoint: &Endpoint,
+        body: &[u8],
+        timeout: Duration,
+    ) -> (Outcome, Instant) {
         self.request.clear();
         self.request.extend_from_slice(&endpoint.head);
         // Writing into a Vec cannot fail.
         let _ = io::Write::write_fmt(&mut self.request, format_args!("{}\r\n\r\n", body.len()));
         self.request.extend_from_slice(body);
+        let _underway = self.inbox.begin();
         match tokio::time::timeout(timeout, self.exchange(endpoint)).await {
-            Ok(Ok(status)) => Outcome::Status(status),
-            Ok(Err(outcome)) => outcome,
+            Ok(Ok((status, at))) => (Outcome::Status(status), at),
+            Ok(Err(outcome)) => (outcome, Instant::now()),
             Err(_elapsed) => {
                 // The answer may still come, and would be read as the next request's.
                 self.stream = None;
-                Outcome::Timeout
+                (Outcome::Timeout, Instant::now())
             }
         }
     }
 
-    async fn exchange(&mut self, endpoint: &Endpoint) -> Result<u16, Outcome> {
+    async fn exchange(&mut self, endpoint: &Endpoint) -> Result<(u16, Instant), Outcome> {
         loop {
             let stream = match &mut self.stream {
                 Some(stream) => stream,
                 None => {
-                    let stream = connect(endpoint)
+                    let stream = Socket::connect(endpoint.addr, &self.inbox)
                         .await
                         .map_err(|e| classify_error(false, true, false, &e))?;
                     self.reused = false;
@@ -185,13 +191,13 @@ impl Connection {
                 }
             };
             match exchange(stream, &self.request, &mut self.answer).await {
-                Ok((status, keep)) => {
+                Ok((status, keep, at)) => {
                     if keep {
                         self.reused = true;
                     } else {
                         self.stream = None;
                     }
-                    return Ok(status);
+                    return Ok((status, at));
                 }
                 // A connection the server closed while it sat idle (its keep-alive timeout, a
                 // restart) fails before answering: that is not this request's failure, and the
@@ -209,22 +215,15 @@ impl Connection {
     }
 }
 
-async fn connect(endpoint: &Endpoint) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect(endpoint.addr).await?;
-    // Requests are small and each is written whole: Nagle would only hold them back.
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
-/// Reads more of the answer into `buf`; an end of stream is an error (the caller knows whether
-/// any of the answer had arrived).
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(4096);
-    }
-    match stream.read_buf(buf).await? {
-        0 => Err(eof()),
-        _ => Ok(()),
+/// Reads more of the answer into `buf` and notes when it arrived in `at`; an end of stream is an
+/// error (the caller knows whether any of the answer had arrived).
+async fn read_more(stream: &mut Socket, buf: &mut Vec<u8>, at: &mut Instant) -> io::Result<()> {
+    match stream.read(buf).await? {
+        (0, _) => Err(eof()),
+        (_, arrived) => {
+            *at = arrived;
+            Ok(())
+        }
     }
 }
 
@@ -289,13 +288,14 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, Failure> {
     }))
 }
 
-/// Sends `request` and reads one whole answer (skipping interim `1xx` ones). Returns its status
-/// and whether the connection can carry another request.
+/// Sends `request` and reads one whole answer (skipping interim `1xx` ones). Returns its status,
+/// whether the connection can carry another request, and when the answer's last bytes arrived.
 async fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut Socket,
     request: &[u8],
     buf: &mut Vec<u8>,
-) -> Result<(u16, bool), Failure> {
+) -> Result<(u16, bool, Instant), Failure> {
+    let mut arrived = Instant::now();
     stream
         .write_all(request)
         .await
@@ -306,7 +306,7 @@ async fn exchange(
             Some(head) => head,
             None => {
                 let answered = !buf.is_empty();
-                read_more(stream, buf).await.map_err(|e| {
+                read_more(stream, buf, &mut arrived).await.map_err(|e| {
                     if answered {
                         Failure::CutOff(e)
                     } else {
@@ -330,12 +330,12 @@ async fn exchange(
             let mut have = buf.len() - head.len;
             while have < n {
                 buf.clear();
-                read_more(stream, buf).await.map_err(cut)?;
+                read_more(stream, buf, &mut arrived).await.map_err(cut)?;
                 have += buf.len();
             }
             if have > n {
                 // More than was announced: nothing was asked for, so the connection is unusable.
-                return Ok((head.status, false));
+                return Ok((head.status, false, arrived));
             }
         }
         Framing::Chunked => {
@@ -347,7 +347,7 @@ async fn exchange(
                     if let Some(i) = find_crlf(&buf[at..]) {
                         break at + i;
                     }
-                    read_more(stream, buf).await.map_err(cut)?;
+                    read_more(stream, buf, &mut arrived).await.map_err(cut)?;
                 };
                 let size_text = std::str::from_utf8(&buf[at..line_end])
                     .map_err(|_| Failure::Malformed)?
@@ -363,7 +363,7 @@ async fn exchange(
                             if let Some(i) = find_crlf(&buf[at..]) {
                                 break at + i;
                             }
-                            read_more(stream, buf).await.map_err(cut)?;
+                            read_more(stream, buf, &mut arrived).await.map_err(cut)?;
                         };
                         let empty = end == at;
                         at = end + 2;
@@ -375,24 +375,24 @@ async fn exchange(
                 }
                 let next = at + size + 2;
                 while buf.len() < next {
-                    read_more(stream, buf).await.map_err(cut)?;
+                    read_more(stream, buf, &mut arrived).await.map_err(cut)?;
                 }
                 at = next;
             }
             if buf.len() > at {
-                return Ok((head.status, false));
+                return Ok((head.status, false, arrived));
             }
         }
         Framing::UntilClose => loop {
             buf.clear();
-            match read_more(stream, buf).await {
+            match read_more(stream, buf, &mut arrived).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
                 Err(e) => return Err(Failure::CutOff(e)),
             }
         },
     }
-    Ok((head.status, head.keep))
+    Ok((head.status, head.keep, arrived))
 }
 
 fn find_crlf(bytes: &[u8]) -> Option<usize> {
@@ -402,9 +402,17 @@ fn find_crlf(bytes: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::net::TcpListener;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// An inbox harvested whenever an answer arrives, as a load thread's is between slots.
+    fn watched_inbox() -> Arc<Inbox> {
+        let inbox = Inbox::new().unwrap();
+        let watched = inbox.clone();
+        tokio::spawn(async move { watched.watch().await });
+        inbox
+    }
 
     #[tokio::test]
     async fn endpoints_are_plain_http_with_a_host() {
@@ -488,15 +496,19 @@ mod tests {
 
     async fn post_n(url: &str, n: usize) -> Vec<Outcome> {
         let endpoint = Endpoint::resolve(url).await.unwrap();
-        let mut connection = Connection::new();
+        let mut connection = Connection::new(watched_inbox());
         connection.open(&endpoint).await;
         let mut outcomes = Vec::new();
         for _ in 0..n {
-            outcomes.push(
-                connection
-                    .post(&endpoint, b"{\"a\":1}", Duration::from_secs(5))
-                    .await,
+            let sent = Instant::now();
+            let (outcome, at) = connection
+                .post(&endpoint, b"{\"a\":1}", Duration::from_secs(5))
+                .await;
+            assert!(
+                at + Duration::from_millis(1) >= sent && at <= Instant::now(),
+                "answered between sending and now"
             );
+            outcomes.push(outcome);
             // Let a server's close reach the connection, as it would between two slots.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -588,8 +600,8 @@ mod tests {
             }
         });
         let endpoint = Endpoint::resolve(&url).await.unwrap();
-        let mut connection = Connection::new();
-        let outcome = connection
+        let mut connection = Connection::new(watched_inbox());
+        let (outcome, _) = connection
             .post(&endpoint, b"{}", Duration::from_millis(100))
             .await;
         assert_eq!(outcome, Outcome::Timeout);
@@ -604,7 +616,7 @@ mod tests {
         let endpoint = Endpoint::resolve(&format!("http://127.0.0.1:{port}"))
             .await
             .unwrap();
-        let outcome = Connection::new()
+        let (outcome, _) = Connection::new(watched_inbox())
             .post(&endpoint, b"{}", Duration::from_secs(5))
             .await;
         assert_eq!(outcome, Outcome::ConnectionError(Transport::Refused));

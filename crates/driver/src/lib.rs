@@ -7,6 +7,7 @@
 
 pub mod engine;
 pub mod http;
+pub mod inbox;
 pub mod progress;
 pub mod record;
 pub mod schedule;

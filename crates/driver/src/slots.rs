@@ -106,6 +106,11 @@ impl SlotQueue {
         }
     }
 
+    /// Whether no slot is queued.
+    pub fn is_empty(&self) -> bool {
+        self.lock().slots.is_empty()
+    }
+
     /// No more slots: users drain what is queued, then [`SlotQueue::pop`] returns `None`.
     pub fn close(&self) {
         self.lock().closed = true;

@@ -61,11 +61,14 @@ impl PreciseTimer {
             .0
             .set(Expiration::OneShot(wait), TimerSetTimeFlags::empty())?;
         loop {
+            // Every expiry wakes the event loop (it registered the timer edge-triggered), and
+            // rearming resets the expiry count, so the count is never read: the readiness is
+            // cleared by hand, and a wake-up left over from a sleep given up early (a timer that
+            // expired after its sleep was dropped) is told apart by the clock.
             let mut ready = self.fd.readable().await?;
-            // Reading the expiry count disarms the readiness; `EAGAIN` means it was not yet due.
-            match ready.try_io(|fd| fd.get_ref().0.wait().map_err(io::Error::from)) {
-                Ok(result) => return result,
-                Err(_would_block) => continue,
+            ready.clear_ready();
+            if Instant::now() >= deadline {
+                return Ok(());
             }
         }
     }
