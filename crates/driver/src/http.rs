@@ -163,8 +163,9 @@ impl Connection {
     ) -> (Outcome, Instant) {
         self.request.clear();
         self.request.extend_from_slice(&endpoint.head);
-        // Writing into a Vec cannot fail.
-        let _ = io::Write::write_fmt(&mut self.request, format_args!("{}\r\n\r\n", body.len()));
+        self.request
+            .extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        self.request.extend_from_slice(b"\r\n\r\n");
         self.request.extend_from_slice(body);
         let _underway = self.inbox.begin();
         match tokio::time::timeout(timeout, self.exchange(endpoint)).await {

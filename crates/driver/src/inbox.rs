@@ -230,6 +230,9 @@ pub struct Socket {
     control: Vec<u8>,
     /// A request was written and nothing read since: its answer cannot be there yet.
     sent: bool,
+    /// What a read lands in before it is appended to the caller's buffer: zeroed once, where
+    /// reading into the buffer's spare room would zero that room on every read.
+    scratch: Box<[u8; 4096]>,
 }
 
 impl Socket {
@@ -249,6 +252,7 @@ impl Socket {
             token,
             control: nix::cmsg_space!(TimeSpec),
             sent: false,
+            scratch: Box::new([0; 4096]),
         })
     }
 
@@ -269,35 +273,31 @@ impl Socket {
         Ok(())
     }
 
-    /// Reads what has arrived into the spare room of `buf` (at least 1 KiB is made), waiting for
-    /// something if nothing has. Returns the bytes read (0 at the end of the stream) and when the
-    /// last of them reached the socket.
+    /// Appends what has arrived to `buf` (up to 4 KiB), waiting for something if nothing has.
+    /// Returns the bytes read (0 at the end of the stream) and when the last of them reached the
+    /// socket.
     pub async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<(usize, Instant)> {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
-        }
-        let start = buf.len();
-        buf.resize(buf.capacity(), 0);
         // Right after a request its answer is still on its way: a read would only find nothing.
         if std::mem::take(&mut self.sent) {
             self.inbox.readable(self.token).await;
         }
-        let read = loop {
-            match self.try_read(&mut buf[start..]) {
+        loop {
+            match self.try_read() {
+                Ok((n, at)) => {
+                    buf.extend_from_slice(&self.scratch[..n]);
+                    return Ok((n, at));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.inbox.readable(self.token).await;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => break other,
+                Err(e) => return Err(e),
             }
-        };
-        let n = read.as_ref().map_or(0, |(n, _)| *n);
-        buf.truncate(start + n);
-        read
+        }
     }
 
-    fn try_read(&mut self, into: &mut [u8]) -> io::Result<(usize, Instant)> {
-        let mut iov = [IoSliceMut::new(into)];
+    fn try_read(&mut self) -> io::Result<(usize, Instant)> {
+        let mut iov = [IoSliceMut::new(&mut self.scratch[..])];
         let message = recvmsg::<()>(
             self.stream.as_raw_fd(),
             &mut iov,
